@@ -37,6 +37,7 @@ deft=${DEFT:-build/deft}
 ns=deft-netbench-$$
 out=results/netbench
 mkdir -p "$out"
+rm -f "$out"/*.jsonl "$out/summary.md"   # the table reads every log here
 cleanup() { ip netns del "$ns" 2>/dev/null || true; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -63,32 +64,16 @@ for run in "${runs[@]}"; do
     --log "$out/$1-$2.jsonl"
 done
 
-# Per run: mean seconds per epoch, final accuracy, seconds to the target.
-summary() {
-  awk -v target="$target" '
-    /"epoch":/ {
-      match($0, /"wall_s": [0-9.]+/); w = substr($0, RSTART + 10, RLENGTH - 10)
-      match($0, /"test_acc": [0-9.]+/); a = substr($0, RSTART + 12, RLENGTH - 12)
-      n++; last = w; acc = a
-      if (hit == "" && a + 0 >= target) hit = w
-    }
-    END { printf "%.2f %.4f %s\n", last / n, acc, (hit == "" ? "-" : hit) }' "$1"
-}
-read -r sgd_epoch _ sgd_hit < <(summary "$out/sgd-1.jsonl")
+# The table, also kept next to the logs (with the command that made it) for
+# scripts/report.sh's section (d).
+{
+  echo "Command: \`scripts/netbench.sh --gbps $gbps --ranks $ranks --epochs $epochs" \
+       "--target $target --model $model --ratios \"$ratios\"\` ($model, $ranks MPI" \
+       "ranks over TCP on a loopback limited to $gbps Gbit/s)."
+  echo
+  scripts/netbench_table.sh "$out" "$target"
+} > "$out/summary.md"
 echo
-printf '| %-6s | %-5s | %-9s | %-13s | %-15s | %-17s |\n' method ratio \
-  "s / epoch" "test accuracy" "s to acc $target" "speedup vs sgd"
-printf '|%s|%s|%s|%s|%s|%s|\n' -------- ------- ----------- --------------- \
-  ----------------- -------------------
-for run in "${runs[@]}"; do
-  set -- $run
-  read -r per acc hit < <(summary "$out/$1-$2.jsonl")
-  speed=$(awk -v a="$sgd_epoch" -v b="$per" 'BEGIN { printf "%.2fx/epoch", a / b }')
-  if [[ $hit != - && $sgd_hit != - ]]; then
-    speed="$speed, $(awk -v a="$sgd_hit" -v b="$hit" 'BEGIN { printf "%.2fx to target", a / b }')"
-  fi
-  printf '| %-6s | %-5s | %-9s | %-13s | %-15s | %-17s |\n' "$1" "$2" "$per" \
-    "$(awk -v a="$acc" 'BEGIN { printf "%.2f%%", 100 * a }')" "$hit" "$speed"
-done
+tail -n +3 "$out/summary.md"
 echo
-echo "logs: $out/*.jsonl"
+echo "logs: $out/*.jsonl, table: $out/summary.md"

@@ -6,12 +6,15 @@
 #
 # usage: scripts/report.sh DIR [--tables "1 3 4"] [--model1 M] [--ratios1 "..."]
 #                              [--models3 "..."] [--lambdas "..."] [--seeds "..."]
-#                              [--epochs E] [--target ACC]
+#                              [--epochs E] [--target ACC] [--netbench DIR]
+# --netbench: where scripts/netbench.sh left its measured table (default
+# results/netbench), quoted in section (d) next to the modeled speedups.
 set -euo pipefail
 dir=${1:?usage: scripts/report.sh DIR [options]}
 shift
 tables="1 3 4" model1=lenet ratios1="16 64 256 512 1024" models3="mlp lenet vgg"
 lambdas="0.1 0.2 0.3 0.4 0.6 0.8" seeds="0 1 2" epochs="" target=""
+netbench=results/netbench
 while [[ $# -gt 0 ]]; do
   case $1 in
     --tables) tables=$2; shift 2 ;;
@@ -22,6 +25,7 @@ while [[ $# -gt 0 ]]; do
     --seeds) seeds=$2; shift 2 ;;
     --epochs) epochs=$2; shift 2 ;;
     --target) target=$2; shift 2 ;;
+    --netbench) netbench=$2; shift 2 ;;
     *) echo "report: unknown option '$1'" >&2; exit 2 ;;
   esac
 done
@@ -41,6 +45,12 @@ finals() {
   local fin; fin=$(grep '"final": true' "$f" | tail -n 1)
   local status; status=$(sed -n 's/.*"status": "\([a-z]*\)".*/\1/p' <<< "$fin")
   echo "$(num test_acc <<< "$fin") $(num best_test_acc <<< "$fin") $status"
+}
+
+# The epochs a completed run ran ("?" when its log is missing), so a table
+# mixing models trained for different lengths says so.
+run_epochs() {
+  [[ -f $1 ]] && grep '"final": true' "$1" | tail -n 1 | num epochs | grep . || echo "?"
 }
 
 # One table cell: mean ± std (in %) of the final accuracies over seeds, and
@@ -68,7 +78,7 @@ cell() { # cell model algo ratio lambda
 {
   echo "# Reproduction report"
   echo
-  echo "Folder \`$dir\`; seeds: $seeds${epochs:+; $epochs epochs}. Cells: mean ± std over"
+  echo "Folder \`$dir\`; seeds: $seeds${epochs:+; epochs: $epochs}. Cells: mean ± std over"
   echo "seeds of the final test accuracy (%), and of the best epoch's in"
   echo "parentheses; \"diverged\" if any seed diverged; * if a seed's log is missing."
   echo
@@ -88,10 +98,10 @@ cell() { # cell model algo ratio lambda
   if [[ " $tables " == *" 3 "* ]]; then
     echo "## Table 3 analogue: ratio 64, by model"
     echo
-    echo "| model | SGD | EF | SAEF | PSync | DEF | DEF-A |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| model | epochs | SGD | EF | SAEF | PSync | DEF | DEF-A |"
+    echo "|---|---|---|---|---|---|---|---|"
     for m in $models3; do
-      row="| $m | $(cell "$m" sgd 1 0.3) "
+      row="| $m | $(run_epochs "$(log "$m" sgd 1 0.3 "${seeds%% *}")") | $(cell "$m" sgd 1 0.3) "
       for a in ef saef psync def defa; do row+="| $(cell "$m" "$a" 64 0.3) "; done
       echo "$row|"
     done
@@ -153,10 +163,14 @@ if [[ " $tables " == *" 1 "* && -f $(log "$model1" sgd 1 0.3 "$s0") ]]; then
       done
     done
     echo
-    if [[ -d results/netbench ]] && ls results/netbench/*.jsonl >/dev/null 2>&1; then
-      echo "Real throttled-network measurement: see scripts/netbench.sh and docs/results.md."
-      echo
+    echo "### Real throttled network (scripts/netbench.sh)"
+    echo
+    if [[ -s $netbench/summary.md ]]; then
+      cat "$netbench/summary.md"
+    else
+      echo "No measurement in \`$netbench\`: run scripts/netbench.sh (needs root)."
     fi
+    echo
   } >> "$md"
 fi
 

@@ -7,13 +7,17 @@
 #
 # usage: scripts/reproduce.sh [--quick] [--out DIR] [--epochs E] [--seeds "0 1 2"]
 #                             [--tables "1 3 4"] [--models3 "mlp lenet vgg"]
-#                             [--dry-run]
+#                             [--model-epochs "vgg=4"] [--dry-run]
 #   --quick   a tiny grid (logreg/mlp, 1 epoch, 2 ratios, a slice of the
 #             data) that checks the whole pipeline in a few minutes
+#   --model-epochs  per-model epoch counts overriding --epochs (the LR still
+#             decays at 50% and 75% of each run); a log counts as done when
+#             it ran the epoch count asked for or diverged
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deft=${DEFT:-build/deft}
 out=results/repro epochs=20 seeds="0 1 2" tables="1 3 4" quick=0 dry=0 models3_opt=
+model_epochs=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) quick=1; shift ;;
@@ -22,11 +26,15 @@ while [[ $# -gt 0 ]]; do
     --seeds) seeds=$2; shift 2 ;;
     --tables) tables=$2; shift 2 ;;
     --models3) models3_opt=$2; shift 2 ;;
+    --model-epochs) model_epochs=$2; shift 2 ;;
     --dry-run) dry=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "reproduce: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+# Without DEFT=path, (re)build first (installing what is missing), so the
+# sweep always runs the current code.
+if [[ -z ${DEFT:-} && $dry -eq 0 ]]; then make build; fi
 [[ -x $deft ]] || { echo "reproduce: $deft not built (run make)" >&2; exit 1; }
 
 workers=8 lr=0.02 model1=lenet ratios1="16 64 256 512 1024"
@@ -37,6 +45,16 @@ if [[ $quick -eq 1 ]]; then
   lambdas="0.1 0.6" extra=(--limit-train 6400 --limit-test 2000)
 fi
 [[ -n $models3_opt ]] && models3=$models3_opt
+declare -A epochs_of
+for me in $model_epochs; do
+  m=${me%%=*} e=${me#*=}
+  if [[ $me != *=* || ! $e =~ ^[1-9][0-9]*$ ]]; then
+    echo "reproduce: --model-epochs expects MODEL=EPOCHS pairs, got '$me'" >&2
+    exit 2
+  fi
+  epochs_of[$m]=$e
+done
+run_epochs() { echo "${epochs_of[$1]:-$epochs}"; }
 mkdir -p "$out"
 
 # Every run as "table model algo ratio lambda seed".
@@ -62,7 +80,11 @@ for s in $seeds; do
 done
 
 name() { echo "$2_$3_r$4_l$5_s$6"; }
-complete() { [[ -f $1 ]] && grep -q '"final": true' "$1"; }
+# A log is complete when its final line says the run diverged or ran the
+# asked-for number of epochs.
+complete() {
+  [[ -f $1 ]] && grep -Eq "\"final\": true, \"status\": (\"diverged\".*|.*\"epochs\": $2,)" "$1"
+}
 
 # Runs shared between tables (same model, algorithm, ratio, lambda, seed)
 # are run once.
@@ -76,13 +98,14 @@ for g in "${grid[@]}"; do
   todo+=("$g")
 done
 total=${#todo[@]} i=0 done_time=0 done_runs=0
-echo "reproduce: ${total} runs into $out ($epochs epochs, seeds: $seeds, K=$workers)"
+echo "reproduce: ${total} runs into $out ($epochs epochs${model_epochs:+, $model_epochs}, seeds: $seeds, K=$workers)"
 for g in "${todo[@]}"; do
   set -- $g
   i=$((i + 1))
   n=$(name "$@")
   log="$out/$n.jsonl"
-  if complete "$log"; then
+  e=$(run_epochs "$2")
+  if complete "$log" "$e"; then
     echo "[$i/$total] $n: done already"
     continue
   fi
@@ -99,7 +122,7 @@ for g in "${todo[@]}"; do
   set +e
   "$deft" train --model "$2" --algo "$3" --compressor rbgs --ratio "$4" \
     --lambda "$5" --seed "$6" --workers "$workers" --batch 128 \
-    --epochs "$epochs" --lr "$lr" --net-gbps 1 --net-latency-us 50 \
+    --epochs "$e" --lr "$lr" --net-gbps 1 --net-latency-us 50 \
     "${avg[@]}" "${extra[@]}" --quiet --log "$log.part" > "$out/$n.out" 2>&1
   rc=$?
   set -e
@@ -112,6 +135,6 @@ for g in "${todo[@]}"; do
   done_time=$((done_time + $(date +%s) - t0)) done_runs=$((done_runs + 1))
 done
 [[ $dry -eq 1 ]] && exit 0
-scripts/report.sh "$out" --epochs "$epochs" --tables "$tables" \
+scripts/report.sh "$out" --epochs "$epochs${model_epochs:+, $model_epochs}" --tables "$tables" \
   --model1 "$model1" --ratios1 "$ratios1" --models3 "$models3" \
   --lambdas "$lambdas" --seeds "$seeds"
