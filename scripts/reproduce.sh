@@ -97,8 +97,12 @@ for g in "${grid[@]}"; do
   seen[$n]=1
   todo+=("$g")
 done
-total=${#todo[@]} i=0 done_time=0 done_runs=0
-echo "reproduce: ${total} runs into $out ($epochs epochs${model_epochs:+, $model_epochs}, seeds: $seeds, K=$workers)"
+total=${#todo[@]} i=0 done_time=0 done_runs=0 pending=0
+for g in "${todo[@]}"; do
+  set -- $g
+  complete "$out/$(name "$@").jsonl" "$(run_epochs "$2")" || pending=$((pending + 1))
+done
+echo "reproduce: ${total} runs ($pending to do) into $out ($epochs epochs${model_epochs:+, $model_epochs}, seeds: $seeds, K=$workers)"
 for g in "${todo[@]}"; do
   set -- $g
   i=$((i + 1))
@@ -111,7 +115,7 @@ for g in "${todo[@]}"; do
   fi
   eta=""
   if [[ $done_runs -gt 0 ]]; then
-    left=$(( (total - i + 1) * done_time / done_runs ))
+    left=$(( (pending - done_runs) * done_time / done_runs ))
     eta=" (ETA $((left / 60))m$((left % 60))s)"
   fi
   echo "[$i/$total] $n$eta"
