@@ -19,7 +19,8 @@ for f in "$dir"/*.jsonl; do
 done
 md=$dir/report.md
 [[ -s $md ]] || fail "no $md"
-for t in "Table 1 analogue" "Table 3 analogue" "Table 4 analogue" "(d) Modeled"; do
+for t in "Table 1 analogue" "Table 3 analogue" "Table 4 analogue" "Learning rate" \
+         "(d) Modeled"; do
   grep -q "$t" "$md" || fail "$md lacks '$t'"
 done
 grep -q '^| 1 | [0-9]' "$md" || fail "$md: the SGD row has no accuracy"

@@ -6,15 +6,16 @@
 #
 # usage: scripts/report.sh DIR [--tables "1 3 4"] [--model1 M] [--ratios1 "..."]
 #                              [--models3 "..."] [--lambdas "..."] [--seeds "..."]
+#                              [--lr LR] [--lrs "..."]
 #                              [--epochs E] [--target ACC] [--netbench DIR]
 # --netbench: where scripts/netbench.sh left its measured table (default
 # results/netbench), quoted in section (d) next to the modeled speedups.
 set -euo pipefail
 dir=${1:?usage: scripts/report.sh DIR [options]}
 shift
-tables="1 3 4" model1=lenet ratios1="16 64 256 512 1024" models3="mlp lenet vgg"
+tables="1 3 4 lr" model1=lenet ratios1="16 64 256 512 1024" models3="mlp lenet vgg"
 lambdas="0.1 0.2 0.3 0.4 0.6 0.8" seeds="0 1 2" epochs="" target=""
-netbench=results/netbench
+netbench=results/netbench lr=0.02 lrs="0.01 0.005 0.002"
 while [[ $# -gt 0 ]]; do
   case $1 in
     --tables) tables=$2; shift 2 ;;
@@ -26,6 +27,8 @@ while [[ $# -gt 0 ]]; do
     --epochs) epochs=$2; shift 2 ;;
     --target) target=$2; shift 2 ;;
     --netbench) netbench=$2; shift 2 ;;
+    --lr) lr=$2; shift 2 ;;
+    --lrs) lrs=$2; shift 2 ;;
     *) echo "report: unknown option '$1'" >&2; exit 2 ;;
   esac
 done
@@ -33,7 +36,9 @@ done
 command -v gnuplot >/dev/null || { echo "report: needs gnuplot (scripts/install-deps.sh)" >&2; exit 1; }
 md="$dir/report.md"
 
-log() { echo "$dir/$1_$2_r$3_l$4_s$5.jsonl"; }
+# log model algo ratio lambda seed [lr]: runs at the default lr have no
+# _lr suffix (scripts/reproduce.sh's naming).
+log() { echo "$dir/$1_$2_r$3_l$4_s$5$([[ -z ${6:-} || $6 == "$lr" ]] || echo "_lr$6").jsonl"; }
 
 # A number from a JSON line: num FIELD <<< line
 num() { sed -n "s/.*\"$1\": \([-0-9.e+]*\).*/\1/p"; }
@@ -55,10 +60,10 @@ run_epochs() {
 
 # One table cell: mean ± std (in %) of the final accuracies over seeds, and
 # of the best ones; "diverged" if any seed diverged.
-cell() { # cell model algo ratio lambda
+cell() { # cell model algo ratio lambda [lr]
   local fs=() bs=() div=0 miss=0
   for s in $seeds; do
-    read -r fa ba st < <(finals "$(log "$1" "$2" "$3" "$4" "$s")")
+    read -r fa ba st < <(finals "$(log "$1" "$2" "$3" "$4" "$s" "${5:-}")")
     case $st in
       ok) fs+=("$fa"); bs+=("$ba") ;;
       diverged) div=1 ;;
@@ -114,6 +119,19 @@ cell() { # cell model algo ratio lambda
     echo "|---|---|---|"
     for l in $lambdas; do
       echo "| $l | $(cell "$model1" def 64 "$l") | $(cell "$model1" defa 64 "$l") |"
+    done
+    echo
+  fi
+  if [[ " $tables " == *" lr "* ]]; then
+    echo "## Learning rate: EF and DEF, $model1, ratio 64"
+    echo
+    echo "The paper tunes the learning rate per method; the tables above use $lr"
+    echo "for all. Is EF's divergence only a matter of the learning rate?"
+    echo
+    echo "| lr | EF | DEF |"
+    echo "|---|---|---|"
+    for l in $lr $lrs; do
+      echo "| $l | $(cell "$model1" ef 64 0.3 "$l") | $(cell "$model1" def 64 0.3 "$l") |"
     done
     echo
   fi

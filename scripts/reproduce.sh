@@ -6,8 +6,11 @@
 # resumes), then calls scripts/report.sh to write tables and figures.
 #
 # usage: scripts/reproduce.sh [--quick] [--out DIR] [--epochs E] [--seeds "0 1 2"]
-#                             [--tables "1 3 4"] [--models3 "mlp lenet vgg"]
+#                             [--tables "1 3 4 lr"] [--models3 "mlp lenet vgg"]
 #                             [--model-epochs "vgg=4"] [--dry-run]
+#   --tables  which grids: the paper's Tables 1, 3, 4, and "lr": EF and DEF
+#             at ratio 64 for smaller learning rates (the paper tunes the
+#             learning rate per method; the other tables use one, 0.02)
 #   --quick   a tiny grid (logreg/mlp, 1 epoch, 2 ratios, a slice of the
 #             data) that checks the whole pipeline in a few minutes
 #   --model-epochs  per-model epoch counts overriding --epochs (the LR still
@@ -16,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deft=${DEFT:-build/deft}
-out=results/repro epochs=20 seeds="0 1 2" tables="1 3 4" quick=0 dry=0 models3_opt=
+out=results/repro epochs=20 seeds="0 1 2" tables="1 3 4 lr" quick=0 dry=0 models3_opt=
 model_epochs=""
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -28,7 +31,7 @@ while [[ $# -gt 0 ]]; do
     --models3) models3_opt=$2; shift 2 ;;
     --model-epochs) model_epochs=$2; shift 2 ;;
     --dry-run) dry=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "reproduce: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -39,10 +42,11 @@ if [[ -z ${DEFT:-} && $dry -eq 0 ]]; then make build; fi
 
 workers=8 lr=0.02 model1=lenet ratios1="16 64 256 512 1024"
 models3="mlp lenet vgg" lambdas="0.1 0.2 0.3 0.4 0.6 0.8" extra=()
+lrs="0.01 0.005 0.002"
 if [[ $quick -eq 1 ]]; then
   [[ $out == results/repro ]] && out=results/quick
   epochs=1 seeds="0" model1=logreg ratios1="16 256" models3="logreg mlp"
-  lambdas="0.1 0.6" extra=(--limit-train 6400 --limit-test 2000)
+  lambdas="0.1 0.6" lrs="0.005" extra=(--limit-train 6400 --limit-test 2000)
 fi
 [[ -n $models3_opt ]] && models3=$models3_opt
 declare -A epochs_of
@@ -57,29 +61,35 @@ done
 run_epochs() { echo "${epochs_of[$1]:-$epochs}"; }
 mkdir -p "$out"
 
-# Every run as "table model algo ratio lambda seed".
+# Every run as "table model algo ratio lambda seed lr".
 grid=()
 for s in $seeds; do
   if [[ " $tables " == *" 1 "* ]]; then
-    grid+=("t1 $model1 sgd 1 0.3 $s")
+    grid+=("t1 $model1 sgd 1 0.3 $s $lr")
     for r in $ratios1; do
-      for a in ef saef psync def defa; do grid+=("t1 $model1 $a $r 0.3 $s"); done
+      for a in ef saef psync def defa; do grid+=("t1 $model1 $a $r 0.3 $s $lr"); done
     done
   fi
   if [[ " $tables " == *" 3 "* ]]; then
     for m in $models3; do
-      grid+=("t3 $m sgd 1 0.3 $s")
-      for a in ef saef psync def defa; do grid+=("t3 $m $a 64 0.3 $s"); done
+      grid+=("t3 $m sgd 1 0.3 $s $lr")
+      for a in ef saef psync def defa; do grid+=("t3 $m $a 64 0.3 $s $lr"); done
     done
   fi
   if [[ " $tables " == *" 4 "* ]]; then
     for l in $lambdas; do
-      for a in def defa; do grid+=("t4 $model1 $a 64 $l $s"); done
+      for a in def defa; do grid+=("t4 $model1 $a 64 $l $s $lr"); done
+    done
+  fi
+  if [[ " $tables " == *" lr "* ]]; then
+    for l in $lrs; do
+      for a in ef def; do grid+=("tlr $model1 $a 64 0.3 $s $l"); done
     done
   fi
 done
 
-name() { echo "$2_$3_r$4_l$5_s$6"; }
+# Runs at the default learning rate keep the shorter name.
+name() { echo "$2_$3_r$4_l$5_s$6$([[ $7 == "$lr" ]] || echo "_lr$7")"; }
 # A log is complete when its final line says the run diverged or ran the
 # asked-for number of epochs.
 complete() {
@@ -126,7 +136,7 @@ for g in "${todo[@]}"; do
   set +e
   "$deft" train --model "$2" --algo "$3" --compressor rbgs --ratio "$4" \
     --lambda "$5" --seed "$6" --workers "$workers" --batch 128 \
-    --epochs "$e" --lr "$lr" --net-gbps 1 --net-latency-us 50 \
+    --epochs "$e" --lr "$7" --net-gbps 1 --net-latency-us 50 \
     "${avg[@]}" "${extra[@]}" --quiet --log "$log.part" > "$out/$n.out" 2>&1
   rc=$?
   set -e
@@ -141,4 +151,4 @@ done
 [[ $dry -eq 1 ]] && exit 0
 scripts/report.sh "$out" --epochs "$epochs${model_epochs:+, $model_epochs}" --tables "$tables" \
   --model1 "$model1" --ratios1 "$ratios1" --models3 "$models3" \
-  --lambdas "$lambdas" --seeds "$seeds"
+  --lambdas "$lambdas" --lr "$lr" --lrs "$lrs" --seeds "$seeds"
