@@ -1,6 +1,14 @@
 # The same short training on the MPI backend (4 ranks) and the threads
-# backend (4 workers) ends with the same model (to 1e-5: MPI adds in its own
-# order) and the same traffic; an MPI checkpoint resumes under MPI bitwise.
+# backend (4 workers) ends with the same model and the same traffic; an MPI
+# checkpoint resumes under MPI bitwise.
+#
+# The models agree to 1e-3 relative, not bitwise: MPI adds the four
+# gradients in its own order. That rounding difference stays near 1e-7 for
+# the first 20 steps, but once a ReLU or max-pool comparison near a tie goes
+# the other way it jumps (4.5e-5 after these 30 steps on an AMD Zen 3, below
+# 1e-5 on an earlier machine). A real disagreement moves the model by far
+# more: on the same 30 steps, DEF-A instead of DEF differs by 0.41, λ = 0.35
+# instead of 0.3 by 0.03, EF instead of DEF by 2.5.
 # Variables: DEFT, MODEL_DIFF, MPIEXEC, MPIFLAGS (a list), WORK.
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
@@ -27,7 +35,7 @@ run(${DEFT} ${common} --epochs 1 --workers 4 --backend threads
     --log ${WORK}/threads.jsonl --save-model ${WORK}/threads.bin)
 run(${MPIEXEC} ${MPIFLAGS} -np 4 ${DEFT} ${common} --epochs 1 --backend mpi
     --log ${WORK}/mpi.jsonl --save-model ${WORK}/mpi.bin)
-run(${MODEL_DIFF} ${WORK}/mpi.bin ${WORK}/threads.bin 1e-5)
+run(${MODEL_DIFF} ${WORK}/mpi.bin ${WORK}/threads.bin 1e-3)
 final_field(${WORK}/threads.jsonl bytes_per_worker bt)
 final_field(${WORK}/mpi.jsonl bytes_per_worker bm)
 if(NOT bt STREQUAL bm OR bt STREQUAL "")
