@@ -6,9 +6,9 @@
 # gradients in its own order. That rounding difference stays near 1e-7 for
 # the first 20 steps, then jumps (4.5e-5 after these 30 steps on an AMD
 # Zen 3, below 1e-5 on an earlier machine), most likely where a ReLU or
-# max-pool comparison near a tie goes the other way. A real disagreement moves the model by far
-# more: on the same 30 steps, DEF-A instead of DEF differs by 0.41, λ = 0.35
-# instead of 0.3 by 0.03, EF instead of DEF by 2.5.
+# max-pool comparison near a tie goes the other way. A real disagreement
+# moves the model by far more: on the same 30 steps, DEF-A instead of DEF
+# differs by 0.41, λ = 0.35 instead of 0.3 by 0.03, EF instead of DEF by 2.5.
 # Variables: DEFT, MODEL_DIFF, MPIEXEC, MPIFLAGS (a list), WORK.
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
