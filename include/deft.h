@@ -169,6 +169,63 @@ DEFT_API deft_status_t deft_run_threads(int nworkers, deft_worker_fn fn,
  * header), 0 if not. */
 DEFT_API int deft_have_mpi(void);
 
+/* Custom backend: collectives supplied by the caller, so that deft can ride
+ * on any engine (torch.distributed, NCCL, a job's own transport). Each
+ * callback gets the ctx given at create and must behave like the deft
+ * collective of the same name, with the same arguments (see above: sum in
+ * place; rank r's block at recv + r * bytes; root's buf copied to all) and
+ * return DEFT_OK, or any other status on failure. deft still checks the
+ * arguments, counts bytes, keeps the statistics and the link model, and
+ * turns a failure into DEFT_ERR_COMM whose message names the collective,
+ * its sequence number and this rank, plus describe_error(ctx)'s text when
+ * that optional callback is set (it may return NULL). Callbacks are called
+ * only from the thread that calls the deft collective. A worker whose
+ * callback fails should stop; ending the other workers' pending
+ * collectives (a timeout, an abort, a closed connection) is the engine's
+ * part. */
+typedef struct {
+    deft_status_t (*allreduce_sum_f32)(void *ctx, float *buf, size_t n);
+    deft_status_t (*allgather)(void *ctx, const void *send, size_t bytes,
+                               void *recv);
+    deft_status_t (*broadcast)(void *ctx, void *buf, size_t bytes, int root);
+    deft_status_t (*barrier)(void *ctx);
+    const char *(*describe_error)(void *ctx); /* optional, may be NULL */
+} deft_comm_ops_t;
+
+/* Creates a communicator for worker `rank` of `size` (1 <= size <= 2^20,
+ * 0 <= rank < size) whose collectives call ops (copied) with ctx (not
+ * owned; it must outlive the communicator). Every callback but
+ * describe_error is required. Not collective: the engine behind ops is
+ * assumed to be set up already. Free it with deft_comm_destroy. */
+DEFT_API deft_status_t deft_comm_create_custom(deft_comm_t **out,
+                                               const deft_comm_ops_t *ops,
+                                               void *ctx, int rank, int size);
+
+/* A communicator of this worker alone (rank 0 of 1, like MPI_COMM_SELF):
+ * collectives are local copies, so one process can use the optimizer with
+ * no engine. Free it with deft_comm_destroy. */
+DEFT_API deft_status_t deft_comm_create_self(deft_comm_t **out);
+
+/* Frees a communicator from deft_comm_create_custom, deft_comm_create_self, deft_comm_create_mpi
+ * or deft_comm_create_mpi_world (for MPI collective, as MPI_Comm_free:
+ * call it before MPI_Finalize, after which it only frees deft's memory).
+ * NULL-safe; does nothing for the communicators that deft_run_threads
+ * hands to its workers. */
+DEFT_API void deft_comm_destroy(deft_comm_t *comm);
+
+/* MPI without MPI's header (for bindings such as Python's): initializes
+ * MPI with MPI_THREAD_SERIALIZED if it is not initialized yet, then does
+ * deft_comm_create_mpi(out, MPI_COMM_WORLD). Collective over all ranks of
+ * the job. DEFT_ERR_UNSUPPORTED when the build has no MPI,
+ * DEFT_ERR_INVALID_USAGE when MPI was already finalized. */
+DEFT_API deft_status_t deft_comm_create_mpi_world(deft_comm_t **out);
+
+/* Finalizes MPI if deft_comm_create_mpi_world initialized it and it is not
+ * finalized yet; otherwise does nothing (MPI initialized by the caller is
+ * the caller's to finalize). Collective. Destroy deft's MPI communicators
+ * first. */
+DEFT_API deft_status_t deft_mpi_finalize(void);
+
 /* ------------------------------------------------------------------------ */
 /* Optimizer (ask / tell)                                                   */
 /* ------------------------------------------------------------------------ */
@@ -236,6 +293,10 @@ typedef struct {
             0.3f, 0.1f, 0.9f, 0.0f, 0, 0, 0.0, 0.0, 0.0, 0.0, 0             \
     }
 
+/* Fills *cfg with DEFT_OPTIM_CONFIG_INIT, for bindings that cannot use the
+ * macro. NULL-safe. */
+DEFT_API void deft_optim_config_init(deft_optim_config_t *cfg);
+
 /* What one step did, from this worker's view. */
 typedef struct {
     uint64_t step;          /* index of the step just taken, from 0          */
@@ -264,9 +325,12 @@ DEFT_API void deft_optim_destroy(deft_optim_t *opt);
 
 /* Sets *point to where this worker must evaluate its gradient for the next
  * step (for def/defa/saef the detached point x - lambda*e_k; for eclk the
- * coupled point x, see deft_optim_eclk_anchor). The buffer is
- * owned by the optimizer and valid until the next tell. Calling ask twice
- * without tell returns the same point. Not collective. */
+ * coupled point x, see deft_optim_eclk_anchor). The buffer is owned by the
+ * optimizer; its contents are valid until the next tell. Its address is
+ * the same on every call for the life of the optimizer, so a framework may
+ * keep views into it (its parameters): tell and state_load change what it
+ * holds, ask brings it to the next point. Calling ask twice without tell
+ * returns the same point. Not collective. */
 DEFT_API deft_status_t deft_optim_ask(deft_optim_t *opt, const float **point);
 
 /* Takes this worker's gradient at the point from ask (dim floats, read
@@ -315,6 +379,9 @@ DEFT_API deft_status_t deft_optim_eclk_anchor(const deft_optim_t *opt,
 
 /* Changes the learning rate for the following steps (lr > 0). */
 DEFT_API deft_status_t deft_optim_set_lr(deft_optim_t *opt, float lr);
+/* The learning rate in effect (cfg->lr, set_lr's or a loaded state's);
+ * 0 for NULL. */
+DEFT_API float deft_optim_get_lr(const deft_optim_t *opt);
 
 /* Read-only views of internal state, valid until the next tell or destroy:
  * the model this worker steps (x, x_k for psync, y for eclk) and this
@@ -396,12 +463,8 @@ extern "C" {
  * already finalized), DEFT_ERR_COMM, DEFT_ERR_NOMEM (on every rank). */
 DEFT_API deft_status_t deft_comm_create_mpi(deft_comm_t **out, MPI_Comm comm);
 
-/* Frees a communicator from deft_comm_create_mpi, and its duplicate of the
- * MPI communicator (collective, as MPI_Comm_free; call it before
- * MPI_Finalize, after which it only frees deft's memory). NULL-safe; does
- * nothing for the communicators that deft_run_threads hands to its
- * workers. */
-DEFT_API void deft_comm_destroy(deft_comm_t *comm);
+/* deft_comm_destroy (declared above) frees such a communicator and its
+ * duplicate of the MPI communicator. */
 
 #ifdef __cplusplus
 }

@@ -89,6 +89,7 @@ deft_status_t deft_comm_allreduce_sum_f32(deft_comm_t *comm, float *buf,
                          "deft_comm_allreduce_sum_f32: buf is NULL with n = %zu",
                          n);
     comm->stats.n_allreduce++;
+    comm->seq++;
     comm->stats.payload_bytes += (uint64_t)n * sizeof(float);
     comm->stats.bytes_sent += deft_ring_allreduce_bytes(n, comm->size, comm->rank);
     TIMED(comm, model_allreduce(comm, (double)n * sizeof(float)),
@@ -109,6 +110,7 @@ deft_status_t deft_comm_allgather(deft_comm_t *comm, const void *send,
                          "deft_comm_allgather: bytes = %zu times %d workers "
                          "overflows size_t", bytes, comm->size);
     comm->stats.n_allgather++;
+    comm->seq++;
     comm->stats.payload_bytes += bytes;
     comm->stats.bytes_sent += (uint64_t)bytes * (uint64_t)(comm->size - 1);
     TIMED(comm, model_allgather(comm, (double)bytes),
@@ -129,6 +131,7 @@ deft_status_t deft_comm_broadcast(deft_comm_t *comm, void *buf, size_t bytes,
                          "deft_comm_broadcast: root = %d, must be in [0, %d)",
                          root, comm->size);
     comm->stats.n_broadcast++;
+    comm->seq++;
     /* Chain root -> root+1 -> ...: every rank but the last forwards it. */
     int last = (root + comm->size - 1) % comm->size;
     if (comm->rank == root)
@@ -144,6 +147,7 @@ deft_status_t deft_comm_barrier(deft_comm_t *comm)
     if (!comm)
         return deft_fail(DEFT_ERR_INVALID_ARG, "deft_comm_barrier: comm is NULL");
     comm->stats.n_barrier++;
+    comm->seq++;
     TIMED(comm, model_tree(comm, 0.0), comm->ops->barrier(comm));
 }
 
@@ -178,4 +182,10 @@ void deft_comm_reset_stats(deft_comm_t *comm)
 {
     if (comm)
         memset(&comm->stats, 0, sizeof comm->stats);
+}
+
+void deft_comm_destroy(deft_comm_t *comm)
+{
+    if (comm && comm->ops->destroy)
+        comm->ops->destroy(comm);
 }

@@ -13,16 +13,20 @@ typedef struct {
     deft_status_t (*broadcast)(deft_comm_t *c, void *buf, size_t bytes,
                                int root);
     deft_status_t (*barrier)(deft_comm_t *c);
-} deft_comm_ops_t;
+    /* Frees the communicator (deft_comm_destroy); NULL when deft does not
+     * own it (deft_run_threads' communicators). */
+    void (*destroy)(deft_comm_t *c);
+} deft_comm_backend_t;
 
 struct deft_comm {
-    const deft_comm_ops_t *ops;
+    const deft_comm_backend_t *ops;
     int rank;
     int size;
     deft_comm_stats_t stats;
     void *impl;        /* backend state                                 */
     double link_bps;   /* modeled bandwidth in bytes/s; 0 = no model    */
     double link_alpha; /* modeled latency in seconds                    */
+    uint64_t seq;      /* collectives entered so far, for error messages */
 };
 
 /* Bytes one rank sends in a ring allreduce of n floats over K ranks: the

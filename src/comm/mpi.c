@@ -42,6 +42,21 @@ int deft_mpi_set_max_count(int max_count)
     return 0;
 }
 
+deft_status_t deft_comm_create_mpi_world(deft_comm_t **out)
+{
+    if (out)
+        *out = NULL;
+    return deft_fail(DEFT_ERR_UNSUPPORTED,
+                     "deft_comm_create_mpi_world: this build of deft has no "
+                     "MPI backend; install Open MPI (libopenmpi-dev) and "
+                     "rebuild");
+}
+
+deft_status_t deft_mpi_finalize(void)
+{
+    return DEFT_OK;
+}
+
 #else
 
 int deft_have_mpi(void)
@@ -169,8 +184,19 @@ static deft_status_t mpi_barrier(deft_comm_t *c)
     return DEFT_OK;
 }
 
-static const deft_comm_ops_t mpi_ops = {
+static void mpi_destroy(deft_comm_t *comm)
+{
+    mpi_comm_t *m = comm->impl;
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized)
+        MPI_Comm_free(&m->mc);
+    free(m);
+}
+
+static const deft_comm_backend_t mpi_ops = {
     "mpi", mpi_allreduce, mpi_allgather, mpi_broadcast, mpi_barrier,
+    mpi_destroy,
 };
 
 deft_status_t deft_comm_create_mpi(deft_comm_t **out, MPI_Comm comm)
@@ -235,16 +261,44 @@ deft_status_t deft_comm_create_mpi(deft_comm_t **out, MPI_Comm comm)
     return DEFT_OK;
 }
 
-void deft_comm_destroy(deft_comm_t *comm)
+/* Whether MPI_Init_thread was called by deft_comm_create_mpi_world (and so
+ * is deft's to finalize). */
+static int deft_initialized_mpi;
+
+deft_status_t deft_comm_create_mpi_world(deft_comm_t **out)
 {
-    if (!comm || comm->ops != &mpi_ops)
-        return; /* NULL, or not ours to free (deft_run_threads' comms) */
-    mpi_comm_t *m = comm->impl;
+    if (!out)
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "deft_comm_create_mpi_world: out is NULL");
+    *out = NULL;
+    int initialized = 0, finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    if (finalized)
+        return deft_fail(DEFT_ERR_INVALID_USAGE,
+                         "deft_comm_create_mpi_world: MPI is already "
+                         "finalized; it cannot be initialized again");
+    if (!initialized) {
+        int provided = 0;
+        int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(rc, NULL, "deft_comm_create_mpi_world: MPI_Init_thread");
+        deft_initialized_mpi = 1;
+    }
+    return deft_comm_create_mpi(out, MPI_COMM_WORLD);
+}
+
+deft_status_t deft_mpi_finalize(void)
+{
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized)
-        MPI_Comm_free(&m->mc);
-    free(m);
+    if (!deft_initialized_mpi || finalized)
+        return DEFT_OK;
+    deft_initialized_mpi = 0;
+    int rc = MPI_Finalize();
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(rc, NULL, "deft_mpi_finalize: MPI_Finalize");
+    return DEFT_OK;
 }
 
 #endif

@@ -204,9 +204,9 @@ static deft_status_t threads_barrier(deft_comm_t *c)
     return publish(c, OP_BARRIER, 0, 0, NULL);
 }
 
-static const deft_comm_ops_t threads_ops = {
+static const deft_comm_backend_t threads_ops = {
     "threads", threads_allreduce, threads_allgather, threads_broadcast,
-    threads_barrier,
+    threads_barrier, NULL,
 };
 
 static void *worker_main(void *p)

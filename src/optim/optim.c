@@ -397,6 +397,12 @@ deft_status_t deft_optim_create(deft_optim_t **out, deft_comm_t *comm,
     return DEFT_OK;
 }
 
+void deft_optim_config_init(deft_optim_config_t *cfg)
+{
+    if (cfg)
+        *cfg = (deft_optim_config_t)DEFT_OPTIM_CONFIG_INIT;
+}
+
 deft_status_t deft_optim_ask(deft_optim_t *opt, const float **point)
 {
     if (!opt || !point)
@@ -452,6 +458,11 @@ deft_status_t deft_optim_set_lr(deft_optim_t *opt, float lr)
                          "> 0", (double)lr);
     opt->cfg.lr = lr;
     return DEFT_OK;
+}
+
+float deft_optim_get_lr(const deft_optim_t *opt)
+{
+    return opt ? opt->cfg.lr : 0.0f;
 }
 
 deft_status_t deft_optim_params(const deft_optim_t *opt, const float **x)

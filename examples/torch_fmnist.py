@@ -1,0 +1,337 @@
+#!/usr/bin/python3
+"""Train a PyTorch model on Fashion-MNIST with deft's optimizer.
+
+    # K workers as threads of this process (deft's threads backend)
+    /usr/bin/python3 examples/torch_fmnist.py --model lenet --workers 8
+    # K processes under Open MPI (deft's MPI backend)
+    mpirun -np 4 /usr/bin/python3 examples/torch_fmnist.py --model lenet
+    # K processes over torch.distributed (Gloo), started by hand or by a
+    # launcher that sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT
+    RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 \\
+        /usr/bin/python3 examples/torch_fmnist.py &
+    RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 \\
+        /usr/bin/python3 examples/torch_fmnist.py
+
+The settings are `deft train`'s: a global batch of 128 split over the
+workers (each gets disjoint examples of every epoch), learning rate cut 10x
+at 50% and 75% of the steps, standardized pixels, deft's initialization
+(--init torch for PyTorch's), and after every epoch the output model (DEF:
+x - avg(e)) evaluated on the test set, split over the workers. --log FILE
+writes `deft train`'s JSON-lines fields. Exit status 3 if the run diverged,
+2 for bad arguments.
+"""
+import argparse
+import gzip
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "python"))
+import deft  # noqa: E402
+import deft.torch  # noqa: E402
+
+DATA_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+# -- data ------------------------------------------------------------------------
+def read_idx(path):
+    """An IDX file (raw or gzip) as a uint8 numpy array of its dims."""
+    opener = gzip.open if open(path, "rb").read(2) == b"\x1f\x8b" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] or raw[1] or raw[2] != 8:
+        raise ValueError("%s: not an IDX file of unsigned bytes" % path)
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    body = raw[4 + 4 * ndim:]
+    if len(body) != math.prod(dims):
+        raise ValueError("%s: %d bytes of data, its header says %d"
+                         % (path, len(body), math.prod(dims)))
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def find(data_dir, stem):
+    for name in (stem + ".gz", stem):
+        path = os.path.join(data_dir, name)
+        if os.path.exists(path):
+            return path
+    raise FileNotFoundError("%s[.gz] not in %s: install Debian's "
+                            "dataset-fashion-mnist or pass --data-dir"
+                            % (stem, data_dir))
+
+
+def load(data_dir, limit_train, limit_test):
+    """(x_train, y_train, x_test, y_test): x (n, 1, 28, 28) float32
+    standardized with the train set's scalar mean and std, y int64."""
+    sets = []
+    for split in ("train", "t10k"):
+        x = read_idx(find(data_dir, split + "-images-idx3-ubyte"))
+        y = read_idx(find(data_dir, split + "-labels-idx1-ubyte"))
+        sets.append((torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1),
+                     torch.from_numpy(y.astype(np.int64))))
+    (xtr, ytr), (xte, yte) = sets
+    if limit_train:
+        xtr, ytr = xtr[:limit_train], ytr[:limit_train]
+    if limit_test:
+        xte, yte = xte[:limit_test], yte[:limit_test]
+    mean = xtr.double().mean()
+    std = xtr.double().std(unbiased=False)
+    xtr = ((xtr - mean) / std).float().contiguous()
+    xte = ((xte - mean) / std).float().contiguous()
+    return xtr, ytr, xte, yte
+
+
+# -- models ------------------------------------------------------------------------
+def lenet():
+    # (N,1,28,28) -> conv 6@5x5 pad 2 -> pool -> conv 16@5x5 -> pool ->
+    # 400 -> 120 -> 84 -> 10, as deft's lenet
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(84, 10))
+
+
+def resnet18():
+    # torchvision's ResNet-18 for 1x28x28: a 3x3 stride-1 stem on one
+    # channel and no max-pool, so the stages see 28, 14, 7 and 4 pixels.
+    import torchvision
+    m = torchvision.models.resnet18(num_classes=10)
+    m.conv1 = nn.Conv2d(1, 64, 3, stride=1, padding=1, bias=False)
+    m.maxpool = nn.Identity()
+    return m
+
+
+MODELS = {"lenet": lenet, "resnet18": resnet18}
+
+
+def deft_init(model, seed):
+    """deft's initialization: He normal for layers a ReLU follows, Glorot
+    normal for the last, zero biases (torch's generator, so the numbers
+    differ from deft train's; the distribution is the same)."""
+    g = torch.Generator().manual_seed(seed)
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        for i, m in enumerate(layers):
+            k = m.weight[0, 0].numel() if m.weight.dim() > 2 else 1
+            fan_in = m.weight.shape[1] * k
+            fan_out = m.weight.shape[0] * k
+            std = math.sqrt(2.0 / fan_in) if i + 1 < len(layers) \
+                else math.sqrt(2.0 / (fan_in + fan_out))
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
+            if m.bias is not None:
+                m.bias.zero_()
+
+
+# -- one worker ------------------------------------------------------------------------
+def lr_at(args, step, total):
+    lr = args.lr
+    for f in args.lr_decay:
+        if step >= f * total:
+            lr *= 0.1
+    return lr
+
+
+def evaluate(model, opt, xte, yte):
+    """(accuracy, mean loss) of the output model, the test set split over
+    the workers."""
+    k, K = opt.comm.rank, opt.comm.size
+    lo, hi = k * len(xte) // K, (k + 1) * len(xte) // K
+    sums = torch.zeros(2)
+    with opt.evaluating(model), torch.no_grad():
+        for i in range(lo, hi, 1000):
+            out = model(xte[i:min(i + 1000, hi)])
+            y = yte[i:min(i + 1000, hi)]
+            sums[0] += (out.argmax(1) == y).sum()
+            sums[1] += F.cross_entropy(out, y, reduction="sum")
+    opt.comm.allreduce_sum(sums)
+    return sums[0].item() / len(xte), sums[1].item() / len(xte)
+
+
+def train(comm, args, data, log):
+    """Trains on this worker (comm None: torch.distributed's default group);
+    returns the final record that rank 0 logs."""
+    xtr, ytr, xte, yte = data
+    torch.manual_seed(args.seed)
+    model = MODELS[args.model]()
+    if args.init == "deft":
+        deft_init(model, args.seed)
+    opt = deft.torch.Optimizer(model.parameters(), comm=comm, algo=args.algo,
+                               compressor=args.compressor, ratio=args.ratio,
+                               lr=args.lr, momentum=args.momentum,
+                               weight_decay=args.weight_decay, lam=args.lam,
+                               seed=args.seed)
+    comm = opt.comm
+    if args.net_gbps > 0:
+        comm.set_link(args.net_gbps, args.net_latency_us)
+    k, K = comm.rank, comm.size
+    B = args.batch
+    if B % K:
+        raise deft.InvalidArgument("--batch %d is not a multiple of the %d "
+                                   "workers" % (B, K))
+    b, spe = B // K, len(xtr) // B
+    total = spe * args.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_at(args, step, total) / args.lr)
+    t0 = time.time()
+    step, best, acc = 0, 0.0, 0.0
+    nbytes = payload = 0
+    compute = comm_wall = comm_model = 0.0
+    status = "ok"
+    for epoch in range(args.epochs):
+        perm = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(
+            args.seed * 1000003 + epoch))
+        loss_sum, te = 0.0, time.time()
+        try:
+            for s in range(spe):
+                c0, s0 = time.thread_time(), comm.stats()
+                idx = perm[s * B + k * b: s * B + (k + 1) * b]
+                opt.zero_grad()
+                loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
+                loss.backward()
+                opt.step()
+                sched.step()
+                s1 = comm.stats()
+                compute += time.thread_time() - c0 - (s1["comm_cpu_s"] - s0["comm_cpu_s"])
+                comm_wall += s1["comm_s"] - s0["comm_s"]
+                comm_model += s1["modeled_s"] - s0["modeled_s"]
+                info = opt.last_step_info
+                nbytes += info["bytes_sent"]
+                payload += info["payload_bytes"]
+                loss_sum += loss.item()
+                step += 1
+        except deft.Diverged as e:
+            status, diverged_step = "diverged", e.step
+            break
+        tl = torch.tensor([loss_sum / spe], dtype=torch.float32)
+        comm.allreduce_sum(tl)
+        acc, test_loss = evaluate(model, opt, xte, yte)
+        best = max(best, acc)
+        if k == 0:
+            log(dict(epoch=epoch + 1, step=step, train_loss=tl.item() / K,
+                     test_loss=test_loss, test_acc=acc, bytes_per_worker=nbytes,
+                     payload_bytes_per_worker=payload, lr=sched.get_last_lr()[0],
+                     wall_s=time.time() - t0,
+                     images_per_s=spe * B / (time.time() - te),
+                     compute_s=compute, comm_s=comm_wall,
+                     comm_modeled_s=comm_model, modeled_s=compute + comm_model,
+                     algo=args.algo, compressor=args.compressor,
+                     ratio=args.ratio, workers=K, model=args.model))
+    final = dict(final=True, status=status, epochs=epoch + 1 if status == "ok"
+                 else epoch, step=step, test_acc=acc, best_test_acc=best,
+                 bytes_per_worker=nbytes, wall_s=time.time() - t0)
+    if status != "ok":
+        final["diverged_step"] = diverged_step
+    return final
+
+
+# -- launching ------------------------------------------------------------------------
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", choices=sorted(MODELS), default="lenet")
+    p.add_argument("--algo", default="def", choices=deft.ALGORITHMS)
+    p.add_argument("--compressor", default="rbgs", choices=deft.COMPRESSORS)
+    p.add_argument("--ratio", type=float, default=256.0)
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--lam", type=float, default=0.3)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch", type=int, default=128, help="global batch")
+    p.add_argument("--lr-decay", default="0.5,0.75",
+                   help="fractions of training where lr drops 10x ('none' = constant)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", choices=("deft", "torch"), default="deft")
+    p.add_argument("--workers", type=int, default=8,
+                   help="threads of this process, when not launched by mpirun "
+                        "or with RANK/WORLD_SIZE")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per process (0: cores / processes)")
+    p.add_argument("--data-dir", default=DATA_DIR)
+    p.add_argument("--limit-train", type=int, default=0)
+    p.add_argument("--limit-test", type=int, default=0)
+    p.add_argument("--net-gbps", type=float, default=0.0)
+    p.add_argument("--net-latency-us", type=float, default=0.0)
+    p.add_argument("--log", help="JSON lines, written by rank 0")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        args.lr_decay = [] if args.lr_decay.strip() in ("", "none") else \
+            [float(f) for f in args.lr_decay.split(",") if f.strip()]
+    except ValueError:
+        p.error("--lr-decay %r: a comma-separated list of fractions" % args.lr_decay)
+    if any(not 0 < f < 1 for f in args.lr_decay):
+        p.error("--lr-decay: fractions must be in (0, 1)")
+    if args.epochs < 1 or args.batch < 1 or args.workers < 1:
+        p.error("--epochs, --batch and --workers must be >= 1")
+    return args
+
+
+def launcher():
+    if "OMPI_COMM_WORLD_SIZE" in os.environ or "PMIX_RANK" in os.environ:
+        return "mpi", int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1"))
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return "gloo", int(os.environ["WORLD_SIZE"])
+    return "threads", 1
+
+
+def main(argv=None):
+    args = parse(argv)
+    mode, procs = launcher()
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // procs)
+                          if mode != "threads" else 1)
+    try:
+        data = load(args.data_dir, args.limit_train, args.limit_test)
+    except (OSError, ValueError) as e:
+        print("torch_fmnist: %s" % e, file=sys.stderr)
+        return 2
+    logf = open(args.log, "w") if args.log else None
+
+    def log(rec):
+        if logf:
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
+        if not args.quiet and "epoch" in rec:
+            print("epoch %d/%d  loss %.4f  test acc %.4f  %.1f MB sent  %.1f s"
+                  % (rec["epoch"], args.epochs, rec["train_loss"], rec["test_acc"],
+                     rec["bytes_per_worker"] / 1e6, rec["wall_s"]), flush=True)
+
+    try:
+        if mode == "threads":
+            final = deft.run_threads(args.workers, train, args, data, log)[0]
+            rank = 0
+        elif mode == "mpi":
+            comm = deft.Comm.mpi()
+            final, rank = train(comm, args, data, log), comm.rank
+        else:
+            import datetime
+            import torch.distributed as dist
+            dist.init_process_group("gloo", init_method="env://",
+                                    timeout=datetime.timedelta(seconds=300))
+            final, rank = train(None, args, data, log), dist.get_rank()
+            dist.barrier()
+            dist.destroy_process_group()
+    except deft.InvalidArgument as e:
+        print("torch_fmnist: %s" % e, file=sys.stderr)
+        return 2
+    if rank == 0:
+        log(final)
+        if not args.quiet:
+            print("final: %s, test acc %.4f (best %.4f), %.1f MB sent per worker"
+                  % (final["status"], final["test_acc"], final["best_test_acc"],
+                     final["bytes_per_worker"] / 1e6))
+    if logf:
+        logf.close()
+    return 3 if final["status"] == "diverged" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

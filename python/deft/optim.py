@@ -1,0 +1,246 @@
+"""The ask/tell optimizer over one flat float32 vector, and its
+configuration as keyword arguments with the C field names
+(deft_optim_config_t; `lam` for the C field `lambda`, a Python keyword)."""
+import ctypes
+
+from . import _buf, _lib
+from .comm import Comm
+from .errors import DIVERGED, InvalidArgument, check, error_for
+
+lib = _lib.lib
+
+#: The names deft knows, in the order of the C enums.
+ALGORITHMS = ("sgd", "ef", "def", "defa", "saef", "psync", "ef21", "eclk")
+COMPRESSORS = ("none", "rbgs", "randk", "topk", "sign", "qsgd", "scale")
+SCOPES = ("tensor", "global")
+
+_FIELDS = [name for name, _ in _lib.OptimConfig._fields_]
+_PY_NAME = {"lambda_": "lam"}
+_C_NAME = {v: k for k, v in _PY_NAME.items()}
+_C_NAME["lambda"] = "lambda_"
+
+
+def _short_float32(v):
+    """The shortest decimal that is the same float32 as v (0.3, not
+    0.30000001192092896)."""
+    for digits in range(1, 10):
+        d = float("%.*g" % (digits, v))
+        if ctypes.c_float(d).value == v:
+            return d
+    return v
+
+
+def default_config():
+    """DEFT_OPTIM_CONFIG_INIT as a dict of keyword arguments, with algorithm,
+    compressor and scope by name."""
+    c = _lib.OptimConfig()
+    lib.deft_optim_config_init(ctypes.byref(c))
+    out = {}
+    for f in _FIELDS:
+        v = getattr(c, f)
+        if f == "algo":
+            v = ALGORITHMS[v]
+        elif f == "compressor":
+            v = COMPRESSORS[v]
+        elif f == "scope":
+            v = SCOPES[v]
+        elif isinstance(v, float) and f in ("lambda_", "lr", "momentum",
+                                            "weight_decay"):
+            v = _short_float32(v)
+        out[_PY_NAME.get(f, f)] = v
+    return out
+
+
+def _enum(value, names, what):
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 0 <= value < len(names):
+            return value
+    elif isinstance(value, str):
+        low = value.lower()
+        if low in names:
+            return names.index(low)
+    raise InvalidArgument("%s = %r: unknown %s (expected one of %s)"
+                          % ("algo" if what == "algorithm" else what, value,
+                             what, ", ".join(names)))
+
+
+def make_config(**kwargs):
+    """A deft_optim_config_t from keyword arguments named as its C fields
+    (lam for lambda); unnamed fields keep DEFT_OPTIM_CONFIG_INIT's value.
+    An unknown name or a value of the wrong type raises InvalidArgument
+    naming it; ranges are checked by deft_optim_create."""
+    c = _lib.OptimConfig()
+    lib.deft_optim_config_init(ctypes.byref(c))
+    for key, value in kwargs.items():
+        f = _C_NAME.get(key, key)
+        if f not in _FIELDS or f in _PY_NAME.values():
+            raise InvalidArgument(
+                "%s: not a deft option (known: %s)" % (key, ", ".join(
+                    _PY_NAME.get(n, n) for n in _FIELDS)))
+        if f == "algo":
+            value = _enum(value, ALGORITHMS, "algorithm")
+        elif f == "compressor":
+            value = _enum(value, COMPRESSORS, "compressor")
+        elif f == "scope":
+            value = _enum(value, SCOPES, "scope")
+        try:
+            ctype = dict(_lib.OptimConfig._fields_)[f]
+            if ctype in (ctypes.c_float, ctypes.c_double):
+                value = float(value)
+            else:
+                if isinstance(value, float) and not value.is_integer():
+                    raise TypeError("not a whole number")
+                value = int(value)
+                if ctype is ctypes.c_uint64 and value < 0:
+                    raise InvalidArgument("%s = %d, must be >= 0" % (key, value))
+                if ctype is ctypes.c_int and not -2**31 <= value < 2**31:
+                    raise InvalidArgument("%s = %d is out of range" % (key, value))
+                if ctype is ctypes.c_uint64 and value >= 2**64:
+                    raise InvalidArgument("%s = %d is out of range" % (key, value))
+            setattr(c, f, value)
+        except (TypeError, ValueError) as e:
+            if isinstance(e, InvalidArgument):
+                raise
+            raise InvalidArgument("%s = %r: %s" % (key, value, e)) from None
+    return c
+
+
+class _Handle:
+    """Owns a deft_optim_t; freed when the last Python object that needs the
+    optimizer's memory (the Optimizer, or a view of its buffers) is gone."""
+
+    def __init__(self, ptr, comm):
+        self.ptr = ctypes.c_void_p(ptr)
+        self.comm = comm  # the optimizer keeps the communicator's pointer
+
+    def __del__(self):
+        if self.ptr and self.ptr.value:
+            lib.deft_optim_destroy(self.ptr)
+            self.ptr = None
+
+
+class Optimizer:
+    """deft's ask/tell optimizer on this worker of comm.
+
+        opt = deft.Optimizer(comm, sizes, x0, algo="def", ratio=64, lr=0.05)
+        for step in range(steps):
+            point = opt.ask()          # float32 memoryview: take the gradient here
+            opt.tell(gradient(point))  # compress, communicate, update
+        model = opt.output()           # def: x - avg(e)
+
+    sizes lists the tensor sizes of the flat model (per-tensor compressors
+    use them), x0 is any float32 buffer of sum(sizes) floats (rank 0's is
+    broadcast), and the keywords are deft_optim_config_t's fields. Creation
+    is collective over comm."""
+
+    def __init__(self, comm, sizes, x0, **config):
+        if not isinstance(comm, Comm):
+            raise InvalidArgument("comm: a %s, not a deft.Comm" % type(comm).__name__)
+        sizes = [int(s) for s in sizes]
+        if any(s <= 0 for s in sizes) or not sizes:
+            raise InvalidArgument("sizes = %r: need at least one tensor, each of "
+                                  "size >= 1" % (sizes,))
+        self.comm = comm
+        self.sizes = tuple(sizes)
+        self.dim = sum(sizes)
+        cfg = make_config(**config)
+        addr, _, keep = _buf.float_address(x0, self.dim, "x0")
+        arr = (ctypes.c_size_t * len(sizes))(*sizes)
+        layout = _lib.Layout(len(sizes), arr)
+        h = ctypes.c_void_p()
+        check(lib.deft_optim_create(ctypes.byref(h), comm.handle,
+                                    ctypes.byref(layout), addr, ctypes.byref(cfg)))
+        self._h = _Handle(h.value, comm)
+        self.config = cfg
+        self.algo = ALGORITHMS[cfg.algo]
+        self.compressor = COMPRESSORS[cfg.compressor]
+        self.last_info = _lib.StepInfo()
+        self._point = None
+
+    @property
+    def _ptr(self):
+        return self._h.ptr
+
+    def point_address(self):
+        """The address of ask's buffer: the same for the optimizer's life."""
+        p = ctypes.c_void_p()
+        check(lib.deft_optim_ask(self._ptr, ctypes.byref(p)))
+        return p.value
+
+    def ask(self):
+        """Where this worker's next gradient must be taken: a float32
+        memoryview of deft's buffer, refreshed in place by every ask."""
+        addr = self.point_address()
+        if self._point is None:
+            self._point = _buf.float_view(addr, self.dim, self._h)
+        return self._point
+
+    def tell(self, grad):
+        """This worker's gradient at the asked point (float32, dim items).
+        Collective. Raises Diverged (with .step) on NaN or Inf anywhere."""
+        addr, _, keep = _buf.float_address(grad, self.dim, "grad")
+        step = self.steps
+        st = lib.deft_optim_tell(self._ptr, addr, ctypes.byref(self.last_info))
+        if st == DIVERGED:
+            raise error_for(st, step=step)
+        check(st)
+
+    def tell_address(self, addr):
+        """tell() with the gradient's address (dim floats), for bindings."""
+        step = self.steps
+        st = lib.deft_optim_tell(self._ptr, addr, ctypes.byref(self.last_info))
+        if st == DIVERGED:
+            raise error_for(st, step=step)
+        check(st)
+
+    def output(self, out=None):
+        """The model to evaluate (def: x - avg(e), psync: avg(x_k), eclk: y,
+        others: x), into out (a float32 buffer) or a new array('f').
+        Collective."""
+        if out is None:
+            import array
+            out = array.array("f", bytes(4 * self.dim))
+        addr, _, keep = _buf.float_address(out, self.dim, "out", writable=True)
+        check(lib.deft_optim_output(self._ptr, addr))
+        return out
+
+    def params(self):
+        """A read-only float32 view of the model this worker steps."""
+        p = ctypes.c_void_p()
+        check(lib.deft_optim_params(self._ptr, ctypes.byref(p)))
+        return _buf.float_view(p.value, self.dim, self._h).toreadonly()
+
+    def error(self):
+        """A read-only view of this worker's error e_k, or None for the
+        algorithms that keep none (sgd, ef21, psync)."""
+        p = ctypes.c_void_p()
+        check(lib.deft_optim_error(self._ptr, ctypes.byref(p)))
+        if not p.value:
+            return None
+        return _buf.float_view(p.value, self.dim, self._h).toreadonly()
+
+    @property
+    def lr(self):
+        """The learning rate in effect (a float32 value)."""
+        return lib.deft_optim_get_lr(self._ptr)
+
+    @lr.setter
+    def lr(self, value):
+        check(lib.deft_optim_set_lr(self._ptr, float(value)))
+
+    @property
+    def steps(self):
+        return lib.deft_optim_steps(self._ptr)
+
+    def state_bytes(self):
+        """This worker's whole state (step, lr, model, error, momentum...)."""
+        n = lib.deft_optim_state_size(self._ptr)
+        buf = ctypes.create_string_buffer(n)
+        check(lib.deft_optim_state_save(self._ptr, buf, n))
+        return buf.raw
+
+    def load_state_bytes(self, blob):
+        """Restores a state_bytes() blob; FormatError (a ValueError) if it
+        is from another algorithm, compressor or model size."""
+        blob = bytes(blob)
+        check(lib.deft_optim_state_load(self._ptr, blob, len(blob)))
