@@ -6,7 +6,9 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 
-.PHONY: all deps build test test-asan bench demo clean
+PREFIX     ?= /usr/local
+
+.PHONY: all deps build test test-asan bench bench-torch demo install clean
 
 all: build
 
@@ -33,10 +35,19 @@ test-asan: deps $(ASAN_BUILD)/CMakeCache.txt
 demo: build
 	@scripts/demo.sh
 
+# Installs the library, header, CLI, pkg-config file, CMake package and the
+# Python package under $(PREFIX) (see README, "Using the library from C").
+install: build
+	@cmake --install $(BUILD) --prefix $(PREFIX)
+
 bench: build
 	@$(BUILD)/bench_compress
 	@$(BUILD)/bench_optim
 	@$(BUILD)/bench_train
+
+# deft.torch's step against torch.optim.SGD and deft's C step (ResNet-18).
+bench-torch: build
+	@/usr/bin/python3 bench/bench_torch.py
 
 # MPI allreduce benchmark for K = 2, 4, 8 ranks (oversubscribed on small
 # machines); bench_allreduce is built only when CMake finds MPI.

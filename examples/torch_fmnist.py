@@ -26,6 +26,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -39,6 +40,7 @@ import deft  # noqa: E402
 import deft.torch  # noqa: E402
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
+_init_lock = threading.Lock()
 
 
 # -- data ------------------------------------------------------------------------
@@ -160,8 +162,9 @@ def train(comm, args, data, log):
     """Trains on this worker (comm None: torch.distributed's default group);
     returns the final record that rank 0 logs."""
     xtr, ytr, xte, yte = data
-    torch.manual_seed(args.seed)
-    model = MODELS[args.model]()
+    with _init_lock:  # torch's generator is shared by the worker threads
+        torch.manual_seed(args.seed)
+        model = MODELS[args.model]()
     if args.init == "deft":
         deft_init(model, args.seed)
     opt = deft.torch.Optimizer(model.parameters(), comm=comm, algo=args.algo,

@@ -1,0 +1,199 @@
+"""The ctypes binding without torch's optimizer: configuration, errors,
+the ask/tell optimizer on plain buffers, and the communicators."""
+import array
+import ctypes
+
+import pytest
+
+import deft
+
+
+def test_defaults_are_the_c_macro():
+    d = deft.default_config()
+    assert d["algo"] == "def" and d["compressor"] == "rbgs"
+    assert (d["ratio"], d["lam"], d["lr"], d["momentum"]) == (256.0, 0.3, 0.1, 0.9)
+    assert (d["qsgd_levels"], d["weight_decay"], d["seed"]) == (16, 0.0, 0)
+    assert set(d) == {"algo", "compressor", "ratio", "scope", "randk_scaled",
+                      "qsgd_levels", "lam", "lr", "momentum", "weight_decay",
+                      "avg_period", "seed", "eclk_L", "eclk_mu", "eclk_p",
+                      "eclk_theta1", "eclk_n"}
+
+
+def test_exceptions_subclass_builtins():
+    assert issubclass(deft.InvalidArgument, ValueError)
+    assert issubclass(deft.FormatError, ValueError)
+    assert issubclass(deft.CommError, ConnectionError)
+    assert issubclass(deft.DeftIOError, OSError)
+    assert issubclass(deft.Diverged, ArithmeticError)
+    for cls in (deft.InvalidArgument, deft.CommError, deft.Diverged):
+        assert issubclass(cls, deft.DeftError)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(ratio=0.5), "ratio = 0.5"),
+    (dict(algo="nope"), "algo = 'nope'"),
+    (dict(compressor="zip"), "compressor = 'zip'"),
+    (dict(lr=-1.0), "lr = -1"),
+    (dict(lam=2.0), "lambda = 2"),
+    (dict(momentum="fast"), "momentum = 'fast'"),
+    (dict(colour=1), "colour: not a deft option"),
+    (dict(seed=-3), "seed = -3"),
+])
+def test_bad_arguments_name_the_argument(kwargs, needle):
+    with deft.Comm.single() as comm:
+        with pytest.raises(ValueError) as e:
+            deft.Optimizer(comm, [4], array.array("f", [0.0] * 4), **kwargs)
+    assert needle in str(e.value), str(e.value)
+    assert isinstance(e.value, deft.InvalidArgument)
+
+
+def test_bad_buffers():
+    comm = deft.Comm.single()
+    with pytest.raises(ValueError, match="x0: 3 floats, expected 4"):
+        deft.Optimizer(comm, [4], array.array("f", [0.0] * 3))
+    with pytest.raises(ValueError, match="format 'd'"):
+        deft.Optimizer(comm, [4], array.array("d", [0.0] * 4))
+    opt = deft.Optimizer(comm, [2, 2], array.array("f", [1.0] * 4))
+    opt.ask()
+    with pytest.raises(ValueError, match="grad: a list"):
+        opt.tell([0.0] * 4)
+
+
+def test_ask_tell_single_worker_is_momentum_sgd():
+    # compressor none, lambda 0 (defa with lam=0 is EF, which with none is
+    # momentum SGD): x -= lr * m, m = mu * m + g, in float32.
+    x0 = array.array("f", [1.0, -2.0, 0.5])
+    opt = deft.Optimizer(deft.Comm.single(), [3], x0, algo="ef",
+                         compressor="none", lr=0.1, momentum=0.5)
+    x, m = list(x0), [0.0] * 3
+    f32 = lambda v: ctypes.c_float(v).value  # noqa: E731
+    for step in range(5):
+        pt = opt.ask()
+        assert list(pt) == x
+        g = array.array("f", [2.0 * v for v in pt])
+        opt.tell(g)
+        m = [f32(f32(0.5 * mi) + gi) for mi, gi in zip(m, g)]
+        x = [f32(xi - f32(f32(0.1) * mi)) for xi, mi in zip(x, m)]
+    assert list(opt.output()) == x
+    assert opt.steps == 5
+
+
+def test_ask_buffer_is_stable_and_refreshed_in_place():
+    opt = deft.Optimizer(deft.Comm.single(), [8], array.array("f", [1.0] * 8),
+                         compressor="none", lr=0.5)
+    a = opt.point_address()
+    view = opt.ask()
+    before = list(view)
+    opt.tell(array.array("f", [1.0] * 8))
+    assert opt.point_address() == a
+    assert list(view) != before  # the same view shows the next point
+
+
+def test_views_outlive_the_optimizer_object():
+    opt = deft.Optimizer(deft.Comm.single(), [4], array.array("f", [3.0] * 4),
+                         compressor="none")
+    view = opt.ask()
+    del opt
+    import gc
+    gc.collect()
+    assert list(view) == [3.0] * 4  # the C optimizer is freed after the view
+
+
+def test_diverged_carries_the_step():
+    opt = deft.Optimizer(deft.Comm.single(), [4], array.array("f", [0.0] * 4))
+    for step in range(3):
+        opt.ask()
+        opt.tell(array.array("f", [0.1] * 4))
+    opt.ask()
+    with pytest.raises(deft.Diverged) as e:
+        opt.tell(array.array("f", [float("nan")] * 4))
+    assert e.value.step == 3
+    assert "diverged at step 3" in str(e.value)
+
+
+def test_state_bytes_round_trip_is_bitwise():
+    def run(blob=None, steps=6):
+        opt = deft.Optimizer(deft.Comm.single(), [5, 3], array.array("f", [0.5] * 8),
+                             ratio=2, lr=0.05)
+        if blob:
+            opt.load_state_bytes(blob)
+        for s in range(steps):
+            pt = opt.ask()
+            opt.tell(array.array("f", [v * v - 0.1 * i for i, v in enumerate(pt)]))
+        return opt
+    full = run(steps=10)
+    half = run(steps=4)
+    resumed = run(blob=half.state_bytes(), steps=6)
+    assert bytes(full.output()) == bytes(resumed.output())
+    other = deft.Optimizer(deft.Comm.single(), [8], array.array("f", [0.0] * 8),
+                           algo="sgd")
+    with pytest.raises(deft.FormatError, match="algorithm def"):
+        other.load_state_bytes(half.state_bytes())
+
+
+def test_run_threads_sums_and_reraises_the_first_own_error():
+    def collectives(comm):
+        buf = array.array("f", [comm.rank + 1.0] * 5)
+        comm.allreduce_sum(buf)
+        send = bytes([comm.rank] * 3)
+        recv = bytearray(3 * comm.size)
+        comm.allgather(send, recv)
+        b = bytearray([comm.rank] * 2)
+        comm.broadcast(b, root=comm.size - 1)
+        comm.barrier()
+        return list(buf), bytes(recv), bytes(b)
+    out = deft.run_threads(3, collectives)
+    for r in range(3):
+        assert out[r] == ([6.0] * 5, bytes([0, 0, 0, 1, 1, 1, 2, 2, 2]), bytes([2, 2]))
+
+    def fails(comm):
+        if comm.rank == 2:
+            raise KeyError("rank 2 gave up")
+        comm.barrier()  # the others must not wait forever
+    with pytest.raises(KeyError, match="rank 2 gave up"):
+        deft.run_threads(4, fails)
+
+
+def test_custom_python_collectives_match_threads_bitwise():
+    def train(comm, wrap):
+        if wrap:
+            inner = comm
+            comm = deft.Comm.custom(inner.allreduce_sum, inner.allgather,
+                                    inner.broadcast, inner.barrier,
+                                    inner.rank, inner.size)
+        opt = deft.Optimizer(comm, [30, 7], array.array("f", [0.25] * 37),
+                             compressor="topk", ratio=4, lr=0.1)
+        for s in range(8):
+            pt = opt.ask()
+            opt.tell(array.array("f", [v - 0.01 * ((i + comm.rank + s) % 5)
+                                       for i, v in enumerate(pt)]))
+        return bytes(opt.output()), comm.stats()["bytes_sent"]
+    direct = deft.run_threads(3, train, False)
+    custom = deft.run_threads(3, train, True)
+    assert custom == direct
+
+
+def test_custom_callback_failure_is_a_comm_error_naming_it():
+    def boom(buf):
+        raise RuntimeError("the wire is cut")
+    comm = deft.Comm.custom(boom, lambda s, r: None, lambda b, root: None,
+                            lambda: None, 0, 1)
+    with pytest.raises(deft.CommError) as e:
+        comm.allreduce_sum(array.array("f", [1.0, 2.0]))
+    msg = str(e.value)
+    assert "custom backend: allreduce (collective #1) failed on rank 0 of 1" in msg
+    assert "RuntimeError in the Python allreduce callback: the wire is cut" in msg
+
+
+def test_comm_link_model_and_stats():
+    def run(comm):
+        comm.set_link(1.0, 10.0)
+        comm.allreduce_sum(array.array("f", [1.0] * 1000))
+        s = comm.stats()
+        comm.reset_stats()
+        return s, comm.stats()["n_allreduce"]
+    (s, after), _ = deft.run_threads(2, run)
+    assert s["n_allreduce"] == 1 and s["payload_bytes"] == 4000
+    assert s["bytes_sent"] == 4000  # ring: 2 (K-1)/K of the buffer
+    assert s["modeled_s"] == pytest.approx(2 * (10e-6 + 4000 / (2 * 1.25e8)))
+    assert after == 0
