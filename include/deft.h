@@ -206,8 +206,9 @@ DEFT_API deft_status_t deft_comm_create_custom(deft_comm_t **out,
  * no engine. Free it with deft_comm_destroy. */
 DEFT_API deft_status_t deft_comm_create_self(deft_comm_t **out);
 
-/* Frees a communicator from deft_comm_create_custom, deft_comm_create_self, deft_comm_create_mpi
- * or deft_comm_create_mpi_world (for MPI collective, as MPI_Comm_free:
+/* Frees a communicator from deft_comm_create_custom, deft_comm_create_self,
+ * deft_comm_create_mpi or deft_comm_create_mpi_world (for MPI collective,
+ * as MPI_Comm_free:
  * call it before MPI_Finalize, after which it only frees deft's memory).
  * NULL-safe; does nothing for the communicators that deft_run_threads
  * hands to its workers. */

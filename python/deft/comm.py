@@ -3,6 +3,8 @@ a group of one (Comm.single()) and collectives from Python callables
 (Comm.custom(...)); deft.torch adds torch.distributed on top of custom."""
 import atexit
 import ctypes
+import os
+import sys
 import threading
 
 from . import _buf, _lib
@@ -47,6 +49,7 @@ class Comm:
         check(lib.deft_comm_create_mpi_world(ctypes.byref(h)))
         comm = cls(h.value, owned=True)
         _mpi_comms.append(comm)
+        _install_mpi_excepthook()
         return comm
 
     @classmethod
@@ -207,6 +210,24 @@ def run_threads(nworkers, fn, *args):
 
 # -- MPI lifetime -----------------------------------------------------------------
 _mpi_comms = []
+
+
+def _install_mpi_excepthook():
+    """An uncaught exception on one rank must end the whole job: finalizing
+    MPI would wait for ranks that wait for this one. So the hook prints the
+    traceback and leaves without MPI_Finalize, which makes mpirun end the
+    job (as for a rank that dies)."""
+    if getattr(sys.excepthook, "_deft_mpi", False):
+        return
+    previous = sys.excepthook
+
+    def hook(etype, value, tb):
+        previous(etype, value, tb)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)
+    hook._deft_mpi = True
+    sys.excepthook = hook
 
 
 @atexit.register

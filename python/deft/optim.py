@@ -114,9 +114,9 @@ class _Handle:
         self.comm = comm  # the optimizer keeps the communicator's pointer
 
     def __del__(self):
-        if self.ptr and self.ptr.value:
-            lib.deft_optim_destroy(self.ptr)
-            self.ptr = None
+        ptr, self.ptr = self.ptr, None
+        if ptr is not None and ptr.value and lib is not None:
+            lib.deft_optim_destroy(ptr)
 
 
 class Optimizer:

@@ -429,3 +429,15 @@ def test_example_runs_over_gloo_and_mpi(tmp_path):
     assert g[0]["workers"] == m[0]["workers"] == 2
     assert g[0]["bytes_per_worker"] == m[0]["bytes_per_worker"] > 0
     assert abs(g[-1]["test_acc"] - m[-1]["test_acc"]) < 0.05
+
+
+def test_mpi_rank_that_raises_ends_the_job(tmp_path):
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1",
+               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    # A hang would end in subprocess.TimeoutExpired, a failure.
+    p = subprocess.run(mpirun() + ["-np", "2", sys.executable,
+                                   os.path.join(HERE, "mpi_fail_worker.py")],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0, p.stdout + p.stderr
+    assert "rank 1 gives up" in p.stderr
+    assert "passed the barrier" not in p.stdout
