@@ -257,7 +257,8 @@ def parse(argv):
                    help="threads of this process, when not launched by mpirun "
                         "or with RANK/WORLD_SIZE")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch threads per process (0: cores / processes)")
+                   help="torch threads per process under mpirun or RANK/WORLD_SIZE "
+                        "(0: cores / processes; threads mode uses 1)")
     p.add_argument("--data-dir", default=DATA_DIR)
     p.add_argument("--limit-train", type=int, default=0)
     p.add_argument("--limit-test", type=int, default=0)
@@ -289,8 +290,11 @@ def launcher():
 def main(argv=None):
     args = parse(argv)
     mode, procs = launcher()
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // procs)
-                          if mode != "threads" else 1)
+    # Threads mode: one torch thread, each worker being a thread itself.
+    if mode == "threads":
+        torch.set_num_threads(1)
+    else:
+        torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // procs))
     try:
         data = load(args.data_dir, args.limit_train, args.limit_test)
     except (OSError, ValueError) as e:

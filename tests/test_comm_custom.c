@@ -222,10 +222,8 @@ static void single_worker_calls_back(void **state)
 {
     (void)state;
     int calls = 0;
-    deft_comm_ops_t ops = {one_allreduce, NULL, NULL, NULL, NULL};
-    ops.allgather = fwd_ops.allgather;
-    ops.broadcast = fwd_ops.broadcast;
-    ops.barrier = fwd_ops.barrier;
+    const deft_comm_ops_t ops = {one_allreduce, fwd_allgather, fwd_broadcast,
+                                 fwd_barrier, NULL};
     deft_comm_t *c;
     assert_status(deft_comm_create_custom(&c, &ops, &calls, 0, 1), DEFT_OK);
     float v[5] = {1, 2, 3, 4, 5};

@@ -27,6 +27,21 @@ def _torch_address(t, n, name):
     return t.data_ptr(), t.numel(), t
 
 
+def _mv_address(mv, name, writable):
+    """(address, keepalive) of a C-contiguous memoryview's bytes: the
+    caller's own memory, or a copy of a read-only buffer that deft only
+    reads; None for an empty one."""
+    if mv.nbytes == 0:
+        return None, mv
+    if mv.readonly:
+        if writable:
+            raise ValueError("%s: read-only buffer; deft writes into it" % name)
+        keep = (ctypes.c_char * mv.nbytes).from_buffer_copy(mv)
+        return ctypes.addressof(keep), keep
+    arr = (ctypes.c_char * mv.nbytes).from_buffer(mv.cast("B"))
+    return ctypes.addressof(arr), (arr, mv)
+
+
 def float_address(obj, n, name, writable=False):
     """(address, count, keepalive) of obj's float32 items; n is the count
     required (None: any).
@@ -47,15 +62,8 @@ def float_address(obj, n, name, writable=False):
     count = mv.nbytes // 4
     if n is not None and count != n:
         raise ValueError("%s: %d floats, expected %d" % (name, count, n))
-    if count == 0:
-        return None, 0, mv
-    if mv.readonly:
-        if writable:
-            raise ValueError("%s: read-only buffer; deft writes into it" % name)
-        keep = (ctypes.c_char * mv.nbytes).from_buffer_copy(mv)
-        return ctypes.addressof(keep), count, keep
-    arr = (ctypes.c_char * mv.nbytes).from_buffer(mv.cast("B"))
-    return ctypes.addressof(arr), count, (arr, mv)
+    addr, keep = _mv_address(mv, name, writable)
+    return addr, count, keep
 
 
 def bytes_address(obj, name, writable=False):
@@ -67,15 +75,8 @@ def bytes_address(obj, name, writable=False):
     mv = memoryview(obj)
     if not mv.c_contiguous:
         raise ValueError("%s: not C-contiguous" % name)
-    if mv.nbytes == 0:
-        return None, 0, mv
-    if mv.readonly:
-        if writable:
-            raise ValueError("%s: read-only buffer; deft writes into it" % name)
-        keep = (ctypes.c_char * mv.nbytes).from_buffer_copy(mv)
-        return ctypes.addressof(keep), mv.nbytes, keep
-    arr = (ctypes.c_char * mv.nbytes).from_buffer(mv.cast("B"))
-    return ctypes.addressof(arr), mv.nbytes, (arr, mv)
+    addr, keep = _mv_address(mv, name, writable)
+    return addr, mv.nbytes, keep
 
 
 def float_view(address, n, owner=None):

@@ -143,7 +143,6 @@ class _CustomCtx:
                     text = "%s in the Python %s callback: %s" % (
                         type(e).__name__, name, e)
                     self.error.value = text.encode("utf-8", "replace")[:1023]
-                    self.exception = e
                     return COMM
             return call
 
@@ -163,7 +162,6 @@ class _CustomCtx:
         def describe(ctx):
             return ctypes.addressof(self.error)
 
-        self.exception = None
         self.fns = (_lib.ALLREDUCE_FN(guard("allreduce", ar)),
                     _lib.ALLGATHER_FN(guard("allgather", ag)),
                     _lib.BROADCAST_FN(guard("broadcast", bc)),

@@ -179,11 +179,7 @@ class Optimizer:
         """This worker's gradient at the asked point (float32, dim items).
         Collective. Raises Diverged (with .step) on NaN or Inf anywhere."""
         addr, _, keep = _buf.float_address(grad, self.dim, "grad")
-        step = self.steps
-        st = lib.deft_optim_tell(self._ptr, addr, ctypes.byref(self.last_info))
-        if st == DIVERGED:
-            raise error_for(st, step=step)
-        check(st)
+        self.tell_address(addr)
 
     def tell_address(self, addr):
         """tell() with the gradient's address (dim floats), for bindings."""

@@ -16,7 +16,6 @@ a step copies nothing: step() hands the flat gradient to deft (tell) and
 deft writes the next point into the parameters (ask).
 """
 import contextlib
-import ctypes
 
 import torch
 import torch.distributed as dist
@@ -28,17 +27,6 @@ from .optim import Optimizer as _AskTell
 __all__ = ["Optimizer", "process_group_comm"]
 
 _STATE_VERSION = 1
-
-
-def _tensor_at(address, n, owner):
-    """A float32 tensor over n floats of deft's memory at address, no copy;
-    it keeps owner (what frees that memory) alive."""
-    class _Mem(ctypes.c_float * n):
-        pass
-
-    arr = _Mem.from_address(address)
-    arr._owner = owner
-    return torch.frombuffer(arr, dtype=torch.float32)
 
 
 def _src_rank(group, root):
@@ -168,9 +156,10 @@ class Optimizer(torch.optim.Optimizer):
         self._options = dict(algo=self.deft.algo, compressor=self.deft.compressor,
                              ratio=float(ratio), seed=int(seed), **more)
         d = self.deft.dim
-        self._point_addr = self.deft.point_address()
-        # (d,) the point deft asks for; the parameters are views into it.
-        self.flat_params = _tensor_at(self._point_addr, d, self.deft._h)
+        # (d,) the point deft asks for; the parameters are views into it
+        # (the view keeps deft's optimizer, and so this memory, alive).
+        self.flat_params = torch.frombuffer(self.deft.ask(), dtype=torch.float32)
+        self._point_addr = self.flat_params.data_ptr()
         # (d,) the gradient handed to tell; the .grad are views into it.
         self.flat_grad = torch.zeros(d, dtype=torch.float32)
         self._slots = []
