@@ -147,6 +147,24 @@ DEFT_API deft_status_t deft_comm_barrier(deft_comm_t *comm);
 DEFT_API deft_status_t deft_comm_set_link(deft_comm_t *comm, double gbps,
                                           double latency_us);
 
+/* Sets the collective watchdog: from now on a collective of comm that has
+ * not completed `seconds` after it began (a peer stopped, dead or behind a
+ * broken link) ends the run instead of waiting forever. It fires between
+ * seconds and 1.1 x seconds, with a message that names the collective,
+ * its sequence number, this rank and the timeout:
+ *   threads backend: the collective (and every other worker's) returns
+ *     DEFT_ERR_COMM with that message in deft_last_error();
+ *   MPI backend: a blocked MPI call cannot be interrupted, so the watchdog
+ *     writes the message to stderr (the one place the library writes) and
+ *     calls MPI_Abort, which ends the whole job, as NCCL's watchdog does.
+ * seconds in [0, 1e7]; 0 turns the watchdog off (the default). Costs one
+ * sleeping thread per communicator and a few atomic stores per
+ * collective. Call it between collectives, not during one. Errors:
+ * DEFT_ERR_INVALID_ARG, DEFT_ERR_UNSUPPORTED (a custom backend of more
+ * than one rank: its callbacks cannot be interrupted; use the engine's own
+ * timeout), DEFT_ERR_NOMEM. */
+DEFT_API deft_status_t deft_comm_set_timeout(deft_comm_t *comm, double seconds);
+
 /* Copies this rank's traffic counters into *out. */
 DEFT_API deft_status_t deft_comm_get_stats(const deft_comm_t *comm,
                                            deft_comm_stats_t *out);

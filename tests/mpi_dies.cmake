@@ -3,7 +3,9 @@
 # within MAX_SECONDS. Usage:
 #   cmake -DMPIEXEC=mpirun "-DMPIEXEC_ARGS=--oversubscribe;-np;4"
 #         -DPROG=test_comm_mpi_dies -DMODE=kill [-DMAX_SECONDS=60]
-#         -P mpi_dies.cmake
+#         [-DEXPECT=regex] -P mpi_dies.cmake
+# EXPECT: a regular expression that stderr must match (the watchdog's
+# message for MODE=stop).
 foreach(v MPIEXEC PROG MODE)
   if(NOT DEFINED ${v})
     message(FATAL_ERROR "mpi_dies.cmake: -D${v}=... is required")
@@ -28,7 +30,7 @@ set(log "exit status: ${rc}\nduration: ${seconds} s (limit ${MAX_SECONDS} s)\n"
         "--- stdout ---\n${out}--- stderr ---\n${err}")
 if(rc MATCHES "timeout" OR rc MATCHES "Process terminated")
   message(FATAL_ERROR "mpirun did not end within ${hard_stop} s after a rank "
-                      "died (hang)\n${log}")
+                      "died or stopped (hang)\n${log}")
 endif()
 if(rc STREQUAL "0")
   message(FATAL_ERROR "mpirun exited 0 although rank 1 died\n${log}")
@@ -41,6 +43,9 @@ if(err MATCHES "SURVIVOR_DEADLINE")
 endif()
 if(NOT err MATCHES "rank 1: dying")
   message(FATAL_ERROR "rank 1 never reached the point where it dies\n${log}")
+endif()
+if(NOT EXPECT STREQUAL "" AND NOT err MATCHES "${EXPECT}")
+  message(FATAL_ERROR "stderr does not match '${EXPECT}'\n${log}")
 endif()
 message(STATUS "mpirun ended the job ${seconds} s after start with exit "
                "status ${rc} (mode ${MODE})\n${err}")

@@ -2,12 +2,15 @@
  * non-zero exit: never a hang of the survivors in their next allreduce.
  * Run by tests/mpi_dies.cmake (CTest: test_comm_mpi_dies_<mode>) as
  *
- *     mpirun -np 4 test_comm_mpi_dies {kill|exit|exit0}
+ *     mpirun -np 4 test_comm_mpi_dies {kill|exit|exit0|stop}
  *
  * Rank 1 makes 5 allreduces with the others and then dies: "kill" by
  * SIGKILL (like the OOM killer; abort() behaves alike, with signal 6),
  * "exit" by exit(3) and "exit0" by exit(0), both without MPI_Finalize (a
- * worker that bails out). The other ranks keep calling
+ * worker that bails out). "stop" raises SIGSTOP instead: rank 1 hangs
+ * without dying, so the runtime sees nothing, and only deft's collective
+ * watchdog (deft_comm_set_timeout, 2 s here) can end the job: the others'
+ * watchdogs write their message and call MPI_Abort. The other ranks keep calling
  * deft_comm_allreduce_sum_f32, which blocks in MPI_Allreduce waiting for
  * rank 1.
  *
@@ -60,15 +63,20 @@ int main(int argc, char **argv)
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     const char *mode = argc > 1 ? argv[1] : "kill";
     if (size < 2 || (strcmp(mode, "kill") != 0 && strcmp(mode, "exit") != 0 &&
-                     strcmp(mode, "exit0") != 0)) {
+                     strcmp(mode, "exit0") != 0 && strcmp(mode, "stop") != 0)) {
         if (rank == 0)
-            fprintf(stderr, "usage: mpirun -np K>=2 %s {kill|exit|exit0}\n",
+            fprintf(stderr, "usage: mpirun -np K>=2 %s {kill|exit|exit0|stop}\n",
                     argv[0]);
         MPI_Finalize();
         return 2;
     }
     deft_comm_t *comm;
     if (deft_comm_create_mpi(&comm, MPI_COMM_WORLD) != DEFT_OK) {
+        fprintf(stderr, "rank %d: %s\n", rank, deft_last_error());
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    if (strcmp(mode, "stop") == 0 &&
+        deft_comm_set_timeout(comm, 2.0) != DEFT_OK) {
         fprintf(stderr, "rank %d: %s\n", rank, deft_last_error());
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
@@ -82,6 +90,10 @@ int main(int argc, char **argv)
             fflush(stderr);
             if (strcmp(mode, "kill") == 0)
                 raise(SIGKILL);
+            if (strcmp(mode, "stop") == 0) {
+                raise(SIGSTOP);
+                continue; /* if continued (it is not): carry on */
+            }
             exit(strcmp(mode, "exit0") == 0 ? 0 : 3); /* no MPI_Finalize */
         }
         for (int i = 0; i < 4096; i++)

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const size_t sizes[] = {0, 1, 7, 15, 16, 17, 1000, 4099, 65537};
 #define NSIZES (sizeof sizes / sizeof sizes[0])
@@ -215,6 +216,89 @@ static void test_early_return_releases_others(void **state)
     assert_error_mentions("returned");
 }
 
+/* Worker 1 is stuck (here: asleep) for 1.5 s before its 3rd allreduce;
+ * the others' 0.3 s watchdog must end their wait with the message. */
+static deft_status_t stuck_worker(deft_comm_t *comm, void *arg)
+{
+    double *timeout = arg;
+    deft_status_t st = deft_comm_set_timeout(comm, *timeout);
+    if (st != DEFT_OK)
+        return st;
+    float v[64] = {0};
+    for (int i = 0; i < 5; i++) {
+        if (i == 2 && deft_comm_rank(comm) == 1)
+            nanosleep(&(struct timespec){1, 500000000}, NULL);
+        if ((st = deft_comm_allreduce_sum_f32(comm, v, 64)) != DEFT_OK)
+            return st;
+    }
+    return DEFT_OK;
+}
+
+static void test_watchdog_ends_a_stuck_collective(void **state)
+{
+    (void)state;
+    double timeout = 0.3;
+    assert_status(deft_run_threads(3, stuck_worker, &timeout), DEFT_ERR_COMM);
+    /* Names the collective, its sequence number (the 3rd), a rank, the
+     * timeout, and what to do. */
+    assert_error_mentions("collective watchdog: allreduce (collective #3) on rank");
+    assert_error_mentions("(timeout 0.3 s)");
+    assert_error_mentions("--comm-timeout");
+    /* Without a watchdog (0), or with a longer one, the same stall is
+     * waited out and the run succeeds. */
+    timeout = 0;
+    assert_status(deft_run_threads(3, stuck_worker, &timeout), DEFT_OK);
+    timeout = 30;
+    assert_status(deft_run_threads(3, stuck_worker, &timeout), DEFT_OK);
+}
+
+static deft_status_t nop_allreduce(void *ctx, float *buf, size_t n)
+{
+    (void)ctx, (void)buf, (void)n;
+    return DEFT_OK;
+}
+
+static deft_status_t nop_allgather(void *ctx, const void *s, size_t n, void *r)
+{
+    (void)ctx, (void)s, (void)n, (void)r;
+    return DEFT_OK;
+}
+
+static deft_status_t nop_broadcast(void *ctx, void *buf, size_t n, int root)
+{
+    (void)ctx, (void)buf, (void)n, (void)root;
+    return DEFT_OK;
+}
+
+static deft_status_t nop_barrier(void *ctx)
+{
+    (void)ctx;
+    return DEFT_OK;
+}
+
+static void test_set_timeout_arguments(void **state)
+{
+    (void)state;
+    assert_status(deft_comm_set_timeout(NULL, 1), DEFT_ERR_INVALID_ARG);
+    assert_error_mentions("comm");
+    deft_comm_t *self;
+    assert_status(deft_comm_create_self(&self), DEFT_OK);
+    assert_status(deft_comm_set_timeout(self, -1), DEFT_ERR_INVALID_ARG);
+    assert_error_mentions("seconds = -1");
+    assert_status(deft_comm_set_timeout(self, 0.0 / 0.0), DEFT_ERR_INVALID_ARG);
+    assert_status(deft_comm_set_timeout(self, 5), DEFT_OK); /* nothing to wait for */
+    deft_comm_destroy(self);
+    /* A custom backend's callbacks cannot be interrupted. */
+    const deft_comm_ops_t ops = {nop_allreduce, nop_allgather, nop_broadcast,
+                                 nop_barrier, NULL};
+    deft_comm_t *c;
+    assert_status(deft_comm_create_custom(&c, &ops, NULL, 0, 2), DEFT_OK);
+    assert_status(deft_comm_set_timeout(c, 5), DEFT_ERR_UNSUPPORTED);
+    assert_error_mentions("custom backend cannot interrupt");
+    assert_status(deft_comm_set_timeout(c, 0), DEFT_OK);
+    deft_comm_destroy(c);
+}
+
 static deft_status_t mismatched_worker(deft_comm_t *comm, void *arg)
 {
     (void)arg;
@@ -279,6 +363,8 @@ int main(void)
         cmocka_unit_test(test_failing_worker_releases_others),
         cmocka_unit_test(test_early_return_releases_others),
         cmocka_unit_test(test_mismatched_sizes_are_an_error),
+        cmocka_unit_test(test_watchdog_ends_a_stuck_collective),
+        cmocka_unit_test(test_set_timeout_arguments),
         cmocka_unit_test(test_argument_errors),
         cmocka_unit_test(test_status_strings_never_null),
     };

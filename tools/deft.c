@@ -90,6 +90,10 @@ static void train_usage(FILE *f)
         "                       link (alpha-beta): logs comm_modeled_s and\n"
         "                       modeled_s = compute + modeled communication\n"
         "  --net-latency-us A   the link's latency (default 0 with --net-gbps)\n"
+        "  --comm-timeout S     end the run (all ranks under MPI) when a\n"
+        "                       collective has not completed after S seconds:\n"
+        "                       a peer is stopped, dead or unreachable\n"
+        "                       (default 300, 0 = wait forever)\n"
         "  --save-model FILE    write the final output model: P float32\n"
         "                       values in the model's layout order\n"
         "  --limit-train N      use only the first N training examples\n"
@@ -166,7 +170,10 @@ static int run_training(deft_train_config_t *cfg, ui_t *ui,
     deft_comm_t *comm = NULL;
 #ifdef DEFT_HAVE_MPI
     if (use_mpi) {
-        MPI_Init(NULL, NULL);
+        /* MULTIPLE: the collective watchdog (--comm-timeout) calls
+         * MPI_Abort from its own thread while this one is blocked in MPI. */
+        int provided;
+        MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
         MPI_Comm_rank(MPI_COMM_WORLD, &rank);
         MPI_Comm_size(MPI_COMM_WORLD, &size);
         if (workers_given && cfg->workers != size) {
@@ -306,6 +313,7 @@ static int cmd_train(int argc, char **argv)
     deft_cli_cmd = "train";
     deft_train_config_t cfg;
     deft_train_config_init(&cfg);
+    cfg.comm_timeout_s = 300; /* the library default is off */
     const char *data_dir = NULL, *save_model = NULL;
     long limit_train = 0, limit_test = 0;
     int use_mpi = 0, workers_given = 0;
@@ -315,6 +323,7 @@ static int cmd_train(int argc, char **argv)
         O_QSGD, O_RANDK_SCALED, O_LR, O_DECAY, O_DECAY_FACTOR, O_MOMENTUM, O_WD,
         O_SEED, O_WORKERS, O_BATCH, O_EPOCHS, O_STOP, O_BACKEND, O_LOG, O_CKPT,
         O_RESUME, O_DATA, O_AUGMENT, O_QUIET, O_HELP, O_NET_GBPS, O_NET_LAT,
+        O_COMM_TIMEOUT,
         O_SAVE_MODEL, O_LIMIT_TRAIN, O_LIMIT_TEST
     };
     static const struct option opts[] = {
@@ -348,6 +357,7 @@ static int cmd_train(int argc, char **argv)
         {"limit-train", required_argument, 0, O_LIMIT_TRAIN},
         {"limit-test", required_argument, 0, O_LIMIT_TEST},
         {"net-latency-us", required_argument, 0, O_NET_LAT},
+        {"comm-timeout", required_argument, 0, O_COMM_TIMEOUT},
         {"quiet", no_argument, 0, O_QUIET},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
@@ -527,6 +537,11 @@ static int cmd_train(int argc, char **argv)
             if ((rc = deft_cli_parse_double("--net-latency-us", optarg, 0, 1e9, &dv)))
                 return rc;
             cfg.net_latency_us = dv;
+            break;
+        case O_COMM_TIMEOUT:
+            if ((rc = deft_cli_parse_double("--comm-timeout", optarg, 0, 1e7, &dv)))
+                return rc;
+            cfg.comm_timeout_s = dv;
             break;
         case O_QUIET:
             ui.quiet = 1;

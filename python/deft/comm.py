@@ -110,6 +110,15 @@ class Comm:
         stats()["modeled_s"]; gbps = 0 turns the model off."""
         check(lib.deft_comm_set_link(self.handle, float(gbps), float(latency_us)))
 
+    def set_timeout(self, seconds):
+        """Collective watchdog (deft_comm_set_timeout): a collective still
+        running `seconds` after it began ends the run; 0 turns it off. With
+        threads, the collective raises CommError naming it; under MPI the
+        whole job is aborted with the message on stderr. Custom
+        communicators of more than one rank raise Unsupported: use the
+        engine's own timeout (init_process_group(timeout=...))."""
+        check(lib.deft_comm_set_timeout(self.handle, float(seconds)))
+
     def close(self):
         """Frees the communicator (collective for MPI). Idempotent."""
         if self._owned and self._h.value:

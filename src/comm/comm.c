@@ -7,14 +7,19 @@
 #include <math.h>
 
 
-/* Runs one backend collective, timing it in wall-clock and thread CPU
- * seconds, and adds `modeled` seconds of the link model. */
-#define TIMED(comm, modeled, call)                                           \
+/* Runs one backend collective under the watchdog (when one is set),
+ * timing it in wall-clock and thread CPU seconds, and adds `modeled`
+ * seconds of the link model. */
+#define TIMED(comm, op, modeled, call)                                       \
     do {                                                                     \
-        double w0_ = deft_wall_s(), c0_ = deft_thread_cpu_s();                            \
+        double w0_ = deft_wall_s(), c0_ = deft_thread_cpu_s();               \
+        if ((comm)->wd)                                                      \
+            deft_watchdog_enter((comm)->wd, (op), (comm)->seq);              \
         deft_status_t st_ = (call);                                          \
-        (comm)->stats.comm_s += deft_wall_s() - w0_;                            \
-        (comm)->stats.comm_cpu_s += deft_thread_cpu_s() - c0_;                         \
+        if ((comm)->wd)                                                      \
+            deft_watchdog_leave((comm)->wd);                                 \
+        (comm)->stats.comm_s += deft_wall_s() - w0_;                         \
+        (comm)->stats.comm_cpu_s += deft_thread_cpu_s() - c0_;               \
         (comm)->stats.modeled_s += (modeled);                                \
         return st_;                                                          \
     } while (0)
@@ -92,7 +97,7 @@ deft_status_t deft_comm_allreduce_sum_f32(deft_comm_t *comm, float *buf,
     comm->seq++;
     comm->stats.payload_bytes += (uint64_t)n * sizeof(float);
     comm->stats.bytes_sent += deft_ring_allreduce_bytes(n, comm->size, comm->rank);
-    TIMED(comm, model_allreduce(comm, (double)n * sizeof(float)),
+    TIMED(comm, DEFT_OP_ALLREDUCE, model_allreduce(comm, (double)n * sizeof(float)),
           comm->ops->allreduce_sum_f32(comm, buf, n));
 }
 
@@ -113,7 +118,7 @@ deft_status_t deft_comm_allgather(deft_comm_t *comm, const void *send,
     comm->seq++;
     comm->stats.payload_bytes += bytes;
     comm->stats.bytes_sent += (uint64_t)bytes * (uint64_t)(comm->size - 1);
-    TIMED(comm, model_allgather(comm, (double)bytes),
+    TIMED(comm, DEFT_OP_ALLGATHER, model_allgather(comm, (double)bytes),
           comm->ops->allgather(comm, send, bytes, recv));
 }
 
@@ -138,7 +143,7 @@ deft_status_t deft_comm_broadcast(deft_comm_t *comm, void *buf, size_t bytes,
         comm->stats.payload_bytes += bytes;
     if (comm->size > 1 && comm->rank != last)
         comm->stats.bytes_sent += bytes;
-    TIMED(comm, model_tree(comm, (double)bytes),
+    TIMED(comm, DEFT_OP_BROADCAST, model_tree(comm, (double)bytes),
           comm->ops->broadcast(comm, buf, bytes, root));
 }
 
@@ -148,7 +153,7 @@ deft_status_t deft_comm_barrier(deft_comm_t *comm)
         return deft_fail(DEFT_ERR_INVALID_ARG, "deft_comm_barrier: comm is NULL");
     comm->stats.n_barrier++;
     comm->seq++;
-    TIMED(comm, model_tree(comm, 0.0), comm->ops->barrier(comm));
+    TIMED(comm, DEFT_OP_BARRIER, model_tree(comm, 0.0), comm->ops->barrier(comm));
 }
 
 deft_status_t deft_comm_get_stats(const deft_comm_t *comm, deft_comm_stats_t *out)
@@ -184,8 +189,40 @@ void deft_comm_reset_stats(deft_comm_t *comm)
         memset(&comm->stats, 0, sizeof comm->stats);
 }
 
+deft_status_t deft_comm_set_timeout(deft_comm_t *comm, double seconds)
+{
+    if (!comm)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "deft_comm_set_timeout: comm is NULL");
+    if (!(seconds >= 0) || !(seconds <= 1e7))
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "deft_comm_set_timeout: seconds = %g, must be in "
+                         "[0, 1e7] (0 turns the watchdog off)", seconds);
+    if (seconds > 0 && comm->size > 1 && !comm->ops->on_timeout)
+        return deft_fail(DEFT_ERR_UNSUPPORTED,
+                         "deft_comm_set_timeout: the %s backend cannot "
+                         "interrupt its collectives; use the engine's own "
+                         "timeout (for torch.distributed, the timeout= of "
+                         "init_process_group)", comm->ops->name);
+    deft_watchdog_stop(comm->wd);
+    comm->wd = NULL;
+    if (seconds > 0 && comm->size > 1)
+        return deft_watchdog_start(&comm->wd, comm, seconds);
+    return DEFT_OK;
+}
+
+void deft_comm_stop_watchdog(deft_comm_t *comm)
+{
+    if (comm) {
+        deft_watchdog_stop(comm->wd);
+        comm->wd = NULL;
+    }
+}
+
 void deft_comm_destroy(deft_comm_t *comm)
 {
-    if (comm && comm->ops->destroy)
+    if (!comm)
+        return;
+    deft_comm_stop_watchdog(comm);
+    if (comm->ops->destroy)
         comm->ops->destroy(comm);
 }

@@ -16,7 +16,14 @@ typedef struct {
     /* Frees the communicator (deft_comm_destroy); NULL when deft does not
      * own it (deft_run_threads' communicators). */
     void (*destroy)(deft_comm_t *c);
+    /* Called from the watchdog thread when a collective of c has run past
+     * its timeout (see watchdog.c), with a message naming it. It must make
+     * the collective end: fail it, or end the process. NULL when the
+     * backend cannot (then deft_comm_set_timeout refuses). */
+    void (*on_timeout)(deft_comm_t *c, const char *msg);
 } deft_comm_backend_t;
+
+typedef struct deft_watchdog deft_watchdog_t;
 
 struct deft_comm {
     const deft_comm_backend_t *ops;
@@ -27,7 +34,24 @@ struct deft_comm {
     double link_bps;   /* modeled bandwidth in bytes/s; 0 = no model    */
     double link_alpha; /* modeled latency in seconds                    */
     uint64_t seq;      /* collectives entered so far, for error messages */
+    deft_watchdog_t *wd; /* NULL unless deft_comm_set_timeout(> 0)       */
 };
+
+/* Collective ops as the watchdog names them (1-based; 0 = none). */
+enum { DEFT_OP_ALLREDUCE = 1, DEFT_OP_ALLGATHER, DEFT_OP_BROADCAST,
+       DEFT_OP_BARRIER };
+
+/* The watchdog (watchdog.c). start: a thread that calls
+ * comm->ops->on_timeout once a collective has been inside enter..leave
+ * for timeout_s seconds (once). stop: joins and frees it (NULL-safe). */
+deft_status_t deft_watchdog_start(deft_watchdog_t **out, deft_comm_t *comm,
+                                  double timeout_s);
+void deft_watchdog_stop(deft_watchdog_t *wd);
+void deft_watchdog_enter(deft_watchdog_t *wd, int op, uint64_t seq);
+void deft_watchdog_leave(deft_watchdog_t *wd);
+/* Stops comm's watchdog, if any (deft_comm_destroy, and the threads
+ * backend when a worker's function returns). */
+void deft_comm_stop_watchdog(deft_comm_t *comm);
 
 /* Bytes one rank sends in a ring allreduce of n floats over K ranks: the
  * buffer is cut into K chunks; each rank sends K-1 chunks in the

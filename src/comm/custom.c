@@ -73,7 +73,7 @@ static void custom_destroy(deft_comm_t *c)
 
 static const deft_comm_backend_t custom_backend = {
     "custom",         custom_allreduce, custom_allgather,
-    custom_broadcast, custom_barrier,   custom_destroy,
+    custom_broadcast, custom_barrier,   custom_destroy, NULL,
 };
 
 deft_status_t deft_comm_create_custom(deft_comm_t **out,

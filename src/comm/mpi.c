@@ -28,6 +28,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #ifndef DEFT_HAVE_MPI
 
@@ -194,9 +195,24 @@ static void mpi_destroy(deft_comm_t *comm)
     free(m);
 }
 
+/* The watchdog fired while this rank is blocked in an MPI call, which
+ * nothing can interrupt: say why on stderr and end the whole job. write(2)
+ * rather than stdio, which the blocked thread may hold. */
+static void mpi_on_timeout(deft_comm_t *c, const char *msg)
+{
+    char line[700];
+    int n = snprintf(line, sizeof line, "deft: mpi backend: %s; aborting the "
+                     "job (MPI_Abort)\n", msg);
+    if (n > 0)
+        (void)!write(STDERR_FILENO, line,
+                     (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    MPI_Abort(mpi_of(c), 1);
+    _exit(1); /* MPI_Abort should not return */
+}
+
 static const deft_comm_backend_t mpi_ops = {
-    "mpi", mpi_allreduce, mpi_allgather, mpi_broadcast, mpi_barrier,
-    mpi_destroy,
+    "mpi",       mpi_allreduce, mpi_allgather,  mpi_broadcast,
+    mpi_barrier, mpi_destroy,   mpi_on_timeout,
 };
 
 deft_status_t deft_comm_create_mpi(deft_comm_t **out, MPI_Comm comm)

@@ -33,6 +33,7 @@ typedef struct {
     int have_first;
     deft_status_t first_status;
     char first_msg[1100];
+    char why[600];  /* why the group failed, when a watchdog failed it */
     /* (2, size): what each worker published for its current collective.
      * Two sets, alternating per collective, because a worker that leaves
      * a barrier first may publish its next collective while a slower one
@@ -57,7 +58,8 @@ static deft_status_t group_barrier(group_t *g, int rank)
     if (g->failed) {
         st = deft_fail(DEFT_ERR_COMM,
                        "threads backend: worker %d entered a collective after "
-                       "another worker failed or returned", rank);
+                       "another worker failed or returned%s%s", rank,
+                       g->why[0] ? ": " : "", g->why);
     } else {
         uint64_t gen = g->generation;
         if (++g->arrived == g->size) {
@@ -71,7 +73,8 @@ static deft_status_t group_barrier(group_t *g, int rank)
                 st = deft_fail(DEFT_ERR_COMM,
                                "threads backend: worker %d was waiting in a "
                                "collective when another worker failed or "
-                               "returned", rank);
+                               "returned%s%s", rank, g->why[0] ? ": " : "",
+                               g->why);
         }
     }
     pthread_mutex_unlock(&g->mu);
@@ -204,9 +207,22 @@ static deft_status_t threads_barrier(deft_comm_t *c)
     return publish(c, OP_BARRIER, 0, 0, NULL);
 }
 
+/* The watchdog of worker c fired: fail the group with its message, which
+ * wakes every worker waiting in a collective (this one included). */
+static void threads_on_timeout(deft_comm_t *c, const char *msg)
+{
+    group_t *g = ((worker_t *)c->impl)->g;
+    pthread_mutex_lock(&g->mu);
+    if (!g->failed)
+        snprintf(g->why, sizeof g->why, "%s", msg);
+    g->failed = 1;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
 static const deft_comm_backend_t threads_ops = {
-    "threads", threads_allreduce, threads_allgather, threads_broadcast,
-    threads_barrier, NULL,
+    "threads",       threads_allreduce, threads_allgather, threads_broadcast,
+    threads_barrier, NULL,              threads_on_timeout,
 };
 
 static void *worker_main(void *p)
@@ -215,6 +231,7 @@ static void *worker_main(void *p)
     group_t *g = w->g;
     deft_clear_error();
     w->status = w->fn(&w->comm, w->arg);
+    deft_comm_stop_watchdog(&w->comm);
     pthread_mutex_lock(&g->mu);
     if (w->status != DEFT_OK && !g->have_first) {
         g->have_first = 1;

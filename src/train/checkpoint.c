@@ -3,8 +3,10 @@
 #include "core/internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #define CKPT_MAGIC "DEFTCKPT"
@@ -25,6 +27,32 @@ static int put(FILE *f, uLong *crc, const void *p, size_t n)
     return 0;
 }
 
+/* fsyncs the directory holding path, so that the rename itself survives
+ * a crash. */
+static deft_status_t sync_dir(const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0)
+        return deft_fail(DEFT_ERR_IO, "checkpoint %s written, but its directory "
+                         "%s cannot be opened to sync it: %s", path, dir,
+                         strerror(errno));
+    int rc = fsync(fd), err = errno;
+    close(fd);
+    if (rc != 0 && err != EINVAL) /* EINVAL: the file system cannot */
+        return deft_fail(DEFT_ERR_IO, "checkpoint %s written, but syncing its "
+                         "directory %s failed: %s", path, dir, strerror(err));
+    return DEFT_OK;
+}
+
 deft_status_t deft_checkpoint_write(const char *path, const deft_ckpt_meta_t *meta,
                                     const void *states, size_t state_size)
 {
@@ -35,6 +63,7 @@ deft_status_t deft_checkpoint_write(const char *path, const deft_ckpt_meta_t *me
     if (!f)
         return deft_fail(DEFT_ERR_IO, "cannot write checkpoint %s: %s", tmp,
                          strerror(errno));
+    errno = 0;
     uLong crc = crc32(0L, Z_NULL, 0);
     uint32_t version = CKPT_VERSION, meta_size = sizeof *meta;
     uint64_t ssz = state_size;
@@ -45,19 +74,23 @@ deft_status_t deft_checkpoint_write(const char *path, const deft_ckpt_meta_t *me
               put(f, &crc, states, state_size * workers);
     uint32_t c32 = (uint32_t)crc;
     bad = bad || fwrite(&c32, 4, 1, f) != 1;
+    /* On disk before it replaces the old one: after a crash the path holds
+     * either the old checkpoint or this one, whole. */
+    bad = bad || fflush(f) != 0 || fsync(fileno(f)) != 0;
+    int err = errno;
     bad = fclose(f) != 0 || bad;
     if (bad) {
         remove(tmp);
         return deft_fail(DEFT_ERR_IO, "writing checkpoint %s failed: %s", tmp,
-                         strerror(errno));
+                         strerror(err ? err : errno));
     }
     if (rename(tmp, path) != 0) {
-        int err = errno;
+        err = errno;
         remove(tmp);
         return deft_fail(DEFT_ERR_IO, "cannot rename %s to %s: %s", tmp, path,
                          strerror(err));
     }
-    return DEFT_OK;
+    return sync_dir(path);
 }
 
 deft_status_t deft_checkpoint_read(const char *path, deft_ckpt_meta_t *meta,

@@ -5,8 +5,10 @@
  *
  * File layout: "DEFTCKPT" | u32 version | u32 sizeof(meta) | meta |
  * u64 state_size | u32 workers | workers * state_size bytes | u32 CRC-32 of
- * all preceding bytes. Written to PATH.tmp, then renamed over PATH, so a
- * crash never leaves a half-written checkpoint. */
+ * all preceding bytes. Written to PATH.tmp, which is fsynced and renamed
+ * over PATH, and then the directory is fsynced: a crash (of the process or
+ * the machine) leaves PATH holding the old checkpoint or the new one,
+ * whole, never a mixture (tests/test_checkpoint_kill.c kills writers). */
 #ifndef DEFT_CHECKPOINT_H
 #define DEFT_CHECKPOINT_H
 

@@ -65,6 +65,9 @@ deft_status_t deft_train_config_check(const deft_train_config_t *cfg,
     if (!(cfg->net_gbps >= 0) || !(cfg->net_latency_us >= 0))
         return deft_fail(DEFT_ERR_INVALID_ARG, "--net-gbps %g / --net-latency-us "
                          "%g: must be >= 0", cfg->net_gbps, cfg->net_latency_us);
+    if (!(cfg->comm_timeout_s >= 0) || !(cfg->comm_timeout_s <= 1e7))
+        return deft_fail(DEFT_ERR_INVALID_ARG, "--comm-timeout %g: must be in "
+                         "[0, 1e7] seconds (0 = off)", cfg->comm_timeout_s);
     if (!(cfg->decay_factor > 0.0f && cfg->decay_factor <= 1.0f))
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "--lr-decay-factor %g: must be in (0, 1]",
@@ -308,6 +311,8 @@ deft_status_t deft_train_worker(deft_comm_t *comm, void *arg)
     if (K != cfg->workers)
         return deft_fail(DEFT_ERR_INVALID_ARG, "train: the communicator has %d "
                          "workers but --workers is %d", K, cfg->workers);
+    if ((st = deft_comm_set_timeout(comm, cfg->comm_timeout_s)) != DEFT_OK)
+        return st;
     st = deft_model_create(&w.model, cfg->model, train->c, train->h, train->w,
                            train->n_classes, eval_batch);
     size_t P = st == DEFT_OK ? deft_model_num_params(w.model) : 1;

@@ -56,6 +56,8 @@ typedef struct {
     int augment;               /* random crop + flip                       */
     double net_gbps;           /* link for the network model; 0 = none    */
     double net_latency_us;
+    double comm_timeout_s;     /* collective watchdog (deft_comm_set_timeout)
+                                  on every worker; 0 = off (the default)  */
     int stop_after;            /* run at most this many epochs now (0 =
                                   all); the schedule still spans `epochs` */
     const char *log_path;      /* JSON lines, or NULL                      */

@@ -197,3 +197,23 @@ def test_comm_link_model_and_stats():
     assert s["bytes_sent"] == 4000  # ring: 2 (K-1)/K of the buffer
     assert s["modeled_s"] == pytest.approx(2 * (10e-6 + 4000 / (2 * 1.25e8)))
     assert after == 0
+
+
+def test_watchdog_turns_a_stuck_peer_into_comm_error():
+    import time
+
+    def run(comm):
+        comm.set_timeout(0.3)
+        if comm.rank == 1:
+            time.sleep(1.5)  # stuck past the others' timeout
+        comm.barrier()
+    with pytest.raises(deft.CommError, match=r"collective watchdog: barrier "
+                       r"\(collective #1\) on rank 0 of 2 .*\(timeout 0.3 s\)"):
+        deft.run_threads(2, run)
+    # A custom engine's callbacks cannot be interrupted.
+    comm = deft.Comm.custom(lambda b: None, lambda s, r: None,
+                            lambda b, root: None, lambda: None, 0, 2)
+    with pytest.raises(deft.Unsupported, match="engine's own timeout"):
+        comm.set_timeout(5)
+    with pytest.raises(deft.InvalidArgument, match="seconds = -1"):
+        comm.set_timeout(-1)
