@@ -102,6 +102,17 @@ def lenet():
         nn.Linear(84, 10))
 
 
+def vgg():
+    # (N,1,28,28) -> conv 32, conv 32 (3x3 pad 1) -> pool -> conv 64,
+    # conv 64 -> pool -> 3136 -> 256 -> 10, as deft's vgg (870,634 params)
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(3136, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
 def resnet18():
     # torchvision's ResNet-18 for 1x28x28: a 3x3 stride-1 stem on one
     # channel and no max-pool, so the stages see 28, 14, 7 and 4 pixels.
@@ -112,7 +123,7 @@ def resnet18():
     return m
 
 
-MODELS = {"lenet": lenet, "resnet18": resnet18}
+MODELS = {"lenet": lenet, "vgg": vgg, "resnet18": resnet18}
 
 
 def deft_init(model, seed):

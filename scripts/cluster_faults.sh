@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Failures on the virtual cluster end in bounded time, with a clear message,
+# and a resume from the last checkpoint finishes the run bitwise:
+#   (a) host 1's link is taken down mid-epoch (ip link set eth0 down): the
+#       job exits non-zero within --comm-timeout + 30 s, with the
+#       collective watchdog's message;
+#   (b) host 1's rank is stopped (SIGSTOP): the same;
+#   (c) host 1's rank is killed (SIGKILL): the job ends within 10 s;
+#   (d) after each of (a)-(c), --resume from the last checkpoint finishes
+#       the run, and its final model equals an uninterrupted run's bitwise;
+#   (e) host 1's link slowed to 10 Mbit/s mid-run slows the job but does
+#       not fail it (default timeout), and the model is still bitwise the
+#       uninterrupted one.
+# Runs deft train --backend mpi (LeNet, def/rbgs 256, checkpoint per
+# epoch) on 2 hosts at 1 Gbit/s.
+#
+# usage: scripts/cluster.sh faults [--quick] [--timeout S]
+#   --quick: CI's smoke test: one short run and only fault (a).
+# Exit status 0 if every check passed, 1 otherwise, 77 (skip) without root.
+set -euo pipefail
+source "$(dirname "$0")/cluster.sh"
+
+quick=0 tmo=5
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --quick) quick=1; shift ;;
+    --timeout) tmo=$2; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) cluster_die "faults: unknown option '$1' (see --help)" ;;
+  esac
+done
+if [[ $(id -u) -ne 0 ]]; then
+  echo "cluster faults: SKIPPED: needs root for network namespaces and tc" >&2
+  exit 77
+fi
+cluster_need_root
+deft=${DEFT:-build/deft}
+[[ -x $deft ]] || cluster_die "faults: $deft is missing (run make)"
+deft=$(realpath "$deft")
+
+work=$(mktemp -d /tmp/deft-faults.XXXXXX)
+failures=0
+check() { # condition-status message
+  if [[ $1 -eq 0 ]]; then echo "  ok: $2"; else echo "  FAILED: $2"; failures=$((failures + 1)); fi
+}
+cluster_up 2 1
+trap 'cluster_down; rm -rf "$work"' EXIT
+export -f cluster_mpirun
+export CLUSTER_STATE CLUSTER_NS CLUSTER_K
+set +e # from here on, failures are counted by check
+
+if [[ $quick -eq 1 ]]; then
+  train=("$deft" train --backend mpi --model lenet --epochs 2 --limit-train 7680
+         --limit-test 500 --seed 3 --quiet)
+else
+  train=("$deft" train --backend mpi --model lenet --epochs 3 --limit-train 30720
+         --limit-test 1000 --seed 3 --quiet)
+fi
+
+now() { date +%s.%N; }
+wait_for() { # file: polls for it, up to 60 s
+  local i
+  for ((i = 0; i < 1200; i++)); do [[ -e $1 ]] && return; sleep 0.05; done
+}
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+deft_pid_on() { # host: pid of the deft rank in that host's namespace
+  local p
+  for p in $(ip netns pids "$(cluster_ns_of "$1")"); do
+    [[ $(cat /proc/$p/comm 2>/dev/null) == deft ]] && { echo "$p"; return; }
+  done
+}
+
+echo "cluster faults: uninterrupted reference run"
+cluster_mpirun -- "${train[@]}" --save-model "$work/ref.bin" > "$work/ref.out" 2>&1
+check $? "reference run finished"
+
+# fault NAME LIMIT_S ACTION EXPECT: runs the job with a checkpoint, does
+# ACTION once the first checkpoint exists (early in epoch 2), and checks
+# that the job ends non-zero within LIMIT_S of the fault, with stderr
+# matching EXPECT (if given); then undoes it and resumes.
+fault() {
+  local name=$1 limit=$2 action=$3 expect=$4 ck=$work/$1.ckpt
+  echo "cluster faults: ($name)"
+  # A hard stop far past the limit, so that a hang fails instead of hanging.
+  timeout -s KILL $((limit + 120)) bash -c 'cluster_mpirun -- "$@"' _ \
+    "${train[@]}" --comm-timeout "$tmo" --checkpoint "$ck" > "$work/$name.out" 2>&1 &
+  local job=$!
+  wait_for "$ck"
+  [[ -e $ck ]] || { check 1 "no checkpoint after 60 s"; wait $job || true; return; }
+  local t0; t0=$(now)
+  eval "$action"
+  local rc=0; wait $job || rc=$?
+  local took; took=$(since "$t0")
+  check $((rc == 0)) "job exited non-zero (status $rc)"
+  check "$(awk -v t="$took" -v l="$limit" 'BEGIN { print !(t <= l) }')" \
+    "ended ${took} s after the fault (limit $limit s)"
+  if [[ -n $expect ]]; then
+    grep -Eq "$expect" "$work/$name.out"
+    check $? "message: $(grep -Eo "$expect.{0,90}" "$work/$name.out" | head -1)"
+  fi
+  local left i
+  for ((i = 0; i < 100; i++)); do
+    left=$(ip netns pids "$(cluster_ns_of 1)" | xargs -r ps -o pid=,comm= -p | tr '\n' ' ')
+    [[ -z $left ]] && break
+    sleep 0.1
+  done
+  check $([[ -z $left ]]; echo $?) "nothing left running on host 1 ${left:+(left: $left)}"
+  ip -n "$(cluster_ns_of 1)" link set eth0 up
+  # (d): resume finishes the run bitwise.
+  cluster_mpirun -- "${train[@]}" --resume "$ck" --save-model "$work/$name.bin" \
+    > "$work/$name.resume.out" 2>&1
+  check $? "(d) --resume from the last checkpoint finished"
+  cmp -s "$work/ref.bin" "$work/$name.bin"
+  check $? "(d) resumed model equals the uninterrupted run's bitwise"
+}
+
+watch_msg='collective watchdog: [a-z]+ \(collective #[0-9]+\) on rank [0-9]+ of 2 has not completed after'
+fault a $((tmo + 30)) 'ip -n "$(cluster_ns_of 1)" link set eth0 down' "$watch_msg"
+if [[ $quick -eq 0 ]]; then
+  fault b $((tmo + 30)) 'kill -STOP "$(deft_pid_on 1)"' "$watch_msg"
+  fault c 10 'kill -KILL "$(deft_pid_on 1)"' ""
+
+  # (e): a slow link, under the default timeout (300 s), on SGD (full
+  # gradients, so that the link is the bottleneck).
+  echo "cluster faults: (e)"
+  slow=("$deft" train --backend mpi --model lenet --algo sgd --epochs 3
+        --limit-train 3840 --limit-test 500 --seed 3 --quiet)
+  cluster_mpirun -- "${slow[@]}" --save-model "$work/e-ref.bin" --log "$work/e-ref.jsonl" \
+    > "$work/e-ref.out" 2>&1
+  check $? "sgd reference run finished"
+  cluster_mpirun -- "${slow[@]}" --save-model "$work/e.bin" --log "$work/e.jsonl" \
+    --checkpoint "$work/e.ckpt" > "$work/e.out" 2>&1 &
+  job=$!
+  wait_for "$work/e.ckpt"
+  cluster_set_rate 1 0.01
+  rc=0; wait $job || rc=$?
+  check $rc "job on a 10 Mbit/s link finished (status $rc)"
+  cmp -s "$work/e-ref.bin" "$work/e.bin"
+  check $? "its model equals the full-speed run's bitwise"
+  echo "  epoch seconds at full speed / after the slowdown:" \
+    "$(grep -o '"wall_s": [0-9.]*' "$work/e-ref.jsonl" | head -3 | awk '{printf "%s ", $2}')/" \
+    "$(grep -o '"wall_s": [0-9.]*' "$work/e.jsonl" | head -3 | awk '{printf "%s ", $2}')(cumulative)"
+fi
+
+if [[ $failures -gt 0 ]]; then
+  echo "cluster faults: $failures check(s) FAILED; logs:" >&2
+  tail -n 15 "$work"/*.out >&2
+  exit 1
+fi
+echo "cluster faults: all checks passed"
