@@ -55,5 +55,13 @@ bench-torch: build
 bench-mpi: build
 	@scripts/bench-mpi.sh $(BUILD)/bench_allreduce 2 4 8
 
+# The virtual cluster (root): deft vs PyTorch DDP, and the fault tests.
+.PHONY: bench-cluster cluster-faults
+bench-cluster: build
+	@bench/cluster_bench.sh --model lenet --epochs 4 --gbps "1 10"
+
+cluster-faults: build
+	@DEFT=$(BUILD)/deft scripts/cluster.sh faults
+
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

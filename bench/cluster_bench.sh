@@ -53,6 +53,8 @@ job() { # method log
   esac
 }
 
+for m in $methods; do job "$m" /dev/null > /dev/null || exit 1; done # unknown ones
+
 for g in $rates; do
   out=results/cluster/$model/${g}gbps
   mkdir -p "$out"

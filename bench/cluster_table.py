@@ -88,10 +88,12 @@ def main():
             cells += ["(baseline)", "", ""]
         print("| " + " | ".join(cells) + " |")
     # The figure.
-    plot = ["set terminal pngcairo size 900,560", "set output '%s'"
+    model = os.path.basename(os.path.dirname(os.path.abspath(a.dir)))
+    plot = ["set terminal pngcairo noenhanced size 900,560", "set output '%s'"
             % os.path.join(a.dir, "accuracy.png"), "set xlabel 'wall-clock seconds'",
             "set ylabel 'test accuracy (%)'", "set key bottom right", "set grid",
-            "set title '%s'" % os.path.basename(os.path.abspath(a.dir))]
+            "set title '%s, %d hosts at %g Gbit/s each (virtual cluster)'"
+            % (model, runs[names[0]]["epochs"][0].get("workers", 0), a.gbps)]
     series = []
     for m in names:
         dat = os.path.join(a.dir, m + ".dat")

@@ -8,7 +8,8 @@ the peer deft is measured against on the virtual cluster.
 
 --hook: none (DDP's plain allreduce), fp16 (fp16_compress_hook) or
 powersgd (powerSGD_hook, rank --rank, error feedback and warm start on, as
-PowerSGD's defaults, compressing from the 2nd step). The model, data,
+PowerSGD's defaults, compressing from the 2nd step, all gradients in one
+bucket: see the comment in main). The model, data,
 initialization, global batch split over the ranks, learning-rate schedule
 and evaluation are examples/torch_fmnist.py's, so they match deft train's
 and deft.torch's runs. --log FILE writes deft train's JSON-lines fields;
@@ -91,7 +92,15 @@ def main(argv=None):
     net = tf.MODELS[args.model]()
     if args.init == "deft":
         tf.deft_init(net, args.seed)
-    model = DDP(net)
+    if args.hook == "powersgd":
+        # One bucket: with several, powerSGD_hook's overlapping Gloo
+        # allreduces abort in this torch (gloo "enforce fail ... pair.cc:510
+        # op.preamble.length <= op.nbytes"; vgg, 1.13.1). The first bucket's
+        # size is DDP's documented knob for that.
+        dist._DEFAULT_FIRST_BUCKET_BYTES = 1 << 30
+        model = DDP(net, bucket_cap_mb=1024)
+    else:
+        model = DDP(net)
     if args.hook == "fp16":
         model.register_comm_hook(None, default_hooks.fp16_compress_hook)
     elif args.hook == "powersgd":

@@ -156,7 +156,10 @@ DEFT_API deft_status_t deft_comm_set_link(deft_comm_t *comm, double gbps,
  *     DEFT_ERR_COMM with that message in deft_last_error();
  *   MPI backend: a blocked MPI call cannot be interrupted, so the watchdog
  *     writes the message to stderr (the one place the library writes) and
- *     calls MPI_Abort, which ends the whole job, as NCCL's watchdog does.
+ *     calls MPI_Abort, which ends the whole job, as NCCL's watchdog does
+ *     (below MPI_THREAD_MULTIPLE: _exit(1), and the launcher ends the job).
+ * A threads worker stuck outside collectives (in its own code) is not
+ * interrupted: the others fail, but deft_run_threads still joins it.
  * seconds in [0, 1e7]; 0 turns the watchdog off (the default). Costs one
  * sleeping thread per communicator and a few atomic stores per
  * collective. Call it between collectives, not during one. Errors:
@@ -233,7 +236,8 @@ DEFT_API deft_status_t deft_comm_create_self(deft_comm_t **out);
 DEFT_API void deft_comm_destroy(deft_comm_t *comm);
 
 /* MPI without MPI's header (for bindings such as Python's): initializes
- * MPI with MPI_THREAD_SERIALIZED if it is not initialized yet, then does
+ * MPI (asking for MPI_THREAD_MULTIPLE, which the watchdog of
+ * deft_comm_set_timeout uses) if it is not initialized yet, then does
  * deft_comm_create_mpi(out, MPI_COMM_WORLD). Collective over all ranks of
  * the job. DEFT_ERR_UNSUPPORTED when the build has no MPI,
  * DEFT_ERR_INVALID_USAGE when MPI was already finalized. */
@@ -476,7 +480,9 @@ extern "C" {
  * wait in their next collective. A failing rank should call MPI_Abort; a
  * rank that dies makes the MPI launcher end the whole job. A communicator
  * used from a thread other than MPI's main thread needs MPI initialized
- * with MPI_Init_thread at MPI_THREAD_SERIALIZED or higher. Errors:
+ * with MPI_Init_thread at MPI_THREAD_SERIALIZED or higher; the watchdog
+ * (deft_comm_set_timeout) calls MPI_Abort only at MPI_THREAD_MULTIPLE and
+ * otherwise ends the rank with _exit(1). Errors:
  * DEFT_ERR_INVALID_ARG (out NULL, comm MPI_COMM_NULL or an
  * intercommunicator), DEFT_ERR_INVALID_USAGE (MPI not initialized or
  * already finalized), DEFT_ERR_COMM, DEFT_ERR_NOMEM (on every rank). */

@@ -1,7 +1,7 @@
 /* Durable checkpoints: a process killed (SIGKILL) at a random moment while
  * it writes checkpoints never leaves an unreadable or half-new one. A
  * child writes checkpoint after checkpoint (a few MB each, every byte of
- * version v derived from v); the parent kills it after a random delay,
+ * version v derived from v); the parent kills it at a random moment,
  * then reads the file: it must load, and every byte must belong to the
  * one version its header names. 60 kills.
  *
@@ -34,8 +34,8 @@ static void fill(unsigned char *states, uint64_t version)
         states[i] = byte_of(version, i);
 }
 
-/* The child: writes versions 1, 2, ... until killed; tells the parent
- * (one byte on `ready`) once the first is on disk. */
+/* The child: writes versions first, first + 1, ... until killed, and
+ * tells the parent (one byte on `ready`) after each is in place. */
 static void writer(const char *path, uint64_t first, int ready)
 {
     unsigned char *states = malloc((size_t)WORKERS * STATE);
@@ -51,7 +51,7 @@ static void writer(const char *path, uint64_t first, int ready)
             fprintf(stderr, "writer: %s\n", deft_last_error());
             _exit(3);
         }
-        if (v == first && write(ready, "x", 1) != 1)
+        if (write(ready, "x", 1) != 1)
             _exit(4);
     }
 }
@@ -59,9 +59,11 @@ static void writer(const char *path, uint64_t first, int ready)
 static void test_sigkill_never_leaves_a_broken_checkpoint(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/deft-ckpt-kill-XXXXXX";
+    const char *tmp = getenv("TMPDIR");
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/deft-ckpt-kill-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     assert_non_null(mkdtemp(dir));
-    char path[128];
+    char path[300];
     snprintf(path, sizeof path, "%s/run.ckpt", dir);
     srand((unsigned)time(NULL));
     uint64_t last_seen = 0;
@@ -76,13 +78,16 @@ static void test_sigkill_never_leaves_a_broken_checkpoint(void **state)
             writer(path, last_seen + 1, fds[1]);
         }
         close(fds[1]);
+        /* A random moment: after 1 to 4 finished versions, then 0 to 5 ms
+         * into the next write. */
+        int versions = 1 + rand() % 4;
         char c;
-        assert_int_equal(read(fds[0], &c, 1), 1);
-        close(fds[0]);
-        /* Random moment: 0 to 30 ms into the next writes. */
-        long us = rand() % 30000;
+        for (int v = 0; v < versions; v++)
+            assert_int_equal(read(fds[0], &c, 1), 1);
+        long us = rand() % 5000;
         nanosleep(&(struct timespec){0, us * 1000}, NULL);
         kill(pid, SIGKILL);
+        close(fds[0]);
         int status;
         assert_int_equal(waitpid(pid, &status, 0), pid);
         assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
@@ -116,7 +121,7 @@ static void test_sigkill_never_leaves_a_broken_checkpoint(void **state)
                   "last version %llu\n", KILLS, newer,
                   (unsigned long long)last_seen);
     assert_true(newer > 0);
-    char cmd[160];
+    char cmd[320];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     assert_int_equal(system(cmd), 0);
 }

@@ -43,7 +43,7 @@ class Comm:
     @classmethod
     def mpi(cls):
         """MPI_COMM_WORLD of a job started by mpirun. Initializes MPI (thread
-        level MPI_THREAD_SERIALIZED) if nothing did yet; MPI is then
+        level MPI_THREAD_MULTIPLE, for the watchdog) if nothing did yet; MPI is then
         finalized at interpreter exit. Collective over all ranks."""
         h = ctypes.c_void_p()
         check(lib.deft_comm_create_mpi_world(ctypes.byref(h)))

@@ -203,10 +203,15 @@ deft_status_t deft_comm_set_timeout(deft_comm_t *comm, double seconds)
                          "interrupt its collectives; use the engine's own "
                          "timeout (for torch.distributed, the timeout= of "
                          "init_process_group)", comm->ops->name);
+    /* The new watchdog first, so that a failure keeps the old one. */
+    deft_watchdog_t *wd = NULL;
+    if (seconds > 0 && comm->size > 1) {
+        deft_status_t st = deft_watchdog_start(&wd, comm, seconds);
+        if (st != DEFT_OK)
+            return st;
+    }
     deft_watchdog_stop(comm->wd);
-    comm->wd = NULL;
-    if (seconds > 0 && comm->size > 1)
-        return deft_watchdog_start(&comm->wd, comm, seconds);
+    comm->wd = wd;
     return DEFT_OK;
 }
 

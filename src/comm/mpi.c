@@ -78,6 +78,7 @@ int deft_mpi_set_max_count(int count)
 typedef struct {
     deft_comm_t comm; /* comm.impl points back here */
     MPI_Comm mc;      /* our duplicate, with MPI_ERRORS_RETURN */
+    int multiple;     /* MPI is at MPI_THREAD_MULTIPLE (the watchdog) */
 } mpi_comm_t;
 
 static MPI_Comm mpi_of(const deft_comm_t *c)
@@ -197,17 +198,24 @@ static void mpi_destroy(deft_comm_t *comm)
 
 /* The watchdog fired while this rank is blocked in an MPI call, which
  * nothing can interrupt: say why on stderr and end the whole job. write(2)
- * rather than stdio, which the blocked thread may hold. */
+ * rather than stdio, which the blocked thread may hold. MPI_Abort from
+ * this thread is only allowed at MPI_THREAD_MULTIPLE; below it, the rank
+ * exits without MPI_Finalize instead, and Open MPI's launcher then aborts
+ * the job as for any rank that exits early. */
 static void mpi_on_timeout(deft_comm_t *c, const char *msg)
 {
+    int multiple = ((const mpi_comm_t *)c->impl)->multiple;
     char line[700];
-    int n = snprintf(line, sizeof line, "deft: mpi backend: %s; aborting the "
-                     "job (MPI_Abort)\n", msg);
+    int n = snprintf(line, sizeof line, "deft: mpi backend: %s; %s\n", msg,
+                     multiple ? "aborting the job (MPI_Abort)"
+                              : "exiting this rank (MPI is not at "
+                                "MPI_THREAD_MULTIPLE, so no MPI_Abort)");
     if (n > 0)
         (void)!write(STDERR_FILENO, line,
                      (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
-    MPI_Abort(mpi_of(c), 1);
-    _exit(1); /* MPI_Abort should not return */
+    if (multiple)
+        MPI_Abort(mpi_of(c), 1);
+    _exit(1); /* MPI_Abort does not return */
 }
 
 static const deft_comm_backend_t mpi_ops = {
@@ -271,6 +279,9 @@ deft_status_t deft_comm_create_mpi(deft_comm_t **out, MPI_Comm comm)
         return st;
     }
     m->mc = dup;
+    int level = MPI_THREAD_SINGLE;
+    m->multiple = MPI_Query_thread(&level) == MPI_SUCCESS &&
+                  level == MPI_THREAD_MULTIPLE;
     m->comm = (deft_comm_t){.ops = &mpi_ops, .rank = rank, .size = size,
                             .impl = m};
     *out = &m->comm;
@@ -296,7 +307,9 @@ deft_status_t deft_comm_create_mpi_world(deft_comm_t **out)
                          "finalized; it cannot be initialized again");
     if (!initialized) {
         int provided = 0;
-        int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
+        /* MULTIPLE, so that the collective watchdog may call MPI_Abort
+         * from its thread (SERIALIZED is what the optimizer needs). */
+        int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
         if (rc != MPI_SUCCESS)
             return mpi_fail(rc, NULL, "deft_comm_create_mpi_world: MPI_Init_thread");
         deft_initialized_mpi = 1;

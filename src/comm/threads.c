@@ -56,10 +56,13 @@ static deft_status_t group_barrier(group_t *g, int rank)
     deft_status_t st = DEFT_OK;
     pthread_mutex_lock(&g->mu);
     if (g->failed) {
-        st = deft_fail(DEFT_ERR_COMM,
-                       "threads backend: worker %d entered a collective after "
-                       "another worker failed or returned%s%s", rank,
-                       g->why[0] ? ": " : "", g->why);
+        st = g->why[0]
+                 ? deft_fail(DEFT_ERR_COMM, "threads backend: worker %d "
+                             "entered a collective after the watchdog failed "
+                             "the group: %s", rank, g->why)
+                 : deft_fail(DEFT_ERR_COMM, "threads backend: worker %d "
+                             "entered a collective after another worker "
+                             "failed or returned", rank);
     } else {
         uint64_t gen = g->generation;
         if (++g->arrived == g->size) {
@@ -69,12 +72,14 @@ static deft_status_t group_barrier(group_t *g, int rank)
         } else {
             while (g->generation == gen && !g->failed)
                 pthread_cond_wait(&g->cv, &g->mu);
-            if (g->generation == gen)
+            if (g->generation == gen && g->why[0])
+                st = deft_fail(DEFT_ERR_COMM, "threads backend: worker %d: %s",
+                               rank, g->why);
+            else if (g->generation == gen)
                 st = deft_fail(DEFT_ERR_COMM,
                                "threads backend: worker %d was waiting in a "
                                "collective when another worker failed or "
-                               "returned%s%s", rank, g->why[0] ? ": " : "",
-                               g->why);
+                               "returned", rank);
         }
     }
     pthread_mutex_unlock(&g->mu);

@@ -67,8 +67,8 @@ static void *watch(void *p)
     int64_t poll_ns = (int64_t)(poll * 1e9) + 1;
     pthread_mutex_lock(&wd->mu);
     while (!wd->stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        struct timespec until; /* cv waits on CLOCK_MONOTONIC */
+        clock_gettime(CLOCK_MONOTONIC, &until);
         int64_t ns = until.tv_nsec + poll_ns;
         until.tv_sec += (time_t)(ns / 1000000000);
         until.tv_nsec = (long)(ns % 1000000000);
@@ -103,7 +103,11 @@ deft_status_t deft_watchdog_start(deft_watchdog_t **out, deft_comm_t *comm,
     wd->comm = comm;
     wd->timeout_s = timeout_s;
     pthread_mutex_init(&wd->mu, NULL);
-    pthread_cond_init(&wd->cv, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&wd->cv, &attr);
+    pthread_condattr_destroy(&attr);
     if (pthread_create(&wd->thread, NULL, watch, wd) != 0) {
         pthread_cond_destroy(&wd->cv);
         pthread_mutex_destroy(&wd->mu);
@@ -131,9 +135,11 @@ void deft_watchdog_stop(deft_watchdog_t *wd)
 
 void deft_watchdog_enter(deft_watchdog_t *wd, int op, uint64_t seq)
 {
+    /* since before seq, read in the opposite order by watch(): a reader
+     * that sees the new seq also sees the new start time. */
     atomic_store(&wd->op, 0);
-    atomic_store(&wd->seq, seq);
     atomic_store(&wd->since_ns, now_ns());
+    atomic_store(&wd->seq, seq);
     atomic_store(&wd->op, op);
 }
 
