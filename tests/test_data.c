@@ -471,6 +471,79 @@ static void load_svm(deft_dataset_t *ds, const char *name, int features)
     assert_status(deft_dataset_load_libsvm(ds, p, features), DEFT_OK);
 }
 
+static int restore_data_limit(void **state)
+{
+    (void)state;
+    deft_data_set_max_bytes(0);
+    return 0;
+}
+
+/* Memory stays bounded by what a file holds (data.h): a gzip bomb and a
+ * header claiming more than the limit are refused naming the limit (here
+ * lowered to 1 MiB), and a 30-byte LIBSVM file naming feature 900000000 is
+ * refused instead of allocating 7 GB of dense rows. */
+static void test_memory_is_bounded_by_the_file(void **state)
+{
+    (void)state;
+    size_t old = deft_data_set_max_bytes((size_t)1 << 20);
+    size_t len, llen;
+    /* Claims 60000 x 28 x 28 (47 MB) in a tiny gzip file. */
+    unsigned char *b = idx_images(0x803, 60000, 28, 28, 100, 1, &len);
+    write_gz("claims-47mb.gz", b, len);
+    free(b);
+    const unsigned char lab5[5] = {1, 2, 3, 4, 0};
+    unsigned char *lab60k = calloc(60000, 1);
+    assert_non_null(lab60k);
+    unsigned char *l = idx_labels(0x801, 60000, lab60k, 60000, &llen);
+    write_raw("lab-60000", l, llen);
+    free(l);
+    free(lab60k);
+    expect_idx("claims-47mb.gz", "lab-60000", DEFT_ERR_FORMAT, "",
+               "the reader's limit of 1048576 decompressed bytes",
+               "header over the limit");
+    /* A valid 5-image file followed by 8 MiB of zeros, gzip'ed to a few
+     * KB: read up to the limit, then refused. */
+    b = idx_images(0x803, 5, 3, 3, 45, 1, &len);
+    size_t bomb = len + ((size_t)8 << 20);
+    unsigned char *big = calloc(bomb, 1);
+    assert_non_null(big);
+    memcpy(big, b, len);
+    write_gz("bomb.gz", big, bomb);
+    free(big);
+    free(b);
+    l = idx_labels(0x801, 5, lab5, 5, &llen);
+    write_raw("lab5", l, llen);
+    free(l);
+    char p[256];
+    tpath(p, sizeof p, "bomb.gz");
+    struct stat sb;
+    assert_int_equal(stat(p, &sb), 0);
+    assert_true(sb.st_size < 64 * 1024); /* it is a bomb */
+    expect_idx("bomb.gz", "lab5", DEFT_ERR_FORMAT, "bomb.gz",
+               "more than 1048576 decompressed bytes", "gzip bomb");
+    /* LIBSVM: a gzip'ed stream over the limit. */
+    size_t n = (size_t)2 << 20, at = 0;
+    char *text = malloc(n + 16);
+    assert_non_null(text);
+    while (at + 8 < n)
+        at += (size_t)sprintf(text + at, "1 1:1\n");
+    write_gz("svm-bomb.gz", text, at);
+    free(text);
+    deft_dataset_t ds;
+    tpath(p, sizeof p, "svm-bomb.gz");
+    assert_status(deft_dataset_load_libsvm(&ds, p, 0), DEFT_ERR_FORMAT);
+    assert_error_mentions("more than 1048576 bytes once decompressed");
+    deft_data_set_max_bytes(old);
+    assert_int_equal(deft_data_max_bytes(), DEFT_DATA_MAX_BYTES);
+    (void)old;
+    /* The 30-byte file. */
+    write_text("sparse.svm", "1 3:1\n-1 900000000:2\n");
+    tpath(p, sizeof p, "sparse.svm");
+    assert_status(deft_dataset_load_libsvm(&ds, p, 0), DEFT_ERR_FORMAT);
+    assert_error_mentions("2 examples x 900000000 features would take 7.2 GB");
+    assert_null(ds.x);
+}
+
 static void test_libsvm_reads(void **state)
 {
     (void)state;
@@ -849,6 +922,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_idx_reads_raw_and_gzip),
         cmocka_unit_test(test_idx_rejects_malformed),
+        cmocka_unit_test_teardown(test_memory_is_bounded_by_the_file,
+                                  restore_data_limit),
         cmocka_unit_test(test_mnist_dir),
         cmocka_unit_test(test_real_fashion_mnist),
         cmocka_unit_test(test_libsvm_reads),

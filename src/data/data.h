@@ -2,7 +2,23 @@
  * text files, per-worker shards of every epoch, normalization and
  * augmentation. Every reader checks what it reads and names the file in its
  * error: a truncated, corrupt or inconsistent file gives DEFT_ERR_FORMAT
- * (or DEFT_ERR_IO when it cannot be opened/read), never a crash. */
+ * (or DEFT_ERR_IO when it cannot be opened/read), never a crash.
+ *
+ * Memory on any file: a reader allocates at most a small multiple of what
+ * the file actually holds once decompressed, never what a header or an
+ * index merely claims:
+ *   IDX     the bytes read (grown as they arrive, at most 2x) plus 4 bytes
+ *           per pixel and per label for the floats and labels, so at most
+ *           about 6x the decompressed body; a raw file whose header claims
+ *           more than the file holds is refused before any allocation;
+ *   LIBSVM  one line buffer (at most 2x the longest line) plus the dense
+ *           rows, n x features x 4 bytes, which must not exceed
+ *           DEFT_DATA_DENSE_FACTOR x the decompressed bytes plus
+ *           DEFT_DATA_DENSE_SLACK (so a 30-byte file naming feature
+ *           900000000 is refused, not a 14 GB allocation).
+ * A decompressed stream longer than DEFT_DATA_MAX_BYTES (a gzip bomb, or
+ * a header claiming more) is refused with an error naming the limit,
+ * after reading at most that much. */
 #ifndef DEFT_DATA_H
 #define DEFT_DATA_H
 
@@ -20,6 +36,16 @@ typedef struct {
     float *x;
     int32_t *y;
 } deft_dataset_t;
+
+#define DEFT_DATA_MAX_BYTES ((size_t)1 << 30)    /* 1 GiB decompressed */
+#define DEFT_DATA_DENSE_FACTOR 16
+#define DEFT_DATA_DENSE_SLACK ((size_t)64 << 20)  /* 64 MiB */
+
+/* Test hook: sets the decompressed-size limit (default DEFT_DATA_MAX_BYTES;
+ * 0 restores it) and returns the previous one. */
+size_t deft_data_set_max_bytes(size_t max_bytes);
+/* The current limit. */
+size_t deft_data_max_bytes(void);
 
 /* Where Debian's dataset-fashion-mnist package puts the files. */
 #define DEFT_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"

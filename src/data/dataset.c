@@ -11,6 +11,20 @@
  * the epoch permutations' (seed, epoch, 0, DEFT_STREAM_DATA). */
 #define DATA_STREAM_AUGMENT ((uint64_t)DEFT_STREAM_DATA | (uint64_t)1 << 63)
 
+static size_t max_bytes = DEFT_DATA_MAX_BYTES;
+
+size_t deft_data_set_max_bytes(size_t bytes)
+{
+    size_t old = max_bytes;
+    max_bytes = bytes ? bytes : DEFT_DATA_MAX_BYTES;
+    return old;
+}
+
+size_t deft_data_max_bytes(void)
+{
+    return max_bytes;
+}
+
 void deft_dataset_free(deft_dataset_t *ds)
 {
     if (!ds)

@@ -21,14 +21,19 @@
 #define IDX_MAGIC_LABELS 0x00000801u
 #define IDX_CLASSES 10
 
-/* A header may claim any size; memory grows with what the body actually
- * holds, so a lying header fails as "truncated", not as a huge allocation. */
-#define IDX_FIRST_CHUNK ((size_t)64 << 20)
+/* A header may claim any size. A raw file's claim is checked against its
+ * size before anything is allocated; a gzip stream's body is read in
+ * chunks that double from this size, so memory grows with what the stream
+ * actually holds and a lying header fails as "truncated". */
+#define IDX_FIRST_CHUNK ((size_t)1 << 20)
 
 typedef struct {
     gzFile f;
     const char *path;
-    const char *kind; /* "image" or "label", for messages */
+    const char *kind;  /* "image" or "label", for messages */
+    int raw;           /* not gzip: the file's size bounds the body */
+    uint64_t size;     /* the file's size in bytes */
+    uint64_t consumed; /* decompressed bytes read so far */
 } idx_file_t;
 
 static deft_status_t idx_open(idx_file_t *file, const char *path,
@@ -42,6 +47,9 @@ static deft_status_t idx_open(idx_file_t *file, const char *path,
         return deft_fail(DEFT_ERR_IO, "%s: cannot open: %s", path,
                          errno ? strerror(errno) : "out of memory");
     gzbuffer(file->f, 1u << 17);
+    struct stat sb;
+    file->size = stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+    file->raw = gzdirect(file->f) && S_ISREG(sb.st_mode);
     return DEFT_OK;
 }
 
@@ -77,6 +85,7 @@ static deft_status_t idx_read(idx_file_t *file, void *buf, size_t n,
         if (r == 0)
             break;
         *got += (size_t)r;
+        file->consumed += (uint64_t)r;
     }
     return DEFT_OK;
 }
@@ -140,8 +149,23 @@ static deft_status_t idx_body(idx_file_t *file, const char *what, size_t n,
                               unsigned char **out)
 {
     *out = NULL;
-    size_t cap = n < IDX_FIRST_CHUNK ? n : IDX_FIRST_CHUNK, have = 0;
-    unsigned char *buf = malloc(cap);
+    if (file->raw && n > file->size - (file->consumed < file->size
+                                           ? file->consumed : file->size))
+        return deft_fail(DEFT_ERR_FORMAT,
+                         "%s: truncated: expected %zu bytes of %s, got %llu "
+                         "(the file's size, checked before allocating)",
+                         file->path, n, what,
+                         (unsigned long long)(file->size > file->consumed
+                                                  ? file->size - file->consumed
+                                                  : 0));
+    size_t limit = deft_data_max_bytes();
+    if (n > limit || file->consumed + n > limit)
+        return deft_fail(DEFT_ERR_FORMAT,
+                         "%s: its header claims %zu bytes of %s, more than "
+                         "the reader's limit of %zu decompressed bytes "
+                         "(DEFT_DATA_MAX_BYTES)", file->path, n, what, limit);
+    size_t cap = n < IDX_FIRST_CHUNK || file->raw ? n : IDX_FIRST_CHUNK, have = 0;
+    unsigned char *buf = malloc(cap ? cap : 1);
     if (!buf)
         return deft_fail(DEFT_ERR_NOMEM, "%s: cannot allocate %zu bytes",
                          file->path, cap);
@@ -173,6 +197,12 @@ static deft_status_t idx_body(idx_file_t *file, const char *what, size_t n,
     size_t got;
     do {
         deft_status_t st = idx_read(file, rest, sizeof rest, &got);
+        if (st == DEFT_OK && file->consumed > limit)
+            st = deft_fail(DEFT_ERR_FORMAT,
+                           "%s: more than %zu decompressed bytes (the reader's "
+                           "limit, DEFT_DATA_MAX_BYTES) after the %s: refusing "
+                           "what looks like a gzip bomb", file->path, limit,
+                           what);
         if (st != DEFT_OK) {
             free(buf);
             return st;

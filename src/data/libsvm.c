@@ -239,7 +239,14 @@ deft_status_t deft_dataset_load_libsvm(deft_dataset_t *out, const char *path,
                          errno ? strerror(errno) : "out of memory");
     gzbuffer(rd.f, 1u << 17);
 
+    const size_t limit = deft_data_max_bytes();
     while ((st = svm_getline(&rd, &eof)) == DEFT_OK && !eof) {
+        if ((uint64_t)gztell(rd.f) > limit) {
+            st = deft_fail(DEFT_ERR_FORMAT,
+                           "%s: more than %zu bytes once decompressed (the "
+                           "reader's limit, DEFT_DATA_MAX_BYTES)", path, limit);
+            goto done;
+        }
         st = svm_parse(&rd, features, &label, &max_idx, NULL, &blank);
         if (st != DEFT_OK)
             goto done;
@@ -283,9 +290,20 @@ deft_status_t deft_dataset_load_libsvm(deft_dataset_t *out, const char *path,
         n_classes = (int)sc.hi - shift + 1;
     }
 
-    if (sc.n > SIZE_MAX / sizeof(float) / (size_t)w) {
-        st = deft_fail(DEFT_ERR_NOMEM, "%s: %zu rows x %d features overflow",
-                       path, sc.n, w);
+    /* Dense rows may not cost more than a small multiple of the text:
+     * an index alone is no reason to allocate (see data.h). */
+    size_t text = (size_t)gztell(rd.f);
+    double dense = (double)sc.n * (double)w * sizeof(float);
+    double allowed = (double)DEFT_DATA_DENSE_FACTOR * (double)text +
+                     (double)DEFT_DATA_DENSE_SLACK;
+    if (dense > allowed) {
+        st = deft_fail(DEFT_ERR_FORMAT,
+                       "%s: %zu examples x %d features would take %.3g GB as "
+                       "dense rows, more than %d x the file's %zu bytes + %zu "
+                       "MiB that this reader allows: it stores rows densely, "
+                       "and this file is too sparse for that",
+                       path, sc.n, w, dense / 1e9, DEFT_DATA_DENSE_FACTOR, text,
+                       DEFT_DATA_DENSE_SLACK >> 20);
         goto done;
     }
     x = deft_alloc(sc.n * (size_t)w * sizeof *x);
