@@ -55,6 +55,18 @@ bench-torch: build
 bench-mpi: build
 	@scripts/bench-mpi.sh $(BUILD)/bench_allreduce 2 4 8
 
+# libFuzzer targets (tests/fuzz), FUZZ_SECONDS each, ASan + UBSan; built
+# with Debian's clang into build-fuzz.
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS  = idx libsvm checkpoint optim_state cli
+.PHONY: fuzz
+fuzz: deps
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+		-DDEFT_FUZZ=ON -DDEFT_MPI=OFF -DDEFT_WERROR=OFF $(CMAKE_ARGS) >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS)) -- --no-print-directory
+	@scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 # The virtual cluster (root): deft vs PyTorch DDP, and the fault tests.
 .PHONY: bench-cluster cluster-faults
 bench-cluster: build
@@ -64,4 +76,4 @@ cluster-faults: build
 	@DEFT=$(BUILD)/deft scripts/cluster.sh faults
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -8,6 +8,7 @@ packages=(
   libopenblas-dev libcmocka-dev zlib1g-dev
   libopenmpi-dev openmpi-bin
   dataset-fashion-mnist gnuplot-nox iproute2
+  clang libclang-rt-14-dev
   python3-torch python3-torchvision python3-pytest python3-numpy
 )
 

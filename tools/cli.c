@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 const char *deft_cli_cmd = "";
+int deft_cli_dry_run;
 
 int deft_cli_usage_error(const char *fmt, ...)
 {

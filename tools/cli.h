@@ -8,6 +8,9 @@ enum { DEFT_EXIT_USAGE = 2 };
 
 /* The subcommand named in messages ("train", "convex"); set on entry. */
 extern const char *deft_cli_cmd;
+/* Set by the option-parser fuzz target (tests/fuzz/fuzz_cli.c): commands
+ * parse and check their options, then return 0 before loading data. */
+extern int deft_cli_dry_run;
 
 int deft_cli_usage_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));

@@ -616,6 +616,8 @@ int deft_cli_convex(int argc, char **argv)
     int rc = parse(argc, argv, &o);
     if (rc)
         return rc < 0 ? 0 : rc;
+    if (deft_cli_dry_run)
+        return 0;
     if (!uses_batch(o.method))
         o.batch = 0;
 

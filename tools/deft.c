@@ -567,6 +567,8 @@ static int cmd_train(int argc, char **argv)
                            "--compressor rbgs, randk or none");
     if (deft_train_config_check(&cfg, NULL) != DEFT_OK)
         return deft_cli_usage_error("%s", deft_last_error());
+    if (deft_cli_dry_run)
+        return 0;
 
     return run_training(&cfg, &ui, data_dir, save_model, limit_train,
                         limit_test, use_mpi, workers_given);

@@ -13,9 +13,9 @@
  *           more than the file holds is refused before any allocation;
  *   LIBSVM  one line buffer (at most 2x the longest line) plus the dense
  *           rows, n x features x 4 bytes, which must not exceed
- *           DEFT_DATA_DENSE_FACTOR x the decompressed bytes plus
- *           DEFT_DATA_DENSE_SLACK (so a 30-byte file naming feature
- *           900000000 is refused, not a 14 GB allocation).
+ *           DEFT_DATA_DENSE_FACTOR x the decompressed bytes plus a slack
+ *           of DEFT_DATA_MAX_BYTES / 16 (64 MiB; so a 30-byte file naming
+ *           feature 900000000 is refused, not a 14 GB allocation).
  * A decompressed stream longer than DEFT_DATA_MAX_BYTES (a gzip bomb, or
  * a header claiming more) is refused with an error naming the limit,
  * after reading at most that much. */
@@ -39,10 +39,10 @@ typedef struct {
 
 #define DEFT_DATA_MAX_BYTES ((size_t)1 << 30)    /* 1 GiB decompressed */
 #define DEFT_DATA_DENSE_FACTOR 16
-#define DEFT_DATA_DENSE_SLACK ((size_t)64 << 20)  /* 64 MiB */
 
 /* Test hook: sets the decompressed-size limit (default DEFT_DATA_MAX_BYTES;
- * 0 restores it) and returns the previous one. */
+ * 0 restores it; the LIBSVM dense slack is a 16th of it) and returns the
+ * previous one. The fuzz targets lower it to 1 MiB to stay fast. */
 size_t deft_data_set_max_bytes(size_t max_bytes);
 /* The current limit. */
 size_t deft_data_max_bytes(void);

@@ -294,8 +294,9 @@ deft_status_t deft_dataset_load_libsvm(deft_dataset_t *out, const char *path,
      * an index alone is no reason to allocate (see data.h). */
     size_t text = (size_t)gztell(rd.f);
     double dense = (double)sc.n * (double)w * sizeof(float);
+    size_t slack = limit / 16;
     double allowed = (double)DEFT_DATA_DENSE_FACTOR * (double)text +
-                     (double)DEFT_DATA_DENSE_SLACK;
+                     (double)slack;
     if (dense > allowed) {
         st = deft_fail(DEFT_ERR_FORMAT,
                        "%s: %zu examples x %d features would take %.3g GB as "
@@ -303,7 +304,7 @@ deft_status_t deft_dataset_load_libsvm(deft_dataset_t *out, const char *path,
                        "MiB that this reader allows: it stores rows densely, "
                        "and this file is too sparse for that",
                        path, sc.n, w, dense / 1e9, DEFT_DATA_DENSE_FACTOR, text,
-                       DEFT_DATA_DENSE_SLACK >> 20);
+                       slack >> 20);
         goto done;
     }
     x = deft_alloc(sc.n * (size_t)w * sizeof *x);
