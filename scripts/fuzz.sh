@@ -12,6 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-fuzz} seconds=${2:-300}
+[[ $seconds =~ ^[0-9]+$ && $seconds -gt 0 ]] ||
+  { echo "fuzz: SECONDS must be a positive integer (got '$seconds')" >&2; exit 2; }
 shift $(($# > 2 ? 2 : $#))
 targets=${*:-idx libsvm checkpoint optim_state cli}
 work=$build/fuzz
@@ -32,13 +34,17 @@ for t in $targets; do
       -timeout=10 -print_final_stats=1 -close_fd_mask=3 \
       -artifact_prefix="$work/artifacts/$t-" \
       "$work/corpus/$t" tests/fuzz/corpus/$t tests/fuzz/regress/$t > "$log" 2>&1 || rc=$?
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
-  last=$(grep -E '^#[0-9]+' "$log" | tail -1)
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
+  execs=${execs:-0}
+  last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
   cov=$(grep -o 'cov: [0-9]*' <<< "$last" | grep -o '[0-9]*' || echo -)
   ft=$(grep -o 'ft: [0-9]*' <<< "$last" | grep -o '[0-9]*' || echo -)
   corp=$(grep -o 'corp: [0-9]*' <<< "$last" | grep -o '[0-9]*' || echo -)
-  if [[ $rc -eq 0 ]]; then res=ok; else res="FAILED (exit $rc, log $log)"; failed=1; fi
+  if [[ $rc -ne 0 ]]; then res="FAILED (exit $rc, log $log)"; failed=1
+  elif ! grep -q INITED "$log" || [[ $execs -eq 0 ]]; then
+    res="FAILED (did not run: no INITED line or 0 executions, log $log)"; failed=1
+  else res=ok; fi
   printf '%-12s %12s %8s %8s %8s %s\n' "$t" "$execs" "$cov" "$ft" "$corp" "$res"
-  [[ $rc -eq 0 ]] || grep -E 'ERROR|SUMMARY|out-of-memory|timeout|leak' "$log" | head -5 >&2
+  [[ $res == ok ]] || grep -E 'ERROR|SUMMARY|out-of-memory|timeout|leak' "$log" | head -5 >&2 || true
 done
 exit $failed

@@ -533,6 +533,17 @@ static void test_memory_is_bounded_by_the_file(void **state)
     tpath(p, sizeof p, "svm-bomb.gz");
     assert_status(deft_dataset_load_libsvm(&ds, p, 0), DEFT_ERR_FORMAT);
     assert_error_mentions("more than 1048576 bytes once decompressed");
+    /* One endless line (no newline at all): refused before the line
+     * buffer outgrows the limit. */
+    char *line = malloc((size_t)4 << 20);
+    assert_non_null(line);
+    memset(line, '1', (size_t)4 << 20);
+    line[1] = ' ';
+    write_gz("svm-line-bomb.gz", line, (size_t)4 << 20);
+    free(line);
+    tpath(p, sizeof p, "svm-line-bomb.gz");
+    assert_status(deft_dataset_load_libsvm(&ds, p, 0), DEFT_ERR_FORMAT);
+    assert_error_mentions("a line longer than 1048576 bytes");
     deft_data_set_max_bytes(old);
     assert_int_equal(deft_data_max_bytes(), DEFT_DATA_MAX_BYTES);
     (void)old;

@@ -466,7 +466,7 @@ static int parse(int argc, char **argv, opts_t *o)
         {0, 0, 0, 0},
     };
     opterr = 0;
-    optind = 1;
+    optind = 0; /* glibc: a full reset, also of a half-parsed "-xy" */
     int c, rc;
     long iv = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {

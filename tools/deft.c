@@ -363,7 +363,7 @@ static int cmd_train(int argc, char **argv)
         {0, 0, 0, 0},
     };
     opterr = 0;
-    optind = 1;
+    optind = 0; /* glibc: a full reset, also of a half-parsed "-xy" */
     int c, rc;
     double dv;
     long iv;

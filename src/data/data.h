@@ -7,18 +7,20 @@
  * Memory on any file: a reader allocates at most a small multiple of what
  * the file actually holds once decompressed, never what a header or an
  * index merely claims:
- *   IDX     the bytes read (grown as they arrive, at most 2x) plus 4 bytes
- *           per pixel and per label for the floats and labels, so at most
- *           about 6x the decompressed body; a raw file whose header claims
- *           more than the file holds is refused before any allocation;
+ *   IDX     the bytes read (a gzip body grows as it arrives, from at most
+ *           1 MiB, to at most 2x what arrived) plus 4 bytes per pixel and
+ *           per label for the floats and labels, so about 6x the
+ *           decompressed body; a raw file whose header claims more than
+ *           the file holds is refused before any body is allocated;
  *   LIBSVM  one line buffer (at most 2x the longest line) plus the dense
  *           rows, n x features x 4 bytes, which must not exceed
  *           DEFT_DATA_DENSE_FACTOR x the decompressed bytes plus a slack
  *           of DEFT_DATA_MAX_BYTES / 16 (64 MiB; so a 30-byte file naming
  *           feature 900000000 is refused, not a 14 GB allocation).
- * A decompressed stream longer than DEFT_DATA_MAX_BYTES (a gzip bomb, or
- * a header claiming more) is refused with an error naming the limit,
- * after reading at most that much. */
+ * Each file, raw or gzip, whose content is longer than DEFT_DATA_MAX_BYTES
+ * once decompressed (a gzip bomb, or a header claiming more) is refused
+ * with an error naming the limit, after reading at most that much (plus
+ * one 4 KiB block). */
 #ifndef DEFT_DATA_H
 #define DEFT_DATA_H
 
@@ -42,7 +44,7 @@ typedef struct {
 
 /* Test hook: sets the decompressed-size limit (default DEFT_DATA_MAX_BYTES;
  * 0 restores it; the LIBSVM dense slack is a 16th of it) and returns the
- * previous one. The fuzz targets lower it to 1 MiB to stay fast. */
+ * previous one. The fuzz targets lower it to 16 KiB. */
 size_t deft_data_set_max_bytes(size_t max_bytes);
 /* The current limit. */
 size_t deft_data_max_bytes(void);

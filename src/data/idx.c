@@ -48,8 +48,9 @@ static deft_status_t idx_open(idx_file_t *file, const char *path,
                          errno ? strerror(errno) : "out of memory");
     gzbuffer(file->f, 1u << 17);
     struct stat sb;
-    file->size = stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
-    file->raw = gzdirect(file->f) && S_ISREG(sb.st_mode);
+    int known = stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+    file->size = known ? (uint64_t)sb.st_size : 0;
+    file->raw = known && gzdirect(file->f);
     return DEFT_OK;
 }
 
@@ -143,12 +144,10 @@ static deft_status_t idx_header(idx_file_t *file, uint32_t magic, int ndims,
     return DEFT_OK;
 }
 
-/* Reads exactly n body bytes into a new malloc'ed buffer, then reads on to
- * the end so that gzip verifies its checksum; trailing bytes are ignored. */
-static deft_status_t idx_body(idx_file_t *file, const char *what, size_t n,
-                              unsigned char **out)
+/* A raw file must hold the n body bytes its header claims. */
+static deft_status_t idx_fits(const idx_file_t *file, const char *what,
+                              size_t n)
 {
-    *out = NULL;
     if (file->raw && n > file->size - (file->consumed < file->size
                                            ? file->consumed : file->size))
         return deft_fail(DEFT_ERR_FORMAT,
@@ -158,6 +157,18 @@ static deft_status_t idx_body(idx_file_t *file, const char *what, size_t n,
                          (unsigned long long)(file->size > file->consumed
                                                   ? file->size - file->consumed
                                                   : 0));
+    return DEFT_OK;
+}
+
+/* Reads exactly n body bytes into a new malloc'ed buffer, then reads on to
+ * the end so that gzip verifies its checksum; trailing bytes are ignored. */
+static deft_status_t idx_body(idx_file_t *file, const char *what, size_t n,
+                              unsigned char **out)
+{
+    *out = NULL;
+    deft_status_t fit = idx_fits(file, what, n);
+    if (fit != DEFT_OK)
+        return fit;
     size_t limit = deft_data_max_bytes();
     if (n > limit || file->consumed + n > limit)
         return deft_fail(DEFT_ERR_FORMAT,
@@ -268,6 +279,10 @@ deft_status_t deft_dataset_load_idx(deft_dataset_t *out, const char *images,
     }
     size_t n = d[0], total = n * per;
 
+    /* Both raw claims are checked before either body is allocated. */
+    if ((st = idx_fits(&fl, "labels", n)) != DEFT_OK ||
+        (st = idx_fits(&fi, "pixels", total)) != DEFT_OK)
+        goto done;
     st = idx_body(&fl, "labels", n, &lab);
     if (st != DEFT_OK)
         goto done;

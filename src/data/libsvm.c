@@ -36,6 +36,11 @@ static deft_status_t svm_getline(svm_reader_t *rd, int *eof)
     for (;;) {
         if (rd->cap - len < 2) {
             size_t cap = rd->cap ? 2 * rd->cap : 4096;
+            if (cap > deft_data_max_bytes())
+                return deft_fail(DEFT_ERR_FORMAT,
+                                 "%s:%zu: a line longer than %zu bytes (the "
+                                 "reader's limit, DEFT_DATA_MAX_BYTES)",
+                                 rd->path, rd->lineno + 1, deft_data_max_bytes());
             char *grown = realloc(rd->line, cap);
             if (!grown)
                 return deft_fail(DEFT_ERR_NOMEM,
@@ -292,12 +297,17 @@ deft_status_t deft_dataset_load_libsvm(deft_dataset_t *out, const char *path,
 
     /* Dense rows may not cost more than a small multiple of the text:
      * an index alone is no reason to allocate (see data.h). */
-    size_t text = (size_t)gztell(rd.f);
+    z_off_t pos = gztell(rd.f);
+    if (pos < 0) {
+        st = deft_fail(DEFT_ERR_IO, "%s: cannot tell how much was read", path);
+        goto done;
+    }
+    size_t text = (size_t)pos;
     double dense = (double)sc.n * (double)w * sizeof(float);
     size_t slack = limit / 16;
     double allowed = (double)DEFT_DATA_DENSE_FACTOR * (double)text +
                      (double)slack;
-    if (dense > allowed) {
+    if (dense > allowed || sc.n > SIZE_MAX / sizeof(float) / (size_t)w) {
         st = deft_fail(DEFT_ERR_FORMAT,
                        "%s: %zu examples x %d features would take %.3g GB as "
                        "dense rows, more than %d x the file's %zu bytes + %zu "

@@ -9,6 +9,8 @@
 static deft_optim_t *opt;
 static deft_comm_t *comm;
 
+/* A fresh optimizer for every input, so that nothing one input leaves in
+ * it (state that is not saved) can make another crash. */
 static void setup(void)
 {
     static const size_t sizes[] = {10, 7};
@@ -29,19 +31,25 @@ static void setup(void)
         abort();
 }
 
+static void teardown(void)
+{
+    deft_optim_destroy(opt);
+    deft_comm_destroy(comm);
+    opt = NULL, comm = NULL;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!opt)
-        setup();
-    if (deft_optim_state_load(opt, data, size) != DEFT_OK)
-        return 0;
+    setup();
     const float *x;
-    if (deft_optim_ask(opt, &x) != DEFT_OK)
-        return 0;
-    float g[17];
-    for (int i = 0; i < 17; i++)
-        g[i] = x[i] - 0.5f;
-    (void)deft_optim_tell(opt, g, NULL);
+    if (deft_optim_state_load(opt, data, size) == DEFT_OK &&
+        deft_optim_ask(opt, &x) == DEFT_OK) {
+        float g[17];
+        for (int i = 0; i < 17; i++)
+            g[i] = x[i] - 0.5f;
+        (void)deft_optim_tell(opt, g, NULL);
+    }
+    teardown();
     return 0;
 }
 
@@ -74,6 +82,7 @@ int main(int argc, char **argv)
             return 1;
     }
     free(buf);
+    teardown();
     return 0;
 }
 #endif

@@ -59,6 +59,10 @@ int main(int argc, char **argv)
         }
         struct dirent **names;
         int k = scandir(argv[i], &names, NULL, by_name);
+        if (k < 0) {
+            fprintf(stderr, "replay: cannot list %s\n", argv[i]);
+            return 2;
+        }
         for (int j = 0; j < k; j++) {
             char path[4096];
             if (names[j]->d_name[0] == '.') { /* .keep, . and .. */
