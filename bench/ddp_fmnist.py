@@ -63,15 +63,8 @@ def parse(argv):
 
 
 def evaluate(model, xte, yte, k, K):
-    lo, hi = k * len(xte) // K, (k + 1) * len(xte) // K
-    sums = torch.zeros(2)
     model.eval()
-    with torch.no_grad():
-        for i in range(lo, hi, 1000):
-            out = model(xte[i:min(i + 1000, hi)])
-            y = yte[i:min(i + 1000, hi)]
-            sums[0] += (out.argmax(1) == y).sum()
-            sums[1] += F.cross_entropy(out, y, reduction="sum")
+    sums = tf.test_sums(model, xte, yte, k, K)
     model.train()
     dist.all_reduce(sums)
     return sums[0].item() / len(xte), sums[1].item() / len(xte)

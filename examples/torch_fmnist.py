@@ -153,18 +153,25 @@ def lr_at(args, step, total):
     return lr
 
 
-def evaluate(model, opt, xte, yte):
-    """(accuracy, mean loss) of the output model, the test set split over
-    the workers."""
-    k, K = opt.comm.rank, opt.comm.size
+def test_sums(model, xte, yte, k, K):
+    """(correct, summed loss) of model over worker k's part of the test set
+    (of K parts), as a float32 tensor of 2, to be summed over workers."""
     lo, hi = k * len(xte) // K, (k + 1) * len(xte) // K
     sums = torch.zeros(2)
-    with opt.evaluating(model), torch.no_grad():
+    with torch.no_grad():
         for i in range(lo, hi, 1000):
             out = model(xte[i:min(i + 1000, hi)])
             y = yte[i:min(i + 1000, hi)]
             sums[0] += (out.argmax(1) == y).sum()
             sums[1] += F.cross_entropy(out, y, reduction="sum")
+    return sums
+
+
+def evaluate(model, opt, xte, yte):
+    """(accuracy, mean loss) of the output model, the test set split over
+    the workers."""
+    with opt.evaluating(model):
+        sums = test_sums(model, xte, yte, opt.comm.rank, opt.comm.size)
     opt.comm.allreduce_sum(sums)
     return sums[0].item() / len(xte), sums[1].item() / len(xte)
 

@@ -85,9 +85,7 @@ def error_for(status, detail=None, **extra):
     unless one is given."""
     if detail is None:
         detail = _lib.last_error()
-    cls = _BY_STATUS.get(status, DeftError)
-    exc = cls(detail, status, **extra) if extra else cls(detail, status)
-    return exc
+    return _BY_STATUS.get(status, DeftError)(detail, status, **extra)
 
 
 def check(status, **extra):

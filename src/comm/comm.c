@@ -7,11 +7,12 @@
 #include <math.h>
 
 
-/* Runs one backend collective under the watchdog (when one is set),
- * timing it in wall-clock and thread CPU seconds, and adds `modeled`
- * seconds of the link model. */
+/* Runs one backend collective as the next in comm's sequence, under the
+ * watchdog (when one is set), timing it in wall-clock and thread CPU
+ * seconds, and adds `modeled` seconds of the link model. */
 #define TIMED(comm, op, modeled, call)                                       \
     do {                                                                     \
+        (comm)->seq++;                                                       \
         double w0_ = deft_wall_s(), c0_ = deft_thread_cpu_s();               \
         if ((comm)->wd)                                                      \
             deft_watchdog_enter((comm)->wd, (op), (comm)->seq);              \
@@ -23,6 +24,13 @@
         (comm)->stats.modeled_s += (modeled);                                \
         return st_;                                                          \
     } while (0)
+
+const char *deft_comm_op_name(int op)
+{
+    static const char *const names[] = {"allreduce", "allgather", "broadcast",
+                                        "barrier"};
+    return op >= DEFT_OP_ALLREDUCE && op <= DEFT_OP_BARRIER ? names[op - 1] : "";
+}
 
 static double log2_ceil(int k)
 {
@@ -94,7 +102,6 @@ deft_status_t deft_comm_allreduce_sum_f32(deft_comm_t *comm, float *buf,
                          "deft_comm_allreduce_sum_f32: buf is NULL with n = %zu",
                          n);
     comm->stats.n_allreduce++;
-    comm->seq++;
     comm->stats.payload_bytes += (uint64_t)n * sizeof(float);
     comm->stats.bytes_sent += deft_ring_allreduce_bytes(n, comm->size, comm->rank);
     TIMED(comm, DEFT_OP_ALLREDUCE, model_allreduce(comm, (double)n * sizeof(float)),
@@ -115,7 +122,6 @@ deft_status_t deft_comm_allgather(deft_comm_t *comm, const void *send,
                          "deft_comm_allgather: bytes = %zu times %d workers "
                          "overflows size_t", bytes, comm->size);
     comm->stats.n_allgather++;
-    comm->seq++;
     comm->stats.payload_bytes += bytes;
     comm->stats.bytes_sent += (uint64_t)bytes * (uint64_t)(comm->size - 1);
     TIMED(comm, DEFT_OP_ALLGATHER, model_allgather(comm, (double)bytes),
@@ -136,7 +142,6 @@ deft_status_t deft_comm_broadcast(deft_comm_t *comm, void *buf, size_t bytes,
                          "deft_comm_broadcast: root = %d, must be in [0, %d)",
                          root, comm->size);
     comm->stats.n_broadcast++;
-    comm->seq++;
     /* Chain root -> root+1 -> ...: every rank but the last forwards it. */
     int last = (root + comm->size - 1) % comm->size;
     if (comm->rank == root)
@@ -152,7 +157,6 @@ deft_status_t deft_comm_barrier(deft_comm_t *comm)
     if (!comm)
         return deft_fail(DEFT_ERR_INVALID_ARG, "deft_comm_barrier: comm is NULL");
     comm->stats.n_barrier++;
-    comm->seq++;
     TIMED(comm, DEFT_OP_BARRIER, model_tree(comm, 0.0), comm->ops->barrier(comm));
 }
 

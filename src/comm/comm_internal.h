@@ -37,9 +37,11 @@ struct deft_comm {
     deft_watchdog_t *wd; /* NULL unless deft_comm_set_timeout(> 0)       */
 };
 
-/* Collective ops as the watchdog names them (1-based; 0 = none). */
+/* The collectives, for messages (1-based; 0 = none). */
 enum { DEFT_OP_ALLREDUCE = 1, DEFT_OP_ALLGATHER, DEFT_OP_BROADCAST,
        DEFT_OP_BARRIER };
+/* "allreduce", "allgather", "broadcast", "barrier"; "" for anything else. */
+const char *deft_comm_op_name(int op);
 
 /* The watchdog (watchdog.c). start: a thread that calls
  * comm->ops->on_timeout once a collective has been inside enter..leave

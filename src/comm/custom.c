@@ -22,7 +22,7 @@ static const custom_comm_t *custom_of(const deft_comm_t *c)
 
 /* DEFT_ERR_COMM for a failed callback: what it returned and, when the
  * caller gave one, its own description. */
-static deft_status_t callback_failed(const deft_comm_t *c, const char *what,
+static deft_status_t callback_failed(const deft_comm_t *c, int op,
                                      deft_status_t rc)
 {
     const custom_comm_t *m = custom_of(c);
@@ -30,7 +30,7 @@ static deft_status_t callback_failed(const deft_comm_t *c, const char *what,
                                                : NULL;
     return deft_fail(DEFT_ERR_COMM,
                      "custom backend: %s (collective #%llu) failed on rank %d "
-                     "of %d: the callback returned %d (%s)%s%s", what,
+                     "of %d: the callback returned %d (%s)%s%s", deft_comm_op_name(op),
                      (unsigned long long)c->seq, c->rank, c->size, (int)rc,
                      deft_status_str(rc), detail && *detail ? ": " : "",
                      detail ? detail : "");
@@ -40,7 +40,7 @@ static deft_status_t custom_allreduce(deft_comm_t *c, float *buf, size_t n)
 {
     const custom_comm_t *m = custom_of(c);
     deft_status_t rc = m->ops.allreduce_sum_f32(m->ctx, buf, n);
-    return rc == DEFT_OK ? DEFT_OK : callback_failed(c, "allreduce", rc);
+    return rc == DEFT_OK ? DEFT_OK : callback_failed(c, DEFT_OP_ALLREDUCE, rc);
 }
 
 static deft_status_t custom_allgather(deft_comm_t *c, const void *send,
@@ -48,7 +48,7 @@ static deft_status_t custom_allgather(deft_comm_t *c, const void *send,
 {
     const custom_comm_t *m = custom_of(c);
     deft_status_t rc = m->ops.allgather(m->ctx, send, bytes, recv);
-    return rc == DEFT_OK ? DEFT_OK : callback_failed(c, "allgather", rc);
+    return rc == DEFT_OK ? DEFT_OK : callback_failed(c, DEFT_OP_ALLGATHER, rc);
 }
 
 static deft_status_t custom_broadcast(deft_comm_t *c, void *buf, size_t bytes,
@@ -56,14 +56,14 @@ static deft_status_t custom_broadcast(deft_comm_t *c, void *buf, size_t bytes,
 {
     const custom_comm_t *m = custom_of(c);
     deft_status_t rc = m->ops.broadcast(m->ctx, buf, bytes, root);
-    return rc == DEFT_OK ? DEFT_OK : callback_failed(c, "broadcast", rc);
+    return rc == DEFT_OK ? DEFT_OK : callback_failed(c, DEFT_OP_BROADCAST, rc);
 }
 
 static deft_status_t custom_barrier(deft_comm_t *c)
 {
     const custom_comm_t *m = custom_of(c);
     deft_status_t rc = m->ops.barrier(m->ctx);
-    return rc == DEFT_OK ? DEFT_OK : callback_failed(c, "barrier", rc);
+    return rc == DEFT_OK ? DEFT_OK : callback_failed(c, DEFT_OP_BARRIER, rc);
 }
 
 static void custom_destroy(deft_comm_t *c)

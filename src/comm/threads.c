@@ -13,8 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-enum { OP_ALLREDUCE = 1, OP_ALLGATHER, OP_BROADCAST, OP_BARRIER };
-
 typedef struct {
     int op;
     size_t n; /* floats or bytes */
@@ -48,7 +46,6 @@ typedef struct {
     deft_worker_fn fn;
     void *arg;
     deft_status_t status;
-    uint64_t seq; /* collectives this worker has entered */
 } worker_t;
 
 static deft_status_t group_barrier(group_t *g, int rank)
@@ -103,13 +100,11 @@ static deft_status_t publish(deft_comm_t *c, int op, size_t n, int root,
 {
     worker_t *w = c->impl;
     group_t *g = w->g;
-    slot_t *slots = g->slots[w->seq++ & 1];
+    slot_t *slots = g->slots[c->seq & 1]; /* c->seq: this collective's */
     slots[c->rank] = (slot_t){op, n, root, ptr};
     deft_status_t st = group_barrier(g, c->rank);
     if (st != DEFT_OK)
         return st;
-    static const char *names[] = {"", "allreduce", "allgather", "broadcast",
-                                  "barrier"};
     for (int r = 0; r < g->size; r++) {
         const slot_t *s = &slots[r];
         if (s->op != op || s->n != n || s->root != root) {
@@ -117,8 +112,8 @@ static deft_status_t publish(deft_comm_t *c, int op, size_t n, int root,
             return deft_fail(DEFT_ERR_COMM,
                              "threads backend: collectives disagree: worker %d "
                              "called %s(n=%zu, root=%d) while worker %d called "
-                             "%s(n=%zu, root=%d)", c->rank, names[op], n, root,
-                             r, names[s->op], s->n, s->root);
+                             "%s(n=%zu, root=%d)", c->rank, deft_comm_op_name(op), n,
+                             root, r, deft_comm_op_name(s->op), s->n, s->root);
         }
     }
     return DEFT_OK;
@@ -137,7 +132,7 @@ static size_t chunk_start(size_t n, int size, int c)
 static const slot_t *current_slots(const deft_comm_t *c)
 {
     const worker_t *w = c->impl;
-    return w->g->slots[(w->seq - 1) & 1];
+    return w->g->slots[c->seq & 1];
 }
 
 static deft_status_t threads_allreduce(deft_comm_t *c, float *buf, size_t n)
@@ -145,7 +140,7 @@ static deft_status_t threads_allreduce(deft_comm_t *c, float *buf, size_t n)
     if (c->size == 1)
         return DEFT_OK;
     group_t *g = ((worker_t *)c->impl)->g;
-    deft_status_t st = publish(c, OP_ALLREDUCE, n, 0, buf);
+    deft_status_t st = publish(c, DEFT_OP_ALLREDUCE, n, 0, buf);
     if (st != DEFT_OK)
         return st;
     const slot_t *slots = current_slots(c);
@@ -183,7 +178,7 @@ static deft_status_t threads_allgather(deft_comm_t *c, const void *send,
                                        size_t bytes, void *recv)
 {
     group_t *g = ((worker_t *)c->impl)->g;
-    deft_status_t st = publish(c, OP_ALLGATHER, bytes, 0, send);
+    deft_status_t st = publish(c, DEFT_OP_ALLGATHER, bytes, 0, send);
     if (st != DEFT_OK)
         return st;
     const slot_t *slots = current_slots(c);
@@ -199,7 +194,7 @@ static deft_status_t threads_broadcast(deft_comm_t *c, void *buf, size_t bytes,
     if (c->size == 1)
         return DEFT_OK;
     group_t *g = ((worker_t *)c->impl)->g;
-    deft_status_t st = publish(c, OP_BROADCAST, bytes, root, buf);
+    deft_status_t st = publish(c, DEFT_OP_BROADCAST, bytes, root, buf);
     if (st != DEFT_OK)
         return st;
     if (c->rank != root && bytes)
@@ -209,7 +204,7 @@ static deft_status_t threads_broadcast(deft_comm_t *c, void *buf, size_t bytes,
 
 static deft_status_t threads_barrier(deft_comm_t *c)
 {
-    return publish(c, OP_BARRIER, 0, 0, NULL);
+    return publish(c, DEFT_OP_BARRIER, 0, 0, NULL);
 }
 
 /* The watchdog of worker c fired: fail the group with its message, which

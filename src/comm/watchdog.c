@@ -26,17 +26,14 @@ struct deft_watchdog {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stop;                    /* under mu */
-    /* The collective being watched: its op (0 = none, 1 + index into
-     * op_names) and sequence number, and when it began (CLOCK_MONOTONIC
-     * nanoseconds). Written by the communicator's thread, read here. */
-    _Atomic int op;
+    /* The collective being watched: its op and sequence number, and when
+     * it began (CLOCK_MONOTONIC nanoseconds). Written by the
+     * communicator's thread, read here. */
+    _Atomic int op;              /* DEFT_OP_*, 0 = none              */
     _Atomic uint64_t seq;
     _Atomic int64_t since_ns;
     _Atomic int fired;
 };
-
-static const char *const op_names[] = {"allreduce", "allgather", "broadcast",
-                                       "barrier"};
 
 static int64_t now_ns(void)
 {
@@ -54,7 +51,7 @@ static void fire(deft_watchdog_t *wd, int op, uint64_t seq, double waited)
              "not completed after %.1f s (timeout %g s): a peer is stopped, "
              "gone or unreachable. If steps are legitimately this slow, raise "
              "the timeout (deft train --comm-timeout S, 0 = off)",
-             op_names[op - 1], (unsigned long long)seq, c->rank, c->size,
+             deft_comm_op_name(op), (unsigned long long)seq, c->rank, c->size,
              waited, wd->timeout_s);
     atomic_store(&wd->fired, 1);
     c->ops->on_timeout(wd->comm, msg);

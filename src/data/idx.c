@@ -161,14 +161,12 @@ static deft_status_t idx_fits(const idx_file_t *file, const char *what,
 }
 
 /* Reads exactly n body bytes into a new malloc'ed buffer, then reads on to
- * the end so that gzip verifies its checksum; trailing bytes are ignored. */
+ * the end so that gzip verifies its checksum; trailing bytes are ignored.
+ * The caller has checked idx_fits, so a raw file holds the n bytes. */
 static deft_status_t idx_body(idx_file_t *file, const char *what, size_t n,
                               unsigned char **out)
 {
     *out = NULL;
-    deft_status_t fit = idx_fits(file, what, n);
-    if (fit != DEFT_OK)
-        return fit;
     size_t limit = deft_data_max_bytes();
     if (n > limit || file->consumed + n > limit)
         return deft_fail(DEFT_ERR_FORMAT,
