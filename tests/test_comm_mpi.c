@@ -20,6 +20,7 @@
 #include "testutil.h"
 
 #include "comm/comm_internal.h"
+#include "compress/half.h"
 
 #include <limits.h>
 #include <math.h>
@@ -198,6 +199,55 @@ static void test_collectives_exact(void **state)
     free(buf);
     free(send);
     free(recv);
+    agree();
+}
+
+/* The 16-bit allreduce: one MPI_Allreduce of 2n bytes; integer values sum
+ * exactly in any order (fp16 holds integers up to 2048), and values whose
+ * sum depends on the order still end with the same bits on every rank. */
+static void test_allreduce_half(void **state)
+{
+    (void)state;
+    const size_t n = 4099;
+    uint16_t *buf = malloc(n * 2), *root = malloc(n * 2);
+    float *x = malloc(n * sizeof(float));
+    assert_true(buf && root && x);
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        uint16_t (*to16)(float) = bf16 ? deft_f32_to_bf16 : deft_f32_to_f16;
+        float (*to32)(uint16_t) = bf16 ? deft_bf16_to_f32 : deft_f16_to_f32;
+        for (size_t i = 0; i < n; i++)
+            buf[i] = to16((float)((int)(i % 50) - 25 + R));
+        deft_comm_stats_t before, after;
+        deft_comm_get_stats(cm, &before);
+        count_start();
+        CHECK_STATUS(deft_comm_allreduce_sum_half(cm, buf, n, bf16), DEFT_OK);
+        CHECK(count_stop() == 1 && mpi_calls.allreduce == 1,
+              "16-bit allreduce made %ld MPI calls", count_stop());
+        deft_comm_get_stats(cm, &after);
+        CHECK(after.payload_bytes - before.payload_bytes == 2 * n,
+              "payload %llu bytes, want %zu",
+              (unsigned long long)(after.payload_bytes - before.payload_bytes),
+              2 * n);
+        for (size_t i = 0; i < n; i++) {
+            float want = (float)(K * ((int)(i % 50) - 25) + K * (K - 1) / 2);
+            if (to32(buf[i]) != want) {
+                CHECK(0, "bf16=%d: buf[%zu] = %g, want %g", bf16, i,
+                      (double)to32(buf[i]), (double)want);
+                break;
+            }
+        }
+        deft_test_fill(x, n, 300 + (uint64_t)R);
+        for (size_t i = 0; i < n; i++)
+            buf[i] = to16(x[i] * 7.0f);
+        CHECK_STATUS(deft_comm_allreduce_sum_half(cm, buf, n, bf16), DEFT_OK);
+        memcpy(root, buf, n * 2);
+        PMPI_Bcast(root, (int)n, MPI_UINT16_T, 0, MPI_COMM_WORLD);
+        CHECK(memcmp(root, buf, n * 2) == 0,
+              "bf16=%d: 16-bit allreduce result differs from rank 0's", bf16);
+    }
+    free(buf);
+    free(root);
+    free(x);
     agree();
 }
 
@@ -591,6 +641,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_collectives_exact),
         cmocka_unit_test(test_allreduce_same_bits_on_all_ranks),
+        cmocka_unit_test(test_allreduce_half),
         cmocka_unit_test(test_one_mpi_call_per_collective),
         cmocka_unit_test(test_counts_beyond_the_mpi_limit_are_split),
         cmocka_unit_test(test_traffic_counters_match_threads_backend),

@@ -1,10 +1,12 @@
 /* Backend-independent part of the communicator: argument checks at the API
  * edge and traffic counters. */
 #include "comm/comm_internal.h"
+#include "compress/half.h"
 #include "core/internal.h"
 
 #include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 
 
 /* Runs one backend collective as the next in comm's sequence, under the
@@ -69,6 +71,12 @@ static size_t chunk_len(size_t n, int size, int c)
 
 uint64_t deft_ring_allreduce_bytes(size_t n, int size, int rank)
 {
+    return deft_ring_allreduce_bytes_elem(n, sizeof(float), size, rank);
+}
+
+uint64_t deft_ring_allreduce_bytes_elem(size_t n, size_t elem, int size,
+                                        int rank)
+{
     if (size <= 1)
         return 0;
     /* Reduce-scatter: at step s rank r sends chunk (r - s) mod K, s = 0..K-2;
@@ -78,7 +86,7 @@ uint64_t deft_ring_allreduce_bytes(size_t n, int size, int rank)
         total += chunk_len(n, size, ((rank - s) % size + size) % size);
         total += chunk_len(n, size, ((rank + 1 - s) % size + size) % size);
     }
-    return total * sizeof(float);
+    return total * elem;
 }
 
 int deft_comm_rank(const deft_comm_t *comm)
@@ -106,6 +114,45 @@ deft_status_t deft_comm_allreduce_sum_f32(deft_comm_t *comm, float *buf,
     comm->stats.bytes_sent += deft_ring_allreduce_bytes(n, comm->size, comm->rank);
     TIMED(comm, DEFT_OP_ALLREDUCE, model_allreduce(comm, (double)n * sizeof(float)),
           comm->ops->allreduce_sum_f32(comm, buf, n));
+}
+
+/* Backends without a 16-bit path: decode, sum as floats, round back. The
+ * result matches a backend that adds once in float and rounds once. */
+static deft_status_t half_as_f32(deft_comm_t *comm, uint16_t *buf, size_t n,
+                                 int bf16)
+{
+    float *f = n ? malloc(n * sizeof(float)) : NULL;
+    if (n && !f)
+        return deft_fail(DEFT_ERR_NOMEM, "deft_comm_allreduce_sum_half: out of "
+                         "memory for %zu floats", n);
+    for (size_t i = 0; i < n; i++)
+        f[i] = bf16 ? deft_bf16_to_f32(buf[i]) : deft_f16_to_f32(buf[i]);
+    deft_status_t st = comm->ops->allreduce_sum_f32(comm, f, n);
+    for (size_t i = 0; st == DEFT_OK && i < n; i++)
+        buf[i] = bf16 ? deft_f32_to_bf16(f[i]) : deft_f32_to_f16(f[i]);
+    free(f);
+    return st;
+}
+
+deft_status_t deft_comm_allreduce_sum_half(deft_comm_t *comm, uint16_t *buf,
+                                           size_t n, int bf16)
+{
+    if (!comm)
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "deft_comm_allreduce_sum_half: comm is NULL");
+    if (!buf && n > 0)
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "deft_comm_allreduce_sum_half: buf is NULL with n = "
+                         "%zu", n);
+    size_t elem = comm->ops->allreduce_sum_half ? 2 : sizeof(float);
+    comm->stats.n_allreduce++;
+    comm->stats.payload_bytes += (uint64_t)n * elem;
+    comm->stats.bytes_sent +=
+        deft_ring_allreduce_bytes_elem(n, elem, comm->size, comm->rank);
+    TIMED(comm, DEFT_OP_ALLREDUCE, model_allreduce(comm, (double)n * elem),
+          comm->ops->allreduce_sum_half
+              ? comm->ops->allreduce_sum_half(comm, buf, n, bf16)
+              : half_as_f32(comm, buf, n, bf16));
 }
 
 deft_status_t deft_comm_allgather(deft_comm_t *comm, const void *send,

@@ -21,6 +21,12 @@ typedef struct {
      * the collective end: fail it, or end the process. NULL when the
      * backend cannot (then deft_comm_set_timeout refuses). */
     void (*on_timeout)(deft_comm_t *c, const char *msg);
+    /* Sums n 16-bit floats (fp16, or bf16 when bf16 = 1) in place, each
+     * addition in float on decoded values and rounded back to 16 bits, in
+     * an order fixed by rank. NULL: comm.c carries them as floats through
+     * allreduce_sum_f32 (the sum is right, the bytes are not halved). */
+    deft_status_t (*allreduce_sum_half)(deft_comm_t *c, uint16_t *buf,
+                                        size_t n, int bf16);
 } deft_comm_backend_t;
 
 typedef struct deft_watchdog deft_watchdog_t;
@@ -59,6 +65,15 @@ void deft_comm_stop_watchdog(deft_comm_t *comm);
  * buffer is cut into K chunks; each rank sends K-1 chunks in the
  * reduce-scatter and K-1 in the allgather phase. */
 uint64_t deft_ring_allreduce_bytes(size_t n, int size, int rank);
+/* The same for n elements of elem bytes. */
+uint64_t deft_ring_allreduce_bytes_elem(size_t n, size_t elem, int size,
+                                        int rank);
+
+/* The 16-bit allreduce (see allreduce_sum_half above): on return every
+ * worker's buf holds the same sum, bitwise. Counted as an allreduce of
+ * 2n bytes (or 4n on backends without a 16-bit path). */
+deft_status_t deft_comm_allreduce_sum_half(deft_comm_t *comm, uint16_t *buf,
+                                           size_t n, int bf16);
 
 /* Test hook of the MPI backend (src/comm/mpi.c): sets the largest count it
  * passes to one MPI call (default INT_MAX; <= 0 restores it) and returns

@@ -72,8 +72,14 @@ static void custom_destroy(deft_comm_t *c)
 }
 
 static const deft_comm_backend_t custom_backend = {
-    "custom",         custom_allreduce, custom_allgather,
-    custom_broadcast, custom_barrier,   custom_destroy, NULL,
+    .name = "custom",
+    .allreduce_sum_f32 = custom_allreduce,
+    .allgather = custom_allgather,
+    .broadcast = custom_broadcast,
+    .barrier = custom_barrier,
+    .destroy = custom_destroy,
+    .on_timeout = NULL,
+    .allreduce_sum_half = NULL, /* carried as floats, see comm.c */
 };
 
 deft_status_t deft_comm_create_custom(deft_comm_t **out,

@@ -5,6 +5,11 @@
  *   allgather         -> MPI_Allgather of MPI_BYTE
  *   broadcast         -> MPI_Bcast of MPI_BYTE
  *   barrier           -> MPI_Barrier
+ *   allreduce_sum_half -> MPI_Allreduce(MPI_IN_PLACE, MPI_UINT16_T, a
+ *                        user op: decode both to float, add, round back;
+ *                        commutative, so Open MPI may use its ring; the
+ *                        order is fixed by its algorithm for the count and
+ *                        job size, so runs repeat bitwise)
  *
  * Each deft call makes exactly one MPI call, except when a count exceeds
  * what an MPI int can hold (INT_MAX elements): then it is split into
@@ -23,6 +28,7 @@
 #endif
 
 #include "comm/comm_internal.h"
+#include "compress/half.h"
 #include "core/internal.h"
 
 #include <limits.h>
@@ -79,6 +85,7 @@ typedef struct {
     deft_comm_t comm; /* comm.impl points back here */
     MPI_Comm mc;      /* our duplicate, with MPI_ERRORS_RETURN */
     int multiple;     /* MPI is at MPI_THREAD_MULTIPLE (the watchdog) */
+    MPI_Op half_op[2]; /* fp16 and bf16 sums, MPI_OP_NULL until first use */
 } mpi_comm_t;
 
 static MPI_Comm mpi_of(const deft_comm_t *c)
@@ -113,6 +120,45 @@ static deft_status_t mpi_allreduce(deft_comm_t *c, float *buf, size_t n)
                                MPI_FLOAT, MPI_SUM, mc);
         if (rc != MPI_SUCCESS)
             return mpi_fail(rc, c, "MPI_Allreduce");
+        done += m;
+    } while (done < n);
+    return DEFT_OK;
+}
+
+static void sum_f16(void *in, void *inout, int *len, MPI_Datatype *dt)
+{
+    (void)dt;
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    for (int i = 0; i < *len; i++)
+        b[i] = deft_f32_to_f16(deft_f16_to_f32(a[i]) + deft_f16_to_f32(b[i]));
+}
+
+static void sum_bf16(void *in, void *inout, int *len, MPI_Datatype *dt)
+{
+    (void)dt;
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    for (int i = 0; i < *len; i++)
+        b[i] = deft_f32_to_bf16(deft_bf16_to_f32(a[i]) + deft_bf16_to_f32(b[i]));
+}
+
+static deft_status_t mpi_allreduce_half(deft_comm_t *c, uint16_t *buf,
+                                        size_t n, int bf16)
+{
+    mpi_comm_t *mcm = c->impl;
+    MPI_Op *op = &mcm->half_op[bf16 ? 1 : 0];
+    int rc;
+    if (*op == MPI_OP_NULL &&
+        (rc = MPI_Op_create(bf16 ? sum_bf16 : sum_f16, 1, op)) != MPI_SUCCESS)
+        return mpi_fail(rc, c, "MPI_Op_create");
+    size_t done = 0;
+    do {
+        size_t m = n - done < (size_t)max_count ? n - done : (size_t)max_count;
+        rc = MPI_Allreduce(MPI_IN_PLACE, buf ? buf + done : buf, (int)m,
+                           MPI_UINT16_T, *op, mcm->mc);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(rc, c, "MPI_Allreduce (16-bit)");
         done += m;
     } while (done < n);
     return DEFT_OK;
@@ -191,8 +237,12 @@ static void mpi_destroy(deft_comm_t *comm)
     mpi_comm_t *m = comm->impl;
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized)
+    if (!finalized) {
+        for (int i = 0; i < 2; i++)
+            if (m->half_op[i] != MPI_OP_NULL)
+                MPI_Op_free(&m->half_op[i]);
         MPI_Comm_free(&m->mc);
+    }
     free(m);
 }
 
@@ -219,8 +269,14 @@ static void mpi_on_timeout(deft_comm_t *c, const char *msg)
 }
 
 static const deft_comm_backend_t mpi_ops = {
-    "mpi",       mpi_allreduce, mpi_allgather,  mpi_broadcast,
-    mpi_barrier, mpi_destroy,   mpi_on_timeout,
+    .name = "mpi",
+    .allreduce_sum_f32 = mpi_allreduce,
+    .allgather = mpi_allgather,
+    .broadcast = mpi_broadcast,
+    .barrier = mpi_barrier,
+    .destroy = mpi_destroy,
+    .on_timeout = mpi_on_timeout,
+    .allreduce_sum_half = mpi_allreduce_half,
 };
 
 deft_status_t deft_comm_create_mpi(deft_comm_t **out, MPI_Comm comm)
@@ -279,6 +335,7 @@ deft_status_t deft_comm_create_mpi(deft_comm_t **out, MPI_Comm comm)
         return st;
     }
     m->mc = dup;
+    m->half_op[0] = m->half_op[1] = MPI_OP_NULL;
     int level = MPI_THREAD_SINGLE;
     m->multiple = MPI_Query_thread(&level) == MPI_SUCCESS &&
                   level == MPI_THREAD_MULTIPLE;

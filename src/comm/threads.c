@@ -7,6 +7,7 @@
  * group is marked failed and every pending or later barrier returns
  * DEFT_ERR_COMM instead of waiting for it. */
 #include "comm/comm_internal.h"
+#include "compress/half.h"
 #include "core/internal.h"
 
 #include <pthread.h>
@@ -174,6 +175,52 @@ static deft_status_t threads_allreduce(deft_comm_t *c, float *buf, size_t n)
     return group_barrier(g, c->rank);
 }
 
+/* The same over 16-bit floats: chunk r is decoded and added in float in
+ * rank order, then rounded once. */
+static deft_status_t threads_allreduce_half(deft_comm_t *c, uint16_t *buf,
+                                            size_t n, int bf16)
+{
+    if (c->size == 1)
+        return DEFT_OK;
+    group_t *g = ((worker_t *)c->impl)->g;
+    /* root -1 / -2 tells a 16-bit allreduce from a float one (root 0). */
+    deft_status_t st = publish(c, DEFT_OP_ALLREDUCE, n, bf16 ? -2 : -1, buf);
+    if (st != DEFT_OK)
+        return st;
+    const slot_t *slots = current_slots(c);
+    size_t lo = chunk_start(n, c->size, c->rank);
+    size_t hi = chunk_start(n, c->size, c->rank + 1);
+    enum { BLK = 1024 };
+    float acc[BLK];
+    for (size_t b = lo; b < hi; b += BLK) {
+        size_t m = hi - b < BLK ? hi - b : BLK;
+        for (size_t i = 0; i < m; i++)
+            acc[i] = 0.0f;
+        for (int r = 0; r < c->size; r++) {
+            const uint16_t *sr = (const uint16_t *)slots[r].ptr + b;
+            if (bf16)
+                for (size_t i = 0; i < m; i++)
+                    acc[i] += deft_bf16_to_f32(sr[i]);
+            else
+                for (size_t i = 0; i < m; i++)
+                    acc[i] += deft_f16_to_f32(sr[i]);
+        }
+        for (size_t i = 0; i < m; i++)
+            buf[b + i] = bf16 ? deft_f32_to_bf16(acc[i]) : deft_f32_to_f16(acc[i]);
+    }
+    if ((st = group_barrier(g, c->rank)) != DEFT_OK)
+        return st;
+    for (int r = 0; r < c->size; r++) {
+        if (r == c->rank)
+            continue;
+        size_t a = chunk_start(n, c->size, r), z = chunk_start(n, c->size, r + 1);
+        if (z > a)
+            memcpy(buf + a, (const uint16_t *)slots[r].ptr + a,
+                   (z - a) * sizeof(uint16_t));
+    }
+    return group_barrier(g, c->rank);
+}
+
 static deft_status_t threads_allgather(deft_comm_t *c, const void *send,
                                        size_t bytes, void *recv)
 {
@@ -221,8 +268,14 @@ static void threads_on_timeout(deft_comm_t *c, const char *msg)
 }
 
 static const deft_comm_backend_t threads_ops = {
-    "threads",       threads_allreduce, threads_allgather, threads_broadcast,
-    threads_barrier, NULL,              threads_on_timeout,
+    .name = "threads",
+    .allreduce_sum_f32 = threads_allreduce,
+    .allgather = threads_allgather,
+    .broadcast = threads_broadcast,
+    .barrier = threads_barrier,
+    .destroy = NULL,
+    .on_timeout = threads_on_timeout,
+    .allreduce_sum_half = threads_allreduce_half,
 };
 
 static void *worker_main(void *p)
