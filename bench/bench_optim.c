@@ -34,7 +34,7 @@ static deft_status_t worker(deft_comm_t *comm, void *arg)
     size_t sizes[NT];
     for (int t = 0; t < NT; t++)
         sizes[t] = b->d / NT + (t < (int)(b->d % NT) ? 1 : 0);
-    deft_layout_t layout = {NT, sizes};
+    deft_layout_t layout = {NT, sizes, NULL};
     float *x0 = malloc(b->d * sizeof(float)), *grad = malloc(b->d * sizeof(float));
     if (!x0 || !grad)
         return DEFT_ERR_NOMEM;

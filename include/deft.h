@@ -76,10 +76,16 @@ DEFT_API const char *deft_version(void);
 /* ------------------------------------------------------------------------ */
 
 /* The parameter vector is the concatenation of n_tensors tensors; tensor t
- * has sizes[t] floats. The caller owns sizes; deft copies what it needs. */
+ * has sizes[t] floats. rows is optional (NULL: every tensor is a plain
+ * vector): when set, tensor t is a row-major rows[t] x (sizes[t] / rows[t])
+ * matrix, rows[t] dividing sizes[t]; rows[t] = 0 or 1 marks a vector (a
+ * bias). A dense weight (out, in) has rows = out; a conv weight (oc, c, kh,
+ * kw) is oc x (c kh kw). Only low-rank compressors (powersgd) read rows.
+ * The caller owns sizes and rows; deft copies what it needs. */
 typedef struct {
     size_t n_tensors;
     const size_t *sizes;
+    const size_t *rows;
 } deft_layout_t;
 
 /* ------------------------------------------------------------------------ */
@@ -271,9 +277,13 @@ typedef enum {
     DEFT_COMP_TOPK,     /* k largest magnitudes, with indices (allgather)   */
     DEFT_COMP_SIGN,     /* sign bits scaled by mean magnitude (allgather)   */
     DEFT_COMP_QSGD,     /* stochastic s-level quantization (allgather)      */
-    DEFT_COMP_SCALE     /* C(v) = v / ratio, dense: realizes SGD with
+    DEFT_COMP_SCALE,    /* C(v) = v / ratio, dense: realizes SGD with
                            iterate averaging (DEF paper, Lemma C.1); it
                            saves no traffic                                 */
+    DEFT_COMP_POWERSGD, /* rank-r PowerSGD (Vogels et al. 2019) per matrix
+                           of the layout, warm-started; two allreduces     */
+    DEFT_COMP_FP16,     /* IEEE half precision, round to nearest even       */
+    DEFT_COMP_BF16      /* bfloat16, round to nearest even                  */
 } deft_compressor_kind_t;
 
 typedef enum {
@@ -306,14 +316,17 @@ typedef struct {
                             min(sqrt(2 mu n / (3 L)), 1/2) for p = 1/n     */
     uint64_t eclk_n;     /* parts per worker (local samples), >= 1; needed
                             when eclk_p or eclk_theta1 is 0                  */
+    int powersgd_rank;   /* powersgd: rank r in [1, 1024] of each matrix's
+                            approximation (capped at min(rows, cols))       */
 } deft_optim_config_t;
 
 /* The DEF paper's defaults: DEF with RBGS at ratio 256, lambda 0.3,
- * momentum 0.9, lr 0.1; the eclk fields are 0 (eclk needs L and mu). */
+ * momentum 0.9, lr 0.1; the eclk fields are 0 (eclk needs L and mu);
+ * powersgd rank 1. */
 #define DEFT_OPTIM_CONFIG_INIT                                              \
     {                                                                       \
         DEFT_ALGO_DEF, DEFT_COMP_RBGS, 256.0, DEFT_SCOPE_TENSOR, 0, 16,     \
-            0.3f, 0.1f, 0.9f, 0.0f, 0, 0, 0.0, 0.0, 0.0, 0.0, 0             \
+            0.3f, 0.1f, 0.9f, 0.0f, 0, 0, 0.0, 0.0, 0.0, 0.0, 0, 1          \
     }
 
 /* Fills *cfg with DEFT_OPTIM_CONFIG_INIT, for bindings that cannot use the

@@ -65,7 +65,7 @@ static inline void lsq_grad_f64(const lsq_t *p, int k, const double *x,
 
 static inline const deft_layout_t *lsq_layout(void)
 {
-    static deft_layout_t layout = {3, lsq_sizes};
+    static deft_layout_t layout = {3, lsq_sizes, NULL};
     return &layout;
 }
 

@@ -78,7 +78,7 @@ static deft_status_t train(deft_comm_t *comm, job_t *job)
     int r = deft_comm_rank(comm);
     float x0[DIM], grad[DIM];
     deft_test_fill(x0, DIM, 7);
-    deft_layout_t layout = {NT, tsizes};
+    deft_layout_t layout = {NT, tsizes, NULL};
     deft_optim_config_t cfg = DEFT_OPTIM_CONFIG_INIT;
     cfg.compressor = job->comp;
     cfg.ratio = 8;

@@ -14,7 +14,7 @@
 /* The layout most tests use: a small, an odd, a mid-size and a 1-element
  * tensor (d = 6038, not a multiple of 8). */
 static const size_t L_SIZES[] = {1000, 37, 5000, 1};
-static const deft_layout_t L = {4, L_SIZES};
+static const deft_layout_t L = {4, L_SIZES, NULL};
 #define L_DIM 6038
 
 static const deft_scope_t SCOPES[] = {DEFT_SCOPE_TENSOR, DEFT_SCOPE_GLOBAL};
@@ -22,7 +22,7 @@ static const deft_scope_t SCOPES[] = {DEFT_SCOPE_TENSOR, DEFT_SCOPE_GLOBAL};
 static deft_compressor_params_t params(deft_compressor_kind_t kind,
                                        deft_scope_t scope, double ratio)
 {
-    deft_compressor_params_t p = {kind, ratio, scope, 0, 16, 1234, 0};
+    deft_compressor_params_t p = {kind, ratio, scope, 0, 16, 1234, 0, 1};
     return p;
 }
 
@@ -94,6 +94,8 @@ static void test_msg_sizes(void **state)
                 {DEFT_COMP_QSGD, 7, 4 * T + (L_DIM * 4 + 7) / 8, 0},
                 {DEFT_COMP_QSGD, 8, 4 * T + L_DIM, 0},
                 {DEFT_COMP_QSGD, 127, 4 * T + L_DIM, 0},
+                {DEFT_COMP_FP16, 16, 2 * (size_t)L_DIM, 0},
+                {DEFT_COMP_BF16, 16, 2 * (size_t)L_DIM, 0},
             };
             for (size_t w = 0; w < sizeof want / sizeof want[0]; w++) {
                 deft_compressor_params_t p =
@@ -165,17 +167,17 @@ static void test_create_errors(void **state)
     expect_create_error(&L, &p, DEFT_ERR_INVALID_ARG, "p->scope = 7");
 
     p = params(DEFT_COMP_RBGS, DEFT_SCOPE_TENSOR, 4);
-    deft_layout_t empty = {0, L_SIZES};
+    deft_layout_t empty = {0, L_SIZES, NULL};
     expect_create_error(&empty, &p, DEFT_ERR_INVALID_ARG,
                         "layout->n_tensors = 0");
-    deft_layout_t nosizes = {2, NULL};
+    deft_layout_t nosizes = {2, NULL, NULL};
     expect_create_error(&nosizes, &p, DEFT_ERR_INVALID_ARG, "layout->sizes");
     const size_t with_zero[] = {10, 0, 5};
-    deft_layout_t zero = {3, with_zero};
+    deft_layout_t zero = {3, with_zero, NULL};
     expect_create_error(&zero, &p, DEFT_ERR_INVALID_ARG,
                         "layout->sizes[1] = 0");
     const size_t huge[] = {(size_t)1 << 31, (size_t)1 << 31};
-    deft_layout_t big = {2, huge};
+    deft_layout_t big = {2, huge, NULL};
     expect_create_error(&big, &p, DEFT_ERR_UNSUPPORTED, "2^32");
 
     /* Kinds without a ratio ignore it; with a ratio >= 1 all is well. */
@@ -320,7 +322,7 @@ static void test_topk_exact_mid(void **state)
 {
     (void)state;
     const size_t sizes[] = {100003, 40000, 3};
-    deft_layout_t l = {3, sizes};
+    deft_layout_t l = {3, sizes, NULL};
     float *v = falloc(140006);
     for (int kind = 0; kind < 6; kind++) {
         fill_kind(v, 140006, kind, 20 + (uint64_t)kind);
@@ -360,7 +362,7 @@ static void test_topk_exact_large(void **state)
     (void)state;
     const size_t n = 131072, k = n / 64;
     const size_t sizes[] = {n};
-    deft_layout_t l = {1, sizes};
+    deft_layout_t l = {1, sizes, NULL};
     float *v = falloc(n);
     deft_topk_stats_t st;
 
@@ -426,7 +428,7 @@ static void test_topk_exact_heap_small(void **state)
 {
     (void)state;
     const size_t sizes[] = {20000};
-    deft_layout_t l = {1, sizes};
+    deft_layout_t l = {1, sizes, NULL};
     float *v = falloc(20000);
     deft_topk_stats_t st;
     fill_kind(v, 20000, 0, 35);
@@ -451,7 +453,7 @@ static void test_topk_exact_heap_small(void **state)
     assert_true(st.heap == 0 && st.direct == 1);
     check_topk(&l, DEFT_SCOPE_TENSOR, 8, v);
     const size_t small[] = {1024, 700, 2};
-    deft_layout_t ls = {3, small};
+    deft_layout_t ls = {3, small, NULL};
     st = topk_stats_after(&ls, 4, v);
     assert_true(st.small == 2); /* the 2-element tensor keeps everything */
     for (int kind = 0; kind <= 5; kind++) {
@@ -468,7 +470,7 @@ static void test_topk_exact_ratio256(void **state)
     (void)state;
     const size_t n = (size_t)1 << 19;
     const size_t sizes[] = {n - 5, 5};
-    deft_layout_t l = {2, sizes};
+    deft_layout_t l = {2, sizes, NULL};
     float *v = falloc(n);
     fill_kind(v, n, 0, 40);
     deft_topk_stats_t st = topk_stats_after(&l, 256, v);
@@ -751,6 +753,8 @@ static const kind_case_t CASES[] = {
     {"qsgd1", DEFT_COMP_QSGD, 1, 0, 1, 0},
     {"qsgd5", DEFT_COMP_QSGD, 1, 0, 5, 0},
     {"qsgd127", DEFT_COMP_QSGD, 1, 0, 127, 0},
+    {"fp16", DEFT_COMP_FP16, 1, 0, 16, 1},
+    {"bf16", DEFT_COMP_BF16, 1, 0, 16, 1},
 };
 #define N_CASES (sizeof CASES / sizeof CASES[0])
 

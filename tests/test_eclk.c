@@ -309,7 +309,7 @@ static deft_status_t lkatyusha_vs_reference(deft_comm_t *comm, void *arg)
     const int rank = deft_comm_rank(comm), K = deft_comm_size(comm);
     const size_t d = a->p.d, m = a->m, lo = (size_t)rank * m;
     size_t sizes[2] = {3, d - 3};
-    deft_layout_t layout = {2, sizes};
+    deft_layout_t layout = {2, sizes, NULL};
     float x0[16], grad[16];
     deft_test_fill(x0, d, 99);
     deft_optim_t *opt;
@@ -457,7 +457,7 @@ static deft_status_t converge(deft_comm_t *comm, void *arg)
     const int rank = deft_comm_rank(comm);
     const size_t d = a->p->d, m = a->m, lo = (size_t)rank * m;
     size_t sizes[1] = {d};
-    deft_layout_t layout = {1, sizes};
+    deft_layout_t layout = {1, sizes, NULL};
     float x0[16] = {0}, grad[16], y[16];
     double g[16], ganchor[16];
     uint64_t seen = 0;
@@ -583,7 +583,7 @@ static deft_status_t try_create(deft_comm_t *comm, void *arg)
     create_t *c = arg;
     float x0[8] = {0};
     size_t sizes[1] = {8};
-    deft_layout_t layout = {1, sizes};
+    deft_layout_t layout = {1, sizes, NULL};
     deft_optim_t *opt;
     deft_status_t st = deft_optim_create(&opt, comm, &layout, x0, &c->cfg);
     if (deft_comm_rank(comm) == 0) {
@@ -645,7 +645,7 @@ static deft_status_t anchor_misuse(deft_comm_t *comm, void *arg)
     float x0[8], grad[8] = {0};
     deft_test_fill(x0, 8, 1);
     size_t sizes[1] = {8};
-    deft_layout_t layout = {1, sizes};
+    deft_layout_t layout = {1, sizes, NULL};
     deft_optim_config_t cfg = DEFT_OPTIM_CONFIG_INIT;
     deft_optim_t *ef, *ek;
     const float *w;
@@ -754,7 +754,7 @@ static deft_status_t checkpoint_run(deft_comm_t *comm, void *arg)
     ckpt_run_t *a = arg;
     const int rank = deft_comm_rank(comm);
     size_t sizes[1] = {a->p.d};
-    deft_layout_t layout = {1, sizes};
+    deft_layout_t layout = {1, sizes, NULL};
     float x0[16] = {0};
     double ganchor[16];
     uint64_t seen = 0;

@@ -76,12 +76,12 @@ static void test_create_rejects_bad_config(void **state)
     c = ok, c.algo = DEFT_ALGO_ECLK; /* needs L and mu (test_eclk.c) */
     expect_create(c, lsq_layout(), DEFT_ERR_INVALID_ARG, "eclk_L");
 
-    deft_layout_t empty = {0, lsq_sizes};
+    deft_layout_t empty = {0, lsq_sizes, NULL};
     expect_create(ok, &empty, DEFT_ERR_INVALID_ARG, "n_tensors");
     size_t zero[2] = {5, 0};
-    deft_layout_t has_zero = {2, zero};
+    deft_layout_t has_zero = {2, zero, NULL};
     expect_create(ok, &has_zero, DEFT_ERR_INVALID_ARG, "sizes[1]");
-    deft_layout_t null_sizes = {2, NULL};
+    deft_layout_t null_sizes = {2, NULL, NULL};
     expect_create(ok, &null_sizes, DEFT_ERR_INVALID_ARG, "sizes");
     expect_create(ok, NULL, DEFT_ERR_INVALID_ARG, "layout");
 

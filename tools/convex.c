@@ -276,7 +276,7 @@ static deft_status_t worker(deft_comm_t *comm, void *arg)
     const int full = B == m;
     const double mu = o->mu;
     size_t sizes[1] = {d};
-    deft_layout_t layout = {1, sizes};
+    deft_layout_t layout = {1, sizes, NULL};
 
     float *x0 = calloc(d, sizeof(float)), *grad = malloc(sizeof(float) * d);
     float *model = malloc(sizeof(float) * d);

@@ -58,14 +58,16 @@ static void train_usage(FILE *f)
         "  --augment            random crop (2-pixel padding) and flip\n"
         "optimizer:\n"
         "  --algo NAME          sgd, ef, def, defa, saef, psync, ef21 (default def)\n"
-        "  --compressor NAME    none, rbgs, randk, topk, sign, qsgd, scale\n"
-        "                       (default rbgs)\n"
+        "  --compressor NAME    none, rbgs, randk, topk, sign, qsgd, scale,\n"
+        "                       powersgd, fp16, bf16 (default rbgs)\n"
         "  --ratio R            compression ratio n/k, >= 1 (default 256)\n"
         "  --scope S            tensor or global (default tensor)\n"
         "  --lambda L           DEF's detach coefficient in [0,1] (default 0.3)\n"
         "  --avg-period P       saef: average errors every P steps (default 0)\n"
         "  --qsgd-levels S      qsgd: levels, 1..127 (default 16)\n"
         "  --randk-scaled       randk: scale kept values by n/k (unbiased)\n"
+        "  --powersgd-rank R    powersgd: rank of each weight matrix's\n"
+        "                       approximation, 1..1024 (default 1)\n"
         "  --lr LR              learning rate (default 0.02)\n"
         "  --lr-decay F,F,...   multiply lr by the decay factor at these\n"
         "                       fractions of training (default 0.5,0.75;\n"
@@ -152,6 +154,13 @@ static const char *method(const deft_train_config_t *cfg)
     static char buf[96];
     if (cfg->optim.algo == DEFT_ALGO_SGD)
         snprintf(buf, sizeof buf, "sgd (no compression)");
+    else if (cfg->optim.compressor == DEFT_COMP_POWERSGD)
+        snprintf(buf, sizeof buf, "%s + powersgd (rank %d)",
+                 deft_algo_name(cfg->optim.algo), cfg->optim.powersgd_rank);
+    else if (cfg->optim.compressor == DEFT_COMP_FP16 ||
+             cfg->optim.compressor == DEFT_COMP_BF16)
+        snprintf(buf, sizeof buf, "%s + %s", deft_algo_name(cfg->optim.algo),
+                 deft_compressor_name(cfg->optim.compressor));
     else
         snprintf(buf, sizeof buf, "%s + %s (ratio %g)",
                  deft_algo_name(cfg->optim.algo),
@@ -323,7 +332,7 @@ static int cmd_train(int argc, char **argv)
         O_QSGD, O_RANDK_SCALED, O_LR, O_DECAY, O_DECAY_FACTOR, O_MOMENTUM, O_WD,
         O_SEED, O_WORKERS, O_BATCH, O_EPOCHS, O_STOP, O_BACKEND, O_LOG, O_CKPT,
         O_RESUME, O_DATA, O_AUGMENT, O_QUIET, O_HELP, O_NET_GBPS, O_NET_LAT,
-        O_COMM_TIMEOUT,
+        O_COMM_TIMEOUT, O_PSGD_RANK,
         O_SAVE_MODEL, O_LIMIT_TRAIN, O_LIMIT_TEST
     };
     static const struct option opts[] = {
@@ -336,6 +345,7 @@ static int cmd_train(int argc, char **argv)
         {"avg-period", required_argument, 0, O_AVG},
         {"qsgd-levels", required_argument, 0, O_QSGD},
         {"randk-scaled", no_argument, 0, O_RANDK_SCALED},
+        {"powersgd-rank", required_argument, 0, O_PSGD_RANK},
         {"lr", required_argument, 0, O_LR},
         {"lr-decay", required_argument, 0, O_DECAY},
         {"lr-decay-factor", required_argument, 0, O_DECAY_FACTOR},
@@ -386,7 +396,8 @@ static int cmd_train(int argc, char **argv)
         case O_COMP:
             if (deft_compressor_parse(optarg, &cfg.optim.compressor) != DEFT_OK)
                 return deft_cli_usage_error("--compressor '%s': expected none, rbgs, "
-                                   "randk, topk, sign, qsgd or scale", optarg);
+                                   "randk, topk, sign, qsgd, scale, powersgd, "
+                                   "fp16 or bf16", optarg);
             break;
         case O_RATIO:
             if ((rc = deft_cli_parse_double("--ratio", optarg, 1, 1e12, &dv)))
@@ -416,6 +427,11 @@ static int cmd_train(int argc, char **argv)
             if ((rc = deft_cli_parse_long("--qsgd-levels", optarg, 1, 127, &iv)))
                 return rc;
             cfg.optim.qsgd_levels = (int)iv;
+            break;
+        case O_PSGD_RANK:
+            if ((rc = deft_cli_parse_long("--powersgd-rank", optarg, 1, 1024, &iv)))
+                return rc;
+            cfg.optim.powersgd_rank = (int)iv;
             break;
         case O_RANDK_SCALED:
             cfg.optim.randk_scaled = 1;
@@ -580,7 +596,7 @@ static int cmd_list(void)
     for (int a = DEFT_ALGO_SGD; a <= DEFT_ALGO_ECLK; a++)
         printf(" %s", deft_algo_name((deft_algo_t)a));
     printf("\ncompressors:");
-    for (int c = DEFT_COMP_NONE; c <= DEFT_COMP_SCALE; c++)
+    for (int c = DEFT_COMP_NONE; c <= DEFT_COMP_BF16; c++)
         printf(" %s", deft_compressor_name((deft_compressor_kind_t)c));
     printf("\nmodels:");
     for (int m = DEFT_MODEL_LOGREG; m <= DEFT_MODEL_VGG; m++)

@@ -77,11 +77,13 @@ class OptimConfig(ctypes.Structure):
         ("eclk_p", ctypes.c_double),
         ("eclk_theta1", ctypes.c_double),
         ("eclk_n", ctypes.c_uint64),
+        ("powersgd_rank", ctypes.c_int),
     ]
 
 
 class Layout(ctypes.Structure):
-    _fields_ = [("n_tensors", c_size), ("sizes", ctypes.POINTER(c_size))]
+    _fields_ = [("n_tensors", c_size), ("sizes", ctypes.POINTER(c_size)),
+                ("rows", ctypes.POINTER(c_size))]
 
 
 class StepInfo(ctypes.Structure):

@@ -11,7 +11,8 @@ lib = _lib.lib
 
 #: The names deft knows, in the order of the C enums.
 ALGORITHMS = ("sgd", "ef", "def", "defa", "saef", "psync", "ef21", "eclk")
-COMPRESSORS = ("none", "rbgs", "randk", "topk", "sign", "qsgd", "scale")
+COMPRESSORS = ("none", "rbgs", "randk", "topk", "sign", "qsgd", "scale",
+               "powersgd", "fp16", "bf16")
 SCOPES = ("tensor", "global")
 
 _FIELDS = [name for name, _ in _lib.OptimConfig._fields_]
@@ -130,10 +131,12 @@ class Optimizer:
 
     sizes lists the tensor sizes of the flat model (per-tensor compressors
     use them), x0 is any float32 buffer of sum(sizes) floats (rank 0's is
-    broadcast), and the keywords are deft_optim_config_t's fields. Creation
-    is collective over comm."""
+    broadcast), and the keywords are deft_optim_config_t's fields. rows,
+    optional, gives each tensor's matrix rows (a weight (out, in, ...) has
+    rows = out; 0 or 1 for vectors): powersgd compresses those matrices.
+    Creation is collective over comm."""
 
-    def __init__(self, comm, sizes, x0, **config):
+    def __init__(self, comm, sizes, x0, rows=None, **config):
         if not isinstance(comm, Comm):
             raise InvalidArgument("comm: a %s, not a deft.Comm" % type(comm).__name__)
         sizes = [int(s) for s in sizes]
@@ -146,7 +149,15 @@ class Optimizer:
         cfg = make_config(**config)
         addr, _, keep = _buf.float_address(x0, self.dim, "x0")
         arr = (ctypes.c_size_t * len(sizes))(*sizes)
-        layout = _lib.Layout(len(sizes), arr)
+        rarr = None
+        if rows is not None:
+            rows = [int(r) for r in rows]
+            if len(rows) != len(sizes) or any(r < 0 for r in rows):
+                raise InvalidArgument("rows = %r: need one count >= 0 per tensor "
+                                      "(%d tensors)" % (rows, len(sizes)))
+            rarr = (ctypes.c_size_t * len(rows))(*rows)
+        self.rows = tuple(rows) if rows is not None else None
+        layout = _lib.Layout(len(sizes), arr, rarr)
         h = ctypes.c_void_p()
         check(lib.deft_optim_create(ctypes.byref(h), comm.handle,
                                     ctypes.byref(layout), addr, ctypes.byref(cfg)))

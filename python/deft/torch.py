@@ -146,9 +146,11 @@ class Optimizer(torch.optim.Optimizer):
                 raise InvalidArgument("parameter %d (shape %s) has no elements"
                                       % (i, tuple(p.shape)))
         sizes = [p.numel() for p in ps]
+        # a weight (out, in, ...) is an out x (in ...) matrix for powersgd
+        rows = [p.shape[0] if p.dim() >= 2 else 0 for p in ps]
         self.comm = _resolve_comm(comm)
         x0 = torch.cat([p.detach().reshape(-1) for p in ps]).contiguous()
-        self.deft = _AskTell(self.comm, sizes, x0, algo=algo,
+        self.deft = _AskTell(self.comm, sizes, x0, rows=rows, algo=algo,
                              compressor=compressor, ratio=ratio, lr=lr,
                              momentum=momentum, weight_decay=weight_decay,
                              lam=lam, seed=seed, **more)

@@ -19,6 +19,8 @@ typedef struct {
     size_t n;   /* number of elements, >= 1                              */
     size_t k;   /* kept per step: max(1, floor(n / ratio)) for kinds that
                    use a ratio, else 0                                   */
+    size_t rows; /* a rows x (n / rows) matrix when >= 2 (from the
+                    layout's rows, scope tensor only), else 0: a vector */
 } deft_segment_t;
 
 typedef struct deft_compressor_ops deft_compressor_ops_t;
@@ -44,7 +46,7 @@ struct deft_compressor {
  * select/gather/scatter are NULL for non-linear kinds. */
 struct deft_compressor_ops {
     const char *name;
-    int linear;
+    deft_wire_t wire;
     int uses_ratio;
     deft_status_t (*init)(deft_compressor_t *c);
     void (*fini)(deft_compressor_t *c);
@@ -55,6 +57,21 @@ struct deft_compressor_ops {
     void (*gather)(const deft_compressor_t *c, const float *v, float *msg);
     void (*scatter)(const deft_compressor_t *c, const float *msg, float alpha,
                     float *out);
+    /* Optional. msg_finite and poison: for messages whose values are not
+     * floats (NULL: the float range float_off/float_count). */
+    int (*msg_finite)(const deft_compressor_t *c, const void *msg);
+    void (*poison)(const deft_compressor_t *c, void *msg);
+    /* DEFT_WIRE_ROUNDS only: the float span of round r's part of the
+     * message, the rounds after the first (encode is round 0 for these,
+     * see compress.h), and the warm-start state. */
+    void (*round_span)(const deft_compressor_t *c, int r, size_t *off,
+                       size_t *n);
+    void (*encode_round)(deft_compressor_t *c, uint64_t step, int r, float *v,
+                         void *msg, float *own_out);
+    void (*finish)(deft_compressor_t *c, const void *msg);
+    size_t (*state_floats)(const deft_compressor_t *c);
+    void (*state_get)(const deft_compressor_t *c, void *state);
+    void (*state_set)(deft_compressor_t *c, const void *state);
 };
 
 extern const deft_compressor_ops_t deft_compress_none_ops;
@@ -64,6 +81,9 @@ extern const deft_compressor_ops_t deft_compress_randk_ops;
 extern const deft_compressor_ops_t deft_compress_topk_ops;
 extern const deft_compressor_ops_t deft_compress_sign_ops;
 extern const deft_compressor_ops_t deft_compress_qsgd_ops;
+extern const deft_compressor_ops_t deft_compress_powersgd_ops;
+extern const deft_compressor_ops_t deft_compress_fp16_ops;
+extern const deft_compressor_ops_t deft_compress_bf16_ops;
 
 /* The dense operations none and scale share (every coordinate chosen):
  * out += alpha * msg, msg = v, out = alpha * msg; d floats. */

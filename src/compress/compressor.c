@@ -21,6 +21,12 @@ static const deft_compressor_ops_t *ops_of(deft_compressor_kind_t kind)
         return &deft_compress_qsgd_ops;
     case DEFT_COMP_SCALE:
         return &deft_compress_scale_ops;
+    case DEFT_COMP_POWERSGD:
+        return &deft_compress_powersgd_ops;
+    case DEFT_COMP_FP16:
+        return &deft_compress_fp16_ops;
+    case DEFT_COMP_BF16:
+        return &deft_compress_bf16_ops;
     }
     return NULL;
 }
@@ -60,6 +66,15 @@ deft_status_t deft_compressor_create(deft_compressor_t **out,
     if (ops->uses_ratio && !(p->ratio >= 1.0))
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: p->ratio = %g, must be >= 1",
                          FN, p->ratio);
+    if (p->kind == DEFT_COMP_POWERSGD &&
+        (p->powersgd_rank < 1 || p->powersgd_rank > 1024))
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "%s: p->powersgd_rank = %d, must be in 1..1024", FN,
+                         p->powersgd_rank);
+    if (p->kind == DEFT_COMP_POWERSGD && p->scope != DEFT_SCOPE_TENSOR)
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "%s: powersgd approximates each matrix of the layout "
+                         "and needs scope DEFT_SCOPE_TENSOR", FN);
     if (p->kind == DEFT_COMP_QSGD &&
         (p->qsgd_levels < 1 || p->qsgd_levels > 127))
         return deft_fail(DEFT_ERR_INVALID_ARG,
@@ -86,6 +101,12 @@ deft_status_t deft_compressor_create(deft_compressor_t **out,
                              "(tensor %zu of size %zu), compressors index "
                              "with 32 bits",
                              FN, t, n);
+        size_t r = layout->rows ? layout->rows[t] : 0;
+        if (r > 1 && (r > n || n % r != 0))
+            return deft_fail(DEFT_ERR_INVALID_ARG,
+                             "%s: layout->rows[%zu] = %zu does not divide "
+                             "layout->sizes[%zu] = %zu (a matrix is rows x "
+                             "sizes / rows)", FN, t, r, t, n);
         dim += n;
     }
 
@@ -108,6 +129,10 @@ deft_status_t deft_compressor_create(deft_compressor_t **out,
         s->off = off;
         s->n = p->scope == DEFT_SCOPE_GLOBAL ? dim : layout->sizes[t];
         s->k = ops->uses_ratio ? segment_keep(s->n, p->ratio) : 0;
+        s->rows = p->scope == DEFT_SCOPE_TENSOR && layout->rows &&
+                          layout->rows[t] > 1
+                      ? layout->rows[t]
+                      : 0;
         off += s->n;
         c->total_k += s->k;
         if (s->n > c->max_n)
@@ -134,9 +159,66 @@ void deft_compressor_destroy(deft_compressor_t *c)
     deft_free(c);
 }
 
+deft_wire_t deft_compressor_wire(const deft_compressor_t *c)
+{
+    return c ? c->ops->wire : DEFT_WIRE_SUM;
+}
+
 int deft_compressor_is_linear(const deft_compressor_t *c)
 {
-    return c ? c->ops->linear : 0;
+    return c ? c->ops->wire == DEFT_WIRE_SUM : 0;
+}
+
+int deft_compressor_rounds(const deft_compressor_t *c)
+{
+    return c && c->ops->wire == DEFT_WIRE_ROUNDS ? 2 : 0;
+}
+
+void deft_compressor_round_span(const deft_compressor_t *c, int r,
+                                size_t *off, size_t *n)
+{
+    *off = *n = 0;
+    if (c->ops->round_span)
+        c->ops->round_span(c, r, off, n);
+}
+
+void deft_compressor_encode_round(deft_compressor_t *c, uint64_t step, int r,
+                                  float *v, void *msg, float *own_out)
+{
+    if (c->ops->encode_round)
+        c->ops->encode_round(c, step, r, v, msg, own_out);
+}
+
+void deft_compressor_finish(deft_compressor_t *c, const void *msg)
+{
+    if (c->ops->finish)
+        c->ops->finish(c, msg);
+}
+
+void deft_compressor_encode_local(deft_compressor_t *c, uint64_t step,
+                                  float *v, void *msg)
+{
+    c->ops->encode(c, step, v, msg);
+    for (int r = 1; r < deft_compressor_rounds(c); r++)
+        c->ops->encode_round(c, step, r, v, msg, NULL);
+    deft_compressor_finish(c, msg);
+}
+
+size_t deft_compressor_state_floats(const deft_compressor_t *c)
+{
+    return c && c->ops->state_floats ? c->ops->state_floats(c) : 0;
+}
+
+void deft_compressor_state_get(const deft_compressor_t *c, void *state)
+{
+    if (c->ops->state_get)
+        c->ops->state_get(c, state);
+}
+
+void deft_compressor_state_set(deft_compressor_t *c, const void *state)
+{
+    if (c->ops->state_set)
+        c->ops->state_set(c, state);
 }
 
 size_t deft_compressor_msg_bytes(const deft_compressor_t *c)
@@ -183,6 +265,8 @@ void deft_compressor_scatter(const deft_compressor_t *c, const float *msg,
 
 int deft_compressor_msg_finite(const deft_compressor_t *c, const void *msg)
 {
+    if (c->ops->msg_finite)
+        return c->ops->msg_finite(c, msg);
     const unsigned char *f = (const unsigned char *)msg + c->float_off;
     uint32_t m = 0;
     for (size_t i = 0; i < c->float_count; i++) {
@@ -196,6 +280,10 @@ int deft_compressor_msg_finite(const deft_compressor_t *c, const void *msg)
 
 void deft_compressor_poison(const deft_compressor_t *c, void *msg)
 {
+    if (c->ops->poison) {
+        c->ops->poison(c, msg);
+        return;
+    }
     deft_store_f32((unsigned char *)msg + c->float_off, NAN);
 }
 

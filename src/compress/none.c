@@ -41,7 +41,7 @@ void deft_dense_scatter(const deft_compressor_t *c, const float *msg,
 
 const deft_compressor_ops_t deft_compress_none_ops = {
     .name = "none",
-    .linear = 1,
+    .wire = DEFT_WIRE_SUM,
     .uses_ratio = 0,
     .init = none_init,
     .fini = NULL,

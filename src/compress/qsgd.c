@@ -150,7 +150,7 @@ static void qsgd_decode_add(const deft_compressor_t *c, const void *msg,
 
 const deft_compressor_ops_t deft_compress_qsgd_ops = {
     .name = "qsgd",
-    .linear = 0,
+    .wire = DEFT_WIRE_GATHER,
     .uses_ratio = 0,
     .init = qsgd_init,
     .fini = NULL,

@@ -124,7 +124,7 @@ static void randk_scatter(const deft_compressor_t *c, const float *msg,
 
 const deft_compressor_ops_t deft_compress_randk_ops = {
     .name = "randk",
-    .linear = 1,
+    .wire = DEFT_WIRE_SUM,
     .uses_ratio = 1,
     .init = randk_init,
     .fini = randk_fini,

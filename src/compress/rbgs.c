@@ -119,7 +119,7 @@ static void rbgs_scatter(const deft_compressor_t *c, const float *msg,
 
 const deft_compressor_ops_t deft_compress_rbgs_ops = {
     .name = "rbgs",
-    .linear = 1,
+    .wire = DEFT_WIRE_SUM,
     .uses_ratio = 1,
     .init = rbgs_init,
     .fini = rbgs_fini,

@@ -27,7 +27,7 @@ static void scale_encode(deft_compressor_t *c, uint64_t step, float *v,
 
 const deft_compressor_ops_t deft_compress_scale_ops = {
     .name = "scale",
-    .linear = 1,
+    .wire = DEFT_WIRE_SUM,
     .uses_ratio = 1,
     .init = scale_init,
     .fini = NULL,

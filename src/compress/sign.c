@@ -125,7 +125,7 @@ static void sign_decode_add(const deft_compressor_t *c, const void *msg,
 
 const deft_compressor_ops_t deft_compress_sign_ops = {
     .name = "sign",
-    .linear = 0,
+    .wire = DEFT_WIRE_GATHER,
     .uses_ratio = 0,
     .init = sign_init,
     .fini = NULL,

@@ -671,7 +671,7 @@ size_t deft_topk_sample_positions(size_t n, size_t k, size_t *pos,
 
 const deft_compressor_ops_t deft_compress_topk_ops = {
     .name = "topk",
-    .linear = 0,
+    .wire = DEFT_WIRE_GATHER,
     .uses_ratio = 1,
     .init = topk_init,
     .fini = topk_fini,

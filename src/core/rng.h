@@ -19,6 +19,7 @@ enum {
     DEFT_STREAM_ECLK_COIN = 4,
     DEFT_STREAM_DATA = 5,
     DEFT_STREAM_INIT = 6,
+    DEFT_STREAM_POWERSGD = 7,
     DEFT_STREAM_TEST = 99
 };
 #define DEFT_STREAM_PRIVATE(purpose, rank) \

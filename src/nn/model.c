@@ -40,6 +40,7 @@ struct deft_model {
     layer_t layers[MAX_LAYERS];
     size_t n_params;
     size_t sizes[MAX_TENSORS];
+    size_t rows[MAX_TENSORS];  /* weight: out channels / features; bias: 0 */
     deft_layout_t layout;
     float *grad_a, *grad_b;    /* (max_batch, max_act) gradient ping-pong     */
     float *scratch;            /* conv im2col buffers, one image's worth      */
@@ -97,13 +98,17 @@ static layer_t *push(builder_t *b, layer_kind_t kind)
     return l;
 }
 
+/* A weight of wsize floats as a bsize x (wsize / bsize) matrix (dense
+ * (out, in), conv (oc, c kh kw)), then its bias of bsize. */
 static void add_params(builder_t *b, layer_t *l, size_t wsize, size_t bsize)
 {
     deft_model_t *m = b->m;
     l->tensor = (int)m->layout.n_tensors;
     l->w_off = m->n_params;
     l->b_off = m->n_params + wsize;
+    m->rows[m->layout.n_tensors] = bsize;
     m->sizes[m->layout.n_tensors++] = wsize;
+    m->rows[m->layout.n_tensors] = 0;
     m->sizes[m->layout.n_tensors++] = bsize;
     m->n_params += wsize + bsize;
 }
@@ -255,6 +260,7 @@ deft_status_t deft_model_create(deft_model_t **out, deft_model_kind_t kind,
     m->n_classes = n_classes;
     m->max_batch = max_batch;
     m->layout.sizes = m->sizes;
+    m->layout.rows = m->rows;
     builder_t b = {m, c, h, w, 1};
     build(&b, kind, n_classes);
     if (!b.ok) {

@@ -29,8 +29,10 @@ static const deft_algo_ops_t *algo_ops(deft_algo_t a)
 
 static const char *const algo_names[] = {"sgd",  "ef",    "def",  "defa",
                                          "saef", "psync", "ef21", "eclk"};
-static const char *const comp_names[] = {"none", "rbgs", "randk", "topk",
-                                         "sign", "qsgd", "scale"};
+static const char *const comp_names[] = {"none", "rbgs",  "randk",
+                                         "topk", "sign",  "qsgd",
+                                         "scale", "powersgd", "fp16",
+                                         "bf16"};
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 const char *deft_algo_name(deft_algo_t algo)
@@ -72,7 +74,8 @@ deft_status_t deft_compressor_parse(const char *name,
         }
     return deft_fail(DEFT_ERR_INVALID_ARG,
                      "unknown compressor '%s' (expected one of none, rbgs, "
-                     "randk, topk, sign, qsgd, scale)", name);
+                     "randk, topk, sign, qsgd, scale, powersgd, fp16, bf16)",
+                     name);
 }
 
 /* eclk's problem constants and parameters (0 = derive from theory, see
@@ -132,6 +135,12 @@ static deft_status_t validate(const deft_layout_t *layout, const float *x0,
         if (layout->sizes[t] > SIZE_MAX / 64 - d)
             return deft_fail(DEFT_ERR_INVALID_ARG,
                              "%s: layout sizes overflow at tensor %zu", fn, t);
+        size_t r = layout->rows ? layout->rows[t] : 0;
+        if (r > 1 && layout->sizes[t] % r != 0)
+            return deft_fail(DEFT_ERR_INVALID_ARG,
+                             "%s: layout->rows[%zu] = %zu does not divide "
+                             "layout->sizes[%zu] = %zu (a matrix is rows x "
+                             "sizes / rows)", fn, t, r, t, layout->sizes[t]);
         d += layout->sizes[t];
     }
     if ((unsigned)cfg->algo >= COUNT(algo_names))
@@ -176,6 +185,16 @@ static deft_status_t validate(const deft_layout_t *layout, const float *x0,
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "%s: cfg->qsgd_levels = %d, must be in [1, 127]", fn,
                          cfg->qsgd_levels);
+    if (cfg->compressor == DEFT_COMP_POWERSGD &&
+        (cfg->powersgd_rank < 1 || cfg->powersgd_rank > 1024))
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "%s: cfg->powersgd_rank = %d, must be in [1, 1024]",
+                         fn, cfg->powersgd_rank);
+    if (cfg->compressor == DEFT_COMP_POWERSGD && cfg->scope != DEFT_SCOPE_TENSOR &&
+        cfg->algo != DEFT_ALGO_SGD)
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "%s: powersgd approximates each matrix of the layout "
+                         "and needs scope tensor, not global", fn);
     if (cfg->algo == DEFT_ALGO_ECLK) {
         deft_status_t st = validate_eclk(cfg);
         if (st != DEFT_OK)
@@ -218,10 +237,17 @@ static uint64_t config_hash(const deft_layout_t *layout,
         cfg->eclk_n = 0;
     }
     cfg->randk_scaled = cfg->compressor == DEFT_COMP_RANDK && cfg->randk_scaled;
+    const int psgd = cfg->compressor == DEFT_COMP_POWERSGD;
+    if (!psgd)
+        cfg->powersgd_rank = 0;
     uint64_t h = deft_mix64(layout->n_tensors);
-    for (size_t t = 0; t < layout->n_tensors; t++)
+    for (size_t t = 0; t < layout->n_tensors; t++) {
         h = deft_mix64(h ^ layout->sizes[t]);
-    uint64_t fields[17];
+        /* Shapes matter only to powersgd; vectors hash as 0 either way. */
+        size_t r = psgd && layout->rows && layout->rows[t] > 1 ? layout->rows[t] : 0;
+        h = deft_mix64(h ^ r);
+    }
+    uint64_t fields[18];
     double ratio = cfg->ratio;
     uint32_t f32[4];
     memcpy(&f32[0], &cfg->lambda, 4);
@@ -243,7 +269,8 @@ static uint64_t config_hash(const deft_layout_t *layout,
     memcpy(&fields[14], &cfg->eclk_p, 8);
     memcpy(&fields[15], &cfg->eclk_theta1, 8);
     fields[16] = cfg->eclk_n;
-    for (int i = 0; i < 17; i++)
+    fields[17] = (uint64_t)cfg->powersgd_rank;
+    for (int i = 0; i < 18; i++)
         h = deft_mix64(h ^ fields[i]);
     return h;
 }
@@ -271,10 +298,10 @@ static deft_status_t allocate(deft_optim_t *o, const float *x0)
         goto nomem;
     if (needs & DEFT_NEED_COMPRESSOR) {
         deft_compressor_params_t p = {
-            o->cfg.compressor, o->cfg.ratio,    o->cfg.scope, o->cfg.randk_scaled,
-            o->cfg.qsgd_levels, o->cfg.seed, o->rank,
+            o->cfg.compressor,  o->cfg.ratio, o->cfg.scope, o->cfg.randk_scaled,
+            o->cfg.qsgd_levels, o->cfg.seed,  o->rank,      o->cfg.powersgd_rank,
         };
-        deft_layout_t layout = {o->n_tensors, o->sizes};
+        deft_layout_t layout = {o->n_tensors, o->sizes, o->rows};
         deft_status_t st = deft_compressor_create(&o->comp, &layout, &p);
         if (st != DEFT_OK)
             return st;
@@ -284,7 +311,7 @@ static deft_status_t allocate(deft_optim_t *o, const float *x0)
     }
     if (!(o->msg = deft_alloc(o->msg_bytes)))
         goto nomem;
-    if (o->comp && !deft_compressor_is_linear(o->comp) &&
+    if (o->comp && deft_compressor_wire(o->comp) == DEFT_WIRE_GATHER &&
         !(o->gathered = deft_alloc(o->msg_bytes * (size_t)o->nworkers)))
         goto nomem;
     return DEFT_OK;
@@ -311,6 +338,7 @@ void deft_optim_destroy(deft_optim_t *opt)
     deft_free(opt->msg);
     deft_free(opt->gathered);
     free(opt->sizes);
+    free(opt->rows);
     free(opt);
 }
 
@@ -331,7 +359,8 @@ deft_status_t deft_optim_create(deft_optim_t **out, deft_comm_t *comm,
     deft_optim_t *o = NULL;
     if (st == DEFT_OK) {
         o = calloc(1, sizeof *o);
-        if (!o || !(o->sizes = calloc(layout->n_tensors, sizeof(size_t)))) {
+        if (!o || !(o->sizes = calloc(layout->n_tensors, sizeof(size_t))) ||
+            !(o->rows = calloc(layout->n_tensors, sizeof(size_t)))) {
             st = deft_fail(DEFT_ERR_NOMEM, "deft_optim_create: out of memory");
         } else {
             o->comm = comm;
@@ -341,6 +370,8 @@ deft_status_t deft_optim_create(deft_optim_t **out, deft_comm_t *comm,
             o->ops = algo_ops(cfg->algo);
             o->n_tensors = layout->n_tensors;
             memcpy(o->sizes, layout->sizes, layout->n_tensors * sizeof(size_t));
+            if (layout->rows)
+                memcpy(o->rows, layout->rows, layout->n_tensors * sizeof(size_t));
             for (size_t t = 0; t < layout->n_tensors; t++)
                 o->d += layout->sizes[t];
             o->lambda = cfg->algo == DEFT_ALGO_SAEF ? 1.0f
@@ -503,19 +534,63 @@ deft_status_t deft_optim_diverged(const deft_optim_t *opt, const char *what)
                      (double)opt->cfg.lr);
 }
 
+/* 1 if the n floats from p are all finite. */
+static int floats_finite(const float *p, size_t n)
+{
+    uint32_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        m = deft_exp_fold(m, p[i]);
+    return m != DEFT_EXP_NONFINITE;
+}
+
+/* powersgd's two rounds: encode (round 0), allreduce it, encode round 1
+ * from the sum (the residual and own_out happen here), allreduce it,
+ * finish (the warm start), decode the sum. */
+static deft_status_t exchange_rounds(deft_optim_t *opt, float *v, int local_bad,
+                                     float alpha, float *out, float *own_out)
+{
+    deft_compressor_t *c = opt->comp;
+    float *msg = opt->msg;
+    deft_compressor_encode(c, opt->step, v, msg);
+    if (local_bad)
+        deft_compressor_poison(c, msg);
+    for (int r = 0; r < deft_compressor_rounds(c); r++) {
+        if (r > 0)
+            deft_compressor_encode_round(c, opt->step, r, v, msg, own_out);
+        size_t off, n;
+        deft_compressor_round_span(c, r, &off, &n);
+        deft_status_t st = deft_comm_allreduce_sum_f32(opt->comm, msg + off, n);
+        if (st != DEFT_OK)
+            return st;
+        if (!floats_finite(msg + off, n))
+            return deft_optim_diverged(opt, "the averaged compressed update "
+                                            "holds NaN or Inf");
+    }
+    deft_compressor_finish(c, msg);
+    deft_compressor_decode_add(c, msg, alpha, out);
+    return DEFT_OK;
+}
+
 deft_status_t deft_optim_exchange(deft_optim_t *opt, float *v, int local_bad,
                                   float alpha, float *out, float *own_out)
 {
     deft_compressor_t *c = opt->comp;
+    const deft_wire_t wire = deft_compressor_wire(c);
+    if (wire == DEFT_WIRE_ROUNDS)
+        return exchange_rounds(opt, v, local_bad, alpha, out, own_out);
     deft_compressor_encode(c, opt->step, v, opt->msg);
     if (own_out)
         deft_compressor_decode_add(c, opt->msg, 1.0f, own_out);
     if (local_bad)
         deft_compressor_poison(c, opt->msg);
     deft_status_t st;
-    if (deft_compressor_is_linear(c)) {
-        st = deft_comm_allreduce_sum_f32(opt->comm, opt->msg,
-                                         opt->msg_bytes / sizeof(float));
+    if (wire != DEFT_WIRE_GATHER) {
+        st = wire == DEFT_WIRE_SUM
+                 ? deft_comm_allreduce_sum_f32(opt->comm, opt->msg,
+                                               opt->msg_bytes / sizeof(float))
+                 : deft_comm_allreduce_sum_half(opt->comm, opt->msg,
+                                                opt->msg_bytes / sizeof(uint16_t),
+                                                wire == DEFT_WIRE_SUM_BF16);
         if (st != DEFT_OK)
             return st;
         if (!deft_compressor_msg_finite(c, opt->msg))

@@ -17,6 +17,7 @@ struct deft_optim {
     size_t d;          /* dimension of the model                            */
     size_t n_tensors;
     size_t *sizes;     /* (n_tensors,) copy of the layout                   */
+    size_t *rows;      /* (n_tensors,) the layout's rows, 0s when it had none */
 
     /* Every vector below is (d,) floats, allocated at create when the
      * algorithm's ops ask for it, else NULL. */

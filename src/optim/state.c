@@ -2,8 +2,10 @@
  * all fields fixed size):
  *   u32 magic 'DFOS', u32 version, u32 algo, u32 compressor, u64 d,
  *   u64 step, f32 lr, u32 buffer mask, then the buffers in the mask's bit
- *   order (x, e, m, gk, g, z, w), d floats each. Bits 5 and 6 (eclk's z and
- *   anchor w) came later; blobs without them read as before. */
+ *   order (x, e, m, gk, g, z, w), d floats each, then, when bit 7 is set,
+ *   the compressor's state (deft_compressor_state_floats floats: powersgd's
+ *   warm-start Q). Bits 5 and 6 (eclk's z and anchor w) and 7 came later;
+ *   blobs without them read as before. */
 #include "core/internal.h"
 #include "optim/optim_internal.h"
 
@@ -17,7 +19,12 @@ typedef struct {
     uint32_t mask;
 } state_header_t;
 
-enum { N_BUFS = 7 };
+enum { N_BUFS = 7, COMP_BIT = 1 << 7 };
+
+static size_t comp_floats(const deft_optim_t *o)
+{
+    return deft_compressor_state_floats(o->comp);
+}
 
 /* The vectors that make up the state, in blob order; NULL ones are absent.
  * eclk's delta is scratch, rewritten before it is read in every step. */
@@ -34,7 +41,7 @@ static int state_buffers(const deft_optim_t *o, float *bufs[N_BUFS])
     for (int i = 0; i < N_BUFS; i++)
         if (bufs[i])
             mask |= 1 << i;
-    return mask;
+    return mask | (comp_floats(o) ? COMP_BIT : 0);
 }
 
 size_t deft_optim_state_size(const deft_optim_t *opt)
@@ -46,7 +53,7 @@ size_t deft_optim_state_size(const deft_optim_t *opt)
     size_t n = 0;
     for (int i = 0; i < N_BUFS; i++)
         n += (mask >> i) & 1;
-    return sizeof(state_header_t) + n * opt->d * sizeof(float);
+    return sizeof(state_header_t) + (n * opt->d + comp_floats(opt)) * sizeof(float);
 }
 
 deft_status_t deft_optim_state_save(const deft_optim_t *opt, void *buf,
@@ -72,6 +79,8 @@ deft_status_t deft_optim_state_save(const deft_optim_t *opt, void *buf,
             memcpy(p, bufs[i], opt->d * sizeof(float));
             p += opt->d * sizeof(float);
         }
+    if (comp_floats(opt))
+        deft_compressor_state_get(opt->comp, p);
     return DEFT_OK;
 }
 
@@ -120,6 +129,8 @@ deft_status_t deft_optim_state_load(deft_optim_t *opt, const void *buf,
             memcpy(bufs[i], p, opt->d * sizeof(float));
             p += opt->d * sizeof(float);
         }
+    if (comp_floats(opt))
+        deft_compressor_state_set(opt->comp, p);
     opt->step = h.step;
     opt->cfg.lr = h.lr;
     opt->asked = 0;

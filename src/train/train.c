@@ -199,13 +199,16 @@ static void log_epoch(FILE *f, const deft_train_config_t *cfg,
             "\"wall_s\": %.3f, \"images_per_s\": %.1f, \"compute_s\": %.3f, "
             "\"comm_s\": %.3f, \"comm_modeled_s\": %.4f, \"modeled_s\": %.3f, "
             "\"algo\": \"%s\", "
-            "\"compressor\": \"%s\", \"ratio\": %g, \"workers\": %d}\n",
+            "\"compressor\": \"%s\", \"ratio\": %g, \"powersgd_rank\": %d, "
+            "\"workers\": %d}\n",
             r->epoch, (unsigned long long)r->step, r->train_loss, r->test_loss,
             r->test_acc, (unsigned long long)r->bytes_per_worker,
             (unsigned long long)r->payload_per_worker, r->lr, r->wall_s,
             r->images_per_s, r->compute_s, r->comm_s, r->comm_modeled_s,
             r->modeled_s, deft_algo_name(cfg->optim.algo),
             deft_compressor_name(cfg->optim.compressor), cfg->optim.ratio,
+            cfg->optim.compressor == DEFT_COMP_POWERSGD ? cfg->optim.powersgd_rank
+                                                        : 0,
             cfg->workers);
     fflush(f);
 }

@@ -14,7 +14,7 @@ static deft_comm_t *comm;
 static void setup(void)
 {
     static const size_t sizes[] = {10, 7};
-    deft_layout_t layout = {2, sizes};
+    deft_layout_t layout = {2, sizes, NULL};
     float x0[17];
     for (int i = 0; i < 17; i++)
         x0[i] = 0.1f * (float)(i - 8);

@@ -9,7 +9,7 @@ static deft_status_t worker(deft_comm_t *comm, void *arg)
 {
     float *out = arg;
     size_t sizes[] = {64, 8};
-    deft_layout_t layout = {2, sizes};
+    deft_layout_t layout = {2, sizes, NULL};
     float x0[72], grad[72];
     for (int i = 0; i < 72; i++)
         x0[i] = 1.0f, grad[i] = 0.5f;

@@ -13,10 +13,11 @@ def test_defaults_are_the_c_macro():
     assert d["algo"] == "def" and d["compressor"] == "rbgs"
     assert (d["ratio"], d["lam"], d["lr"], d["momentum"]) == (256.0, 0.3, 0.1, 0.9)
     assert (d["qsgd_levels"], d["weight_decay"], d["seed"]) == (16, 0.0, 0)
+    assert d["powersgd_rank"] == 1
     assert set(d) == {"algo", "compressor", "ratio", "scope", "randk_scaled",
                       "qsgd_levels", "lam", "lr", "momentum", "weight_decay",
                       "avg_period", "seed", "eclk_L", "eclk_mu", "eclk_p",
-                      "eclk_theta1", "eclk_n"}
+                      "eclk_theta1", "eclk_n", "powersgd_rank"}
 
 
 def test_exceptions_subclass_builtins():

@@ -47,17 +47,22 @@ def max_rel(a, b, floor=1e-3):
 
 # -- the same gradients through deft.torch and through the C ask/tell ------------
 @pytest.mark.parametrize("algo, compressor", [("def", "rbgs"), ("defa", "topk"),
-                                              ("psync", "rbgs"), ("ef21", "sign")])
+                                              ("psync", "rbgs"), ("ef21", "sign"),
+                                              ("ef", "powersgd"), ("def", "fp16"),
+                                              ("ef21", "powersgd")])
 def test_torch_optimizer_equals_c_path_bitwise(algo, compressor):
     K, steps = 3, 15
     opts = dict(algo=algo, compressor=compressor, ratio=4, lr=0.05,
                 weight_decay=1e-3, seed=11)
+    if compressor == "powersgd":
+        opts["powersgd_rank"] = 2
     shapes = [tuple(p.shape) for p in mlp().parameters()]
     sizes = [int(torch.Size(s).numel()) for s in shapes]
+    rows = [s[0] if len(s) >= 2 else 0 for s in shapes]
 
     def c_path(comm):
         x0 = torch.cat([p.detach().reshape(-1) for p in mlp().parameters()])
-        opt = deft.Optimizer(comm, sizes, x0, momentum=0.9, **opts)
+        opt = deft.Optimizer(comm, sizes, x0, rows=rows, momentum=0.9, **opts)
         for s in range(steps):
             pt = torch.frombuffer(opt.ask(), dtype=torch.float32)
             opt.tell(grad_at(pt, comm.rank, s).contiguous())
@@ -202,7 +207,28 @@ def test_lr_scheduler_drives_deft():
     assert seen == pytest.approx(want, rel=1e-6)
 
 
-def test_state_dict_round_trip_through_torch_save_is_bitwise():
+def test_powersgd_and_fp16_message_sizes():
+    """deft.torch gives powersgd the weights' shapes: rank r (out + in)
+    floats per weight plus the biases; fp16 sends half of none's bytes."""
+    model = mlp()  # Linear(12, 16), Linear(16, 4)
+    for comp, extra, want in [("powersgd", dict(powersgd_rank=2),
+                               4 * (2 * (16 + 12) + 16 + 2 * (4 + 16) + 4)),
+                              ("powersgd", dict(powersgd_rank=3),
+                               # 3 (4 + 16) = 60 < 64 still pays off
+                               4 * (3 * (16 + 12) + 16 + 3 * (4 + 16) + 4)),
+                              ("fp16", {}, 2 * (192 + 16 + 64 + 4)),
+                              ("bf16", {}, 2 * (192 + 16 + 64 + 4)),
+                              ("none", {}, 4 * (192 + 16 + 64 + 4))]:
+        opt = deft.torch.Optimizer(model.parameters(), algo="ef", compressor=comp,
+                                   **extra)
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        opt.step()
+        assert opt.last_step_info["msg_bytes"] == want, comp
+
+
+@pytest.mark.parametrize("compressor", ["rbgs", "powersgd"])
+def test_state_dict_round_trip_through_torch_save_is_bitwise(compressor):
     def data(s):
         g = torch.Generator().manual_seed(s)
         return torch.randn(8, 12, generator=g), torch.randint(0, 4, (8,), generator=g)
@@ -218,7 +244,7 @@ def test_state_dict_round_trip_through_torch_save_is_bitwise():
     def make():
         model = mlp()
         opt = deft.torch.Optimizer(model.parameters(), ratio=4, lr=0.1,
-                                   weight_decay=1e-4)
+                                   weight_decay=1e-4, compressor=compressor)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.3)
         return model, opt, sched
 
