@@ -618,6 +618,76 @@ static void test_randk_scaled_unbiased(void **state)
  * E l = y = |v_i| s / norm, so Var C(v)_i <= (norm/s)^2 / 4; the mean of
  * N steps is within 6 sigma = 3 (norm/s) / sqrt(N) per coordinate (union
  * bound over 6038 coordinates as above). */
+/* The vectorized encoder (whichever clone this CPU runs) against a scalar
+ * restatement of qsgd.c's definition, bitwise: codes and residuals. The
+ * uniform of element i of segment t is lowbias32(i + key) >> 8, key from
+ * the worker-private stream (seed, step, t, rank). */
+static uint32_t ref_u24(uint32_t key, uint32_t i)
+{
+    uint32_t x = i + key;
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x >> 8;
+}
+
+static void test_qsgd_matches_scalar_definition(void **state)
+{
+    (void)state;
+    const int levels[] = {1, 5, 16, 127};
+    for (int li = 0; li < 4; li++)
+        for (int si = 0; si < 2; si++) {
+            const int s = levels[li];
+            const unsigned b = s == 1 ? 2 : s <= 7 ? 4 : 8;
+            deft_compressor_params_t p = params(DEFT_COMP_QSGD, SCOPES[si], 1);
+            p.qsgd_levels = s;
+            p.rank = 3;
+            deft_compressor_t *c = make(&L, &p);
+            float *v0 = falloc(L_DIM), *v = falloc(L_DIM);
+            unsigned char *msg = malloc(deft_compressor_msg_bytes(c));
+            fill_kind(v0, L_DIM, li, 500 + (uint64_t)li);
+            memcpy(v, v0, sizeof(float) * L_DIM);
+            const uint64_t step = 41;
+            deft_compressor_encode(c, step, v, msg);
+            const unsigned char *codes = msg + 4 * c->n_seg;
+            for (size_t t = 0; t < c->n_seg; t++) {
+                const size_t off = c->seg[t].off, n = c->seg[t].n;
+                float norm = (float)sqrt(deft_sum_sq_f64(v0 + off, n));
+                const float inv = (float)((double)s / (double)norm);
+                const float q = (float)((double)norm / (double)s);
+                deft_rng_t g = deft_rng_make(p.seed, step, t,
+                                             DEFT_STREAM_PRIVATE(DEFT_STREAM_QSGD, 3));
+                uint64_t k64 = deft_rng_u64(&g);
+                uint32_t key = (uint32_t)(k64 ^ (k64 >> 32));
+                const int zero = !(norm >= 0x1p-100f); /* left as is */
+                for (size_t i = 0; i < n; i++) {
+                    float xi = v0[off + i];
+                    float y = zero ? 0.0f : fabsf(xi) * inv;
+                    float tr = (float)(int)y;
+                    float u = (float)(int32_t)ref_u24(key, (uint32_t)i) * (1.0f / 16777216.0f);
+                    float l = tr + (u < y - tr ? 1.0f : 0.0f);
+                    if (l > (float)s)
+                        l = (float)s;
+                    float cq = copysignf(q * l, xi);
+                    float res = xi - cq;
+                    unsigned want = (unsigned)l << 1 | (signbit(xi) != 0);
+                    if (zero)
+                        res = xi, want = 0;
+                    size_t bit = (off + i) * b;
+                    unsigned code = (codes[bit >> 3] >> (bit & 7)) & ((1u << b) - 1);
+                    if (code != want || memcmp(&res, &v[off + i], 4) != 0)
+                        fail_msg("s=%d segment %zu element %zu: code %u want %u, "
+                                 "residual %.9g want %.9g", s, t, i, code, want,
+                                 (double)v[off + i], (double)res);
+                }
+            }
+            free(msg), free(v0), free(v);
+            deft_compressor_destroy(c);
+        }
+}
+
 static void test_qsgd_unbiased(void **state)
 {
     (void)state;
@@ -1202,6 +1272,7 @@ int main(void)
         cmocka_unit_test(test_randk_scaled_unbiased),
         cmocka_unit_test(test_qsgd_unbiased),
         cmocka_unit_test(test_qsgd_levels),
+        cmocka_unit_test(test_qsgd_matches_scalar_definition),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_linearity),
         cmocka_unit_test(test_determinism),

@@ -6,9 +6,14 @@
  * Message: T floats (norms), then ceil(d * b / 8) bytes of b-bit codes
  * (b = 2 for s = 1, 4 for s <= 7, else 8), code i at bit offset i * b
  * (low bits first); a code's low bit is the sign (1 = negative), the rest
- * the level. A zero or non-finite norm gives all-zero codes and leaves the
- * segment's v as it was (C(v) = 0); a non-finite norm fails msg_finite
- * (and decodes to NaN), which is how divergence shows. */
+ * the level. A zero (below 2^-100) or non-finite norm gives all-zero codes
+ * and leaves the segment's v as it was (C(v) = 0); a non-finite norm fails
+ * msg_finite (and decodes to NaN), which is how divergence shows.
+ *
+ * Encoding runs in float, 64 elements at a time, with the uniforms from a
+ * 32-bit counter-based hash per element (qsgd_u24), so the compiler
+ * vectorizes it; the result depends only on (seed, step, segment, rank,
+ * element), never on the vector width. */
 #include "compress/compress_impl.h"
 #include "core/rng.h"
 
@@ -34,19 +39,138 @@ static float level_step(float norm, int s)
     return (float)((double)norm / (double)s);
 }
 
-/* Quantizes *x with the 24-bit uniform u24: stores the residual and
- * returns the code. Branch-free: signs and roundings are coin flips. */
-static inline unsigned quantize_one(float *x, uint32_t u24, double inv,
-                                    float q, int s)
+/* The 24-bit uniform of element i of a segment's worker-private stream:
+ * a 32-bit integer hash (Wellons' lowbias32, a bijection with full
+ * avalanche) of the counter plus the stream key. Lanes are independent, so
+ * the compiler evaluates 8 or 16 at once; the value depends only on
+ * (key, i), never on the vector width. */
+static inline uint32_t qsgd_u24(uint32_t key, uint32_t i)
 {
-    const float xi = *x;
-    /* y in [0, s] (up to rounding): truncation is floor, without libm. */
-    const double y = fabs((double)xi) * inv;
-    int l = (int)y;
-    l += (double)u24 * (1.0 / 16777216.0) < y - (double)l;
-    l = l > s ? s : l;
-    *x = xi - copysignf(q * (float)l, xi);
-    return (unsigned)l << 1 | (xi < 0.0f);
+    uint32_t x = i + key;
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x >> 8;
+}
+
+enum { QBLK = 256 };
+
+/* Quantizes x[0..n) (n <= QBLK), elements base.. of the segment: stores
+ * the residuals in x and one code per byte in code8. In float, branch-free
+ * and without division: y = |x| s / norm, l = floor(y) + (u < y - floor(y))
+ * (y - floor(y) is exact), l <= s. */
+static inline void quantize_block(float *x, unsigned char *code8, uint32_t n,
+                                  uint32_t key, uint32_t base, float inv,
+                                  float q, float s)
+{
+    /* 32-bit index: 64-bit lanes would cost shuffles to narrow */
+    for (uint32_t j = 0; j < n; j++) {
+        const float xi = x[j];
+        const float y = fabsf(xi) * inv;
+        const float t = (float)(int32_t)y;
+        /* signed conversions: the vector ISA has them (24 bits fit) */
+        const float u = (float)(int32_t)qsgd_u24(key, base + j) *
+                        (1.0f / 16777216.0f);
+        float l = t + (u < y - t ? 1.0f : 0.0f);
+        l = l > s ? s : l;
+        /* sign(x) * q * l by the sign bit: no compare, no blend */
+        uint32_t xb, cb;
+        const float c = q * l;
+        memcpy(&xb, &xi, 4);
+        memcpy(&cb, &c, 4);
+        cb |= xb & 0x80000000u;
+        float sc;
+        memcpy(&sc, &cb, 4);
+        x[j] = xi - sc;
+        code8[j] = (unsigned char)((int32_t)l << 1 | (int32_t)(xb >> 31));
+    }
+}
+
+/* ORs n codes of b = 2 or 4 bits into codes at bit offset bit; b is a
+ * constant at every call, so the byte loop has fixed shifts and
+ * vectorizes. */
+static inline void pack_codes(unsigned char *codes, size_t bit,
+                              const unsigned char *code8, size_t n, unsigned b)
+{
+    const unsigned per = 8 / b;
+    size_t j = 0;
+    for (; j < n && ((bit + j * b) & 7); j++)
+        codes[(bit + j * b) >> 3] |= (unsigned char)(code8[j] << ((bit + j * b) & 7));
+    unsigned char *o = codes + ((bit + j * b) >> 3);
+    const size_t whole = (n - j) / per;
+    const unsigned char *c8 = code8 + j;
+    /* Whole bytes belong to this segment alone (and start zeroed): the
+     * codes of a byte, read as one little-endian word of byte-sized
+     * codes, fold into place with two shifts. */
+    if (per == 2)
+        for (size_t k = 0; k < whole; k++) {
+            uint16_t w;
+            memcpy(&w, c8 + 2 * k, 2);
+            o[k] = (unsigned char)(w | w >> 4);
+        }
+    else
+        for (size_t k = 0; k < whole; k++) {
+            uint32_t w;
+            memcpy(&w, c8 + 4 * k, 4);
+            w |= w >> 6;
+            o[k] = (unsigned char)(w | w >> 12);
+        }
+    for (j += whole * per; j < n; j++)
+        codes[(bit + j * b) >> 3] |= (unsigned char)(code8[j] << ((bit + j * b) & 7));
+}
+
+/* One segment: n elements at x, codes from bit offset bit, b-bit codes (a
+ * constant after inlining into the wrappers below). */
+static inline void quantize_segment(float *x, size_t n, unsigned char *codes,
+                                    size_t bit, unsigned b, uint32_t key,
+                                    float inv, float q, int s)
+{
+    unsigned char code8[QBLK];
+    for (size_t j = 0; j < n; j += QBLK) {
+        const size_t m = n - j < QBLK ? n - j : QBLK;
+        /* 8-bit codes are bytes of the message already */
+        unsigned char *dst = b == 8 ? codes + (bit >> 3) + j : code8;
+        quantize_block(x + j, dst, (uint32_t)m, key, (uint32_t)j, inv, q,
+                       (float)s);
+        if (b != 8)
+            pack_codes(codes, bit + j * b, code8, m, b);
+    }
+}
+
+/* Compiled for AVX2 and for the baseline, chosen at load time; both give
+ * the same bits (the same IEEE operations on independent lanes, no FMA). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define QSGD_CLONES \
+    __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define QSGD_CLONES
+#endif
+#define QSGD_SEGMENT_FN(B)                                                   \
+    QSGD_CLONES static void quantize_segment_##B(                            \
+        float *x, size_t n, unsigned char *codes, size_t bit, uint32_t key,  \
+        float inv, float q, int s)                                           \
+    {                                                                        \
+        quantize_segment(x, n, codes, bit, B, key, inv, q, s);               \
+    }
+QSGD_SEGMENT_FN(2)
+QSGD_SEGMENT_FN(4)
+QSGD_SEGMENT_FN(8)
+
+/* ||x||^2 in double: deft_sum_sq_f64's 8 interleaved accumulators and
+ * combine order (the same bits), compiled with the wide clones. */
+QSGD_CLONES static double segment_sum_sq(const float *x, size_t n)
+{
+    double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            a[j] += (double)x[i + j] * (double)x[i + j];
+    for (; i < n; i++)
+        a[0] += (double)x[i] * (double)x[i];
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
 static void qsgd_encode(deft_compressor_t *c, uint64_t step, float *v,
@@ -55,36 +179,43 @@ static void qsgd_encode(deft_compressor_t *c, uint64_t step, float *v,
     const int s = c->p.qsgd_levels;
     const unsigned b = code_bits(s);
     unsigned char *codes = (unsigned char *)msg + c->n_seg * sizeof(float);
-    memset(codes, 0, (c->dim * b + 7) / 8);
+    /* Whole bytes inside a segment that starts on a byte are stored, not
+     * ORed: zero only the bytes that get ORed (a segment's first and last,
+     * and all of one that starts mid-byte), all before any is written. */
+    for (size_t t = 0; t < c->n_seg; t++) {
+        const size_t lo = c->seg[t].off * b, hi = lo + c->seg[t].n * b;
+        if (lo & 7)
+            memset(codes + (lo >> 3), 0, ((hi + 7) >> 3) - (lo >> 3));
+        codes[lo >> 3] = 0;
+        codes[(hi - 1) >> 3] = 0;
+    }
     for (size_t t = 0; t < c->n_seg; t++) {
         const size_t off = c->seg[t].off, n = c->seg[t].n;
         float *x = v + off;
-        const float norm = (float)sqrt(deft_sum_sq_f64(x, n));
+        const float norm = (float)sqrt(segment_sum_sq(x, n));
         deft_store_f32((unsigned char *)msg + t * sizeof(float), norm);
-        if (norm == 0.0f || deft_nonfinite_f32(norm))
+        /* s / norm must be a finite float: a norm below 2^-100 counts as 0 */
+        if (!(norm >= 0x1p-100f) || deft_nonfinite_f32(norm)) {
+            /* all-zero codes: the bytes only this segment uses (its edge
+             * bytes were zeroed above) */
+            const size_t lo = (off * b + 7) >> 3, hi = ((off + n) * b) >> 3;
+            if (hi > lo)
+                memset(codes + lo, 0, hi - lo);
             continue;
-        const double inv = (double)s / (double)norm;
+        }
+        const float inv = (float)((double)s / (double)norm);
         const float q = level_step(norm, s);
         deft_rng_t g = deft_rng_make(c->p.seed, step, t,
                                      DEFT_STREAM_PRIVATE(DEFT_STREAM_QSGD,
                                                          c->p.rank));
-        /* Two 24-bit uniforms per draw: bits 63..40 for element j (even),
-         * bits 31..8 for element j + 1. */
-        size_t bit = off * b, j = 0;
-        for (; j + 2 <= n; j += 2, bit += 2 * b) {
-            const uint64_t r = deft_rng_u64(&g);
-            unsigned c0 = quantize_one(x + j, (uint32_t)(r >> 40), inv, q, s);
-            unsigned c1 = quantize_one(x + j + 1,
-                                       (uint32_t)(r >> 8) & 0xffffffu, inv,
-                                       q, s);
-            codes[bit >> 3] |= (unsigned char)(c0 << (bit & 7));
-            codes[(bit + b) >> 3] |= (unsigned char)(c1 << ((bit + b) & 7));
-        }
-        if (j < n) {
-            const uint64_t r = deft_rng_u64(&g);
-            unsigned c0 = quantize_one(x + j, (uint32_t)(r >> 40), inv, q, s);
-            codes[bit >> 3] |= (unsigned char)(c0 << (bit & 7));
-        }
+        const uint64_t k64 = deft_rng_u64(&g);
+        const uint32_t key = (uint32_t)(k64 ^ (k64 >> 32));
+        if (b == 2)
+            quantize_segment_2(x, n, codes, off * b, key, inv, q, s);
+        else if (b == 4)
+            quantize_segment_4(x, n, codes, off * b, key, inv, q, s);
+        else
+            quantize_segment_8(x, n, codes, off * b, key, inv, q, s);
     }
 }
 
