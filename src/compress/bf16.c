@@ -6,14 +6,14 @@
  * as divergence. */
 #include "compress/half_codec.h"
 
-static void bf16_encode(deft_compressor_t *c, uint64_t step, float *v,
+DEFT_CLONES static void bf16_encode(deft_compressor_t *c, uint64_t step, float *v,
                         void *msg)
 {
     (void)step;
     half_codec_encode(c, v, msg, 1);
 }
 
-static void bf16_decode_add(const deft_compressor_t *c, const void *msg,
+DEFT_CLONES static void bf16_decode_add(const deft_compressor_t *c, const void *msg,
                             float alpha, float *out)
 {
     half_codec_decode_add(c, msg, alpha, out, 1);

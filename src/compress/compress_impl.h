@@ -99,6 +99,18 @@ void deft_dense_scatter(const deft_compressor_t *c, const float *msg,
 double deft_sum_abs_f64(const float *v, size_t n);
 double deft_sum_sq_f64(const float *v, size_t n);
 
+/* Hot loops compiled for AVX-512 (x86-64-v4), AVX2 and the baseline, one
+ * chosen at load time (GCC's target_clones; not under the sanitizers or
+ * clang). They must give the same bits on every clone: lanes independent,
+ * IEEE operations only (no FMA: none of the targets enables it). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define DEFT_CLONES \
+    __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define DEFT_CLONES
+#endif
+
 /* Unaligned-safe float access: sign and qsgd messages are T floats followed
  * by bytes, so a message inside an allgather buffer may start at any byte. */
 static inline float deft_load_f32(const void *p)

@@ -27,39 +27,37 @@ static inline float deft_bits_f32(uint32_t u)
  * mantissa bits with the add-0xfff-plus-odd-bit trick (a carry into the
  * exponent is correct, up to Inf); results below 2^-14 are formed by a
  * float addition that aligns the value to the subnormal grid, so the FPU
- * does the rounding. */
+ * does the rounding. All three cases are computed and one selected, with
+ * no branch, so loops over it vectorize. */
 static inline uint16_t deft_f32_to_f16(float f)
 {
-    uint32_t x = deft_f32_bits(f);
-    const uint32_t sign = (x >> 16) & 0x8000u;
-    x &= 0x7fffffffu;
-    uint32_t o;
-    if (x >= 0x47800000u) {              /* >= 2^16, Inf or NaN            */
-        o = x > 0x7f800000u ? 0x7e00u : 0x7c00u;
-    } else if (x < 0x38800000u) {        /* below 2^-14: subnormal or 0    */
-        const uint32_t magic = 126u << 23; /* 0.5: ulp 2^-24 = fp16's      */
-        o = deft_f32_bits(deft_bits_f32(x) + deft_bits_f32(magic)) - magic;
-    } else {
-        const uint32_t odd = (x >> 13) & 1u;
-        x += 0xc8000fffu + odd;          /* rebias 127 -> 15, round        */
-        o = x >> 13;
-    }
+    const uint32_t u = deft_f32_bits(f);
+    const uint32_t sign = (u >> 16) & 0x8000u;
+    const uint32_t x = u & 0x7fffffffu;
+    const uint32_t magic = 126u << 23; /* 0.5: its ulp is fp16's 2^-24 */
+    const uint32_t sub =
+        deft_f32_bits(deft_bits_f32(x) + deft_bits_f32(magic)) - magic;
+    const uint32_t normal = (x + 0xc8000fffu + ((x >> 13) & 1u)) >> 13;
+    const uint32_t special = 0x7c00u | (uint32_t)(x > 0x7f800000u) << 9;
+    const uint32_t big = 0u - (uint32_t)(x >= 0x47800000u);  /* >= 2^16   */
+    const uint32_t tiny = 0u - (uint32_t)(x < 0x38800000u);  /* < 2^-14   */
+    const uint32_t o = (special & big) | (sub & tiny) | (normal & ~(big | tiny));
     return (uint16_t)(o | sign);
 }
 
-/* fp16 -> float, exact. */
+/* fp16 -> float, exact: the bits shifted into place and rebiased (twice
+ * for Inf and NaN), subnormals as m * 2^-24; branch-free as above. */
 static inline float deft_f16_to_f32(uint16_t h)
 {
     const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    uint32_t u;
-    if (e == 0x1f)
-        u = 0x7f800000u | m << 13;
-    else if (e == 0) /* subnormal or zero: m * 2^-24, exact in float */
-        u = deft_f32_bits((float)m * 5.9604644775390625e-8f);
-    else
-        u = (e + 112u) << 23 | m << 13;
-    return deft_bits_f32(u | sign);
+    const uint32_t e = h & 0x7c00u;
+    const uint32_t rebased = ((uint32_t)(h & 0x7fffu) << 13) + (112u << 23);
+    const uint32_t normal =
+        rebased + ((0u - (uint32_t)(e == 0x7c00u)) & (112u << 23));
+    const uint32_t sub =
+        deft_f32_bits((float)(int32_t)(h & 0x3ffu) * 5.9604644775390625e-8f);
+    const uint32_t z = 0u - (uint32_t)(e == 0);
+    return deft_bits_f32(((sub & z) | (normal & ~z)) | sign);
 }
 
 /* float -> bf16, round to nearest even (NaN kept quiet). */

@@ -27,15 +27,15 @@ static inline deft_status_t half_codec_init(deft_compressor_t *c)
     return DEFT_OK;
 }
 
-/* msg may start at any byte inside an allgather buffer: 16-bit access
- * through memcpy. */
+/* These messages are summed (never allgathered), so msg is always a
+ * buffer of its own, aligned for uint16_t. */
 static inline void half_codec_encode(deft_compressor_t *c, float *v,
                                      void *msg, int bf16)
 {
-    unsigned char *m = msg;
+    uint16_t *m = msg;
     for (size_t i = 0; i < c->dim; i++) {
-        uint16_t h = half_codec_to16(v[i], bf16);
-        memcpy(m + 2 * i, &h, 2);
+        const uint16_t h = half_codec_to16(v[i], bf16);
+        m[i] = h;
         v[i] -= half_codec_to32(h, bf16);
     }
 }
@@ -44,24 +44,19 @@ static inline void half_codec_decode_add(const deft_compressor_t *c,
                                          const void *msg, float alpha,
                                          float *out, int bf16)
 {
-    const unsigned char *m = msg;
-    for (size_t i = 0; i < c->dim; i++) {
-        uint16_t h;
-        memcpy(&h, m + 2 * i, 2);
-        out[i] += alpha * half_codec_to32(h, bf16);
-    }
+    const uint16_t *m = msg;
+    for (size_t i = 0; i < c->dim; i++)
+        out[i] += alpha * half_codec_to32(m[i], bf16);
 }
 
 static inline int half_codec_finite(const deft_compressor_t *c,
                                     const void *msg, int bf16)
 {
-    const unsigned char *m = msg;
-    int bad = 0;
-    for (size_t i = 0; i < c->dim; i++) {
-        uint16_t h;
-        memcpy(&h, m + 2 * i, 2);
-        bad |= bf16 ? deft_bf16_nonfinite(h) : deft_f16_nonfinite(h);
-    }
+    const uint16_t *m = msg;
+    unsigned bad = 0;
+    for (size_t i = 0; i < c->dim; i++)
+        bad |= (unsigned)(bf16 ? deft_bf16_nonfinite(m[i])
+                               : deft_f16_nonfinite(m[i]));
     return !bad;
 }
 

@@ -139,17 +139,10 @@ static inline void quantize_segment(float *x, size_t n, unsigned char *codes,
     }
 }
 
-/* Compiled for AVX2 and for the baseline, chosen at load time; both give
- * the same bits (the same IEEE operations on independent lanes, no FMA). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_ADDRESS__)
-#define QSGD_CLONES \
-    __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
-#define QSGD_CLONES
-#endif
+/* One function per code width, each compiled for several ISAs
+ * (DEFT_CLONES, compress_impl.h). */
 #define QSGD_SEGMENT_FN(B)                                                   \
-    QSGD_CLONES static void quantize_segment_##B(                            \
+    DEFT_CLONES static void quantize_segment_##B(                            \
         float *x, size_t n, unsigned char *codes, size_t bit, uint32_t key,  \
         float inv, float q, int s)                                           \
     {                                                                        \
@@ -161,7 +154,7 @@ QSGD_SEGMENT_FN(8)
 
 /* ||x||^2 in double: deft_sum_sq_f64's 8 interleaved accumulators and
  * combine order (the same bits), compiled with the wide clones. */
-QSGD_CLONES static double segment_sum_sq(const float *x, size_t n)
+DEFT_CLONES static double segment_sum_sq(const float *x, size_t n)
 {
     double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t i = 0;
