@@ -73,6 +73,19 @@ static void test_create_rejects_bad_config(void **state)
     expect_create(c, lsq_layout(), DEFT_ERR_INVALID_ARG, "qsgd_levels");
     c = ok, c.algo = DEFT_ALGO_PSYNC, c.compressor = DEFT_COMP_TOPK;
     expect_create(c, lsq_layout(), DEFT_ERR_INVALID_ARG, "topk");
+    c = ok, c.compressor = DEFT_COMP_POWERSGD, c.powersgd_rank = 0;
+    expect_create(c, lsq_layout(), DEFT_ERR_INVALID_ARG, "powersgd_rank = 0");
+    c = ok, c.compressor = DEFT_COMP_POWERSGD, c.powersgd_rank = 1025;
+    expect_create(c, lsq_layout(), DEFT_ERR_INVALID_ARG, "powersgd_rank");
+    c = ok, c.compressor = DEFT_COMP_POWERSGD, c.scope = DEFT_SCOPE_GLOBAL;
+    expect_create(c, lsq_layout(), DEFT_ERR_INVALID_ARG, "scope tensor");
+    c = ok, c.algo = DEFT_ALGO_PSYNC, c.compressor = DEFT_COMP_POWERSGD;
+    expect_create(c, lsq_layout(), DEFT_ERR_INVALID_ARG, "powersgd");
+    c = ok, c.algo = DEFT_ALGO_PSYNC, c.compressor = DEFT_COMP_FP16;
+    expect_create(c, lsq_layout(), DEFT_ERR_INVALID_ARG, "fp16");
+    size_t bad_rows[3] = {4, 2, 0}; /* 20 = 4 x 5, but 13 is odd */
+    deft_layout_t rows_bad = {3, lsq_sizes, bad_rows};
+    expect_create(ok, &rows_bad, DEFT_ERR_INVALID_ARG, "rows[1] = 2");
     c = ok, c.algo = DEFT_ALGO_ECLK; /* needs L and mu (test_eclk.c) */
     expect_create(c, lsq_layout(), DEFT_ERR_INVALID_ARG, "eclk_L");
 
@@ -117,7 +130,16 @@ static deft_status_t disagreeing(deft_comm_t *comm, void *arg)
         cfg.lambda = 0.1f * (float)r;
         cfg.avg_period = r;
     }
-    a->st[r] = deft_optim_create(out, comm, lsq_layout(), x0, &cfg);
+    /* Shapes: powersgd needs them to agree (mode 4), rbgs ignores them and
+     * powersgd_rank (mode 5). */
+    size_t rows[3] = {r == 1 ? 4 : 5, 0, 0}; /* 20 = 4x5 or 5x4 */
+    deft_layout_t shaped = {3, lsq_sizes, rows};
+    const deft_layout_t *layout = lsq_layout();
+    if (a->mode == 4)
+        cfg.compressor = DEFT_COMP_POWERSGD, layout = &shaped;
+    if (a->mode == 5)
+        cfg.powersgd_rank = 1 + r, layout = &shaped;
+    a->st[r] = deft_optim_create(out, comm, layout, x0, &cfg);
     snprintf(a->err[r], sizeof a->err[r], "%s", deft_last_error());
     deft_optim_destroy(opt);
     return DEFT_OK;
@@ -126,14 +148,15 @@ static deft_status_t disagreeing(deft_comm_t *comm, void *arg)
 static void test_workers_must_agree(void **state)
 {
     (void)state;
-    const char *want[] = {"differs", "worker 2", "worker 1", ""};
-    for (int mode = 0; mode < 4; mode++) {
+    const char *want[] = {"differs", "worker 2", "worker 1", "", "differs", ""};
+    for (int mode = 0; mode < 6; mode++) {
         agree_t a;
         memset(&a, 0, sizeof a);
         a.mode = mode;
         assert_status(deft_run_threads(3, disagreeing, &a), DEFT_OK);
         for (int r = 0; r < 3; r++) {
-            deft_status_t expect = mode == 3 ? DEFT_OK : DEFT_ERR_INVALID_ARG;
+            deft_status_t expect = mode == 3 || mode == 5 ? DEFT_OK
+                                                          : DEFT_ERR_INVALID_ARG;
             if (a.st[r] != expect)
                 fail_msg("mode %d worker %d: %s (%s), want %s", mode, r,
                          deft_status_str(a.st[r]), a.err[r],
@@ -141,7 +164,7 @@ static void test_workers_must_agree(void **state)
             /* The offending worker has its own message; the others name
              * who is at fault. */
             int offender = (mode == 1 && r == 2) || (mode == 2 && r == 1);
-            if (mode < 3 && !offender && !strstr(a.err[r], want[mode]))
+            if (expect != DEFT_OK && !offender && !strstr(a.err[r], want[mode]))
                 fail_msg("mode %d worker %d: \"%s\" does not mention \"%s\"",
                          mode, r, a.err[r], want[mode]);
         }
@@ -218,7 +241,7 @@ static void test_names_round_trip(void **state)
                       DEFT_OK);
         assert_int_equal(back, a);
     }
-    for (int c = DEFT_COMP_NONE; c <= DEFT_COMP_SCALE; c++) {
+    for (int c = DEFT_COMP_NONE; c <= DEFT_COMP_BF16; c++) {
         deft_compressor_kind_t back;
         assert_status(deft_compressor_parse(
                           deft_compressor_name((deft_compressor_kind_t)c), &back),

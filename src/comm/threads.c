@@ -136,11 +136,33 @@ static const slot_t *current_slots(const deft_comm_t *c)
     return w->g->slots[c->seq & 1];
 }
 
+/* The allreduces' second half: once every worker has reduced its own
+ * chunk (into its own buffer), each copies the other chunks of n elements
+ * of elem bytes from their owners. */
+static deft_status_t copy_other_chunks(deft_comm_t *c, void *buf, size_t n,
+                                       size_t elem)
+{
+    group_t *g = ((worker_t *)c->impl)->g;
+    const slot_t *slots = current_slots(c);
+    deft_status_t st = group_barrier(g, c->rank);
+    if (st != DEFT_OK)
+        return st;
+    for (int r = 0; r < c->size; r++) {
+        if (r == c->rank)
+            continue;
+        size_t a = chunk_start(n, c->size, r), z = chunk_start(n, c->size, r + 1);
+        if (z > a)
+            memcpy((char *)buf + a * elem, (const char *)slots[r].ptr + a * elem,
+                   (z - a) * elem);
+    }
+    /* Nobody may touch its buffer again until all have copied from it. */
+    return group_barrier(g, c->rank);
+}
+
 static deft_status_t threads_allreduce(deft_comm_t *c, float *buf, size_t n)
 {
     if (c->size == 1)
         return DEFT_OK;
-    group_t *g = ((worker_t *)c->impl)->g;
     deft_status_t st = publish(c, DEFT_OP_ALLREDUCE, n, 0, buf);
     if (st != DEFT_OK)
         return st;
@@ -161,18 +183,7 @@ static deft_status_t threads_allreduce(deft_comm_t *c, float *buf, size_t n)
         }
         memcpy(buf + b, acc, m * sizeof(float));
     }
-    if ((st = group_barrier(g, c->rank)) != DEFT_OK)
-        return st;
-    for (int r = 0; r < c->size; r++) {
-        if (r == c->rank)
-            continue;
-        size_t a = chunk_start(n, c->size, r), z = chunk_start(n, c->size, r + 1);
-        if (z > a)
-            memcpy(buf + a, (const float *)slots[r].ptr + a,
-                   (z - a) * sizeof(float));
-    }
-    /* Nobody may touch its buffer again until all have copied from it. */
-    return group_barrier(g, c->rank);
+    return copy_other_chunks(c, buf, n, sizeof(float));
 }
 
 /* The same over 16-bit floats: chunk r is decoded and added in float in
@@ -182,7 +193,6 @@ static deft_status_t threads_allreduce_half(deft_comm_t *c, uint16_t *buf,
 {
     if (c->size == 1)
         return DEFT_OK;
-    group_t *g = ((worker_t *)c->impl)->g;
     /* root -1 / -2 tells a 16-bit allreduce from a float one (root 0). */
     deft_status_t st = publish(c, DEFT_OP_ALLREDUCE, n, bf16 ? -2 : -1, buf);
     if (st != DEFT_OK)
@@ -208,17 +218,7 @@ static deft_status_t threads_allreduce_half(deft_comm_t *c, uint16_t *buf,
         for (size_t i = 0; i < m; i++)
             buf[b + i] = bf16 ? deft_f32_to_bf16(acc[i]) : deft_f32_to_f16(acc[i]);
     }
-    if ((st = group_barrier(g, c->rank)) != DEFT_OK)
-        return st;
-    for (int r = 0; r < c->size; r++) {
-        if (r == c->rank)
-            continue;
-        size_t a = chunk_start(n, c->size, r), z = chunk_start(n, c->size, r + 1);
-        if (z > a)
-            memcpy(buf + a, (const uint16_t *)slots[r].ptr + a,
-                   (z - a) * sizeof(uint16_t));
-    }
-    return group_barrier(g, c->rank);
+    return copy_other_chunks(c, buf, n, sizeof(uint16_t));
 }
 
 static deft_status_t threads_allgather(deft_comm_t *c, const void *send,
