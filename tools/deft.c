@@ -602,6 +602,28 @@ static int cmd_list(void)
     for (int m = DEFT_MODEL_LOGREG; m <= DEFT_MODEL_VGG; m++)
         printf(" %s", deft_model_name((deft_model_kind_t)m));
     printf("\nbackends: threads%s\n", deft_have_mpi() ? " mpi" : "");
+    /* Each model's tensors on Fashion-MNIST (1x28x28, 10 classes), as
+     * rows x cols for weight matrices (what powersgd compresses) and n
+     * for vectors. */
+    printf("\nmodel tensors (1x28x28 inputs, 10 classes):\n");
+    for (int k = DEFT_MODEL_LOGREG; k <= DEFT_MODEL_VGG; k++) {
+        deft_model_t *m = NULL;
+        if (deft_model_create(&m, (deft_model_kind_t)k, 1, 28, 28, 10, 1) != DEFT_OK)
+            return EXIT_FAILURE;
+        const deft_layout_t *l = deft_model_layout(m);
+        size_t total = 0;
+        for (size_t t = 0; t < l->n_tensors; t++)
+            total += l->sizes[t];
+        printf("  %-7s %8zu parameters:", deft_model_name((deft_model_kind_t)k),
+               total);
+        for (size_t t = 0; t < l->n_tensors; t++)
+            if (l->rows[t] > 1)
+                printf(" %zux%zu", l->rows[t], l->sizes[t] / l->rows[t]);
+            else
+                printf(" %zu", l->sizes[t]);
+        printf("\n");
+        deft_model_destroy(m);
+    }
     return 0;
 }
 
