@@ -63,9 +63,12 @@ static inline void lsq_grad_f64(const lsq_t *p, int k, const double *x,
     }
 }
 
+/* The first tensor is a 4 x 5 matrix (only powersgd reads rows). */
+static const size_t lsq_rows[3] = {4, 0, 0};
+
 static inline const deft_layout_t *lsq_layout(void)
 {
-    static deft_layout_t layout = {3, lsq_sizes, NULL};
+    static deft_layout_t layout = {3, lsq_sizes, lsq_rows};
     return &layout;
 }
 

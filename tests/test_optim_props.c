@@ -438,11 +438,13 @@ static void test_one_collective_per_step(void **state)
 static void test_divergence_reported_on_all_workers(void **state)
 {
     (void)state;
-    const deft_algo_t algos[] = {DEFT_ALGO_SGD, DEFT_ALGO_DEF, DEFT_ALGO_DEF,
-                                 DEFT_ALGO_PSYNC, DEFT_ALGO_EF21};
-    const deft_compressor_kind_t comps[] = {DEFT_COMP_NONE, DEFT_COMP_RBGS,
-                                            DEFT_COMP_TOPK, DEFT_COMP_RBGS,
-                                            DEFT_COMP_SIGN};
+    const deft_algo_t algos[] = {DEFT_ALGO_SGD,  DEFT_ALGO_DEF,  DEFT_ALGO_DEF,
+                                 DEFT_ALGO_PSYNC, DEFT_ALGO_EF21, DEFT_ALGO_DEF,
+                                 DEFT_ALGO_EF21, DEFT_ALGO_EF,   DEFT_ALGO_DEFA};
+    const deft_compressor_kind_t comps[] = {
+        DEFT_COMP_NONE, DEFT_COMP_RBGS,     DEFT_COMP_TOPK,
+        DEFT_COMP_RBGS, DEFT_COMP_SIGN,     DEFT_COMP_POWERSGD,
+        DEFT_COMP_POWERSGD, DEFT_COMP_FP16, DEFT_COMP_BF16};
     for (size_t i = 0; i < sizeof algos / sizeof algos[0]; i++) {
         run_t a;
         run_init(&a, 3, base_cfg(algos[i], comps[i], 64), 20);

@@ -526,12 +526,19 @@ uint64_t deft_optim_steps(const deft_optim_t *opt)
 
 deft_status_t deft_optim_diverged(const deft_optim_t *opt, const char *what)
 {
+    /* the compressor's own knob: a ratio, a rank, or none */
+    char knob[40] = "";
+    const deft_compressor_kind_t k = opt->cfg.compressor;
+    if (k == DEFT_COMP_POWERSGD)
+        snprintf(knob, sizeof knob, " rank %d", opt->cfg.powersgd_rank);
+    else if (k == DEFT_COMP_RBGS || k == DEFT_COMP_RANDK ||
+             k == DEFT_COMP_TOPK || k == DEFT_COMP_SCALE)
+        snprintf(knob, sizeof knob, " ratio %g", opt->cfg.ratio);
     return deft_fail(DEFT_ERR_DIVERGED,
-                     "diverged at step %llu: %s (algorithm %s, compressor %s, "
-                     "ratio %g, lr %g)", (unsigned long long)opt->step, what,
-                     deft_algo_name(opt->cfg.algo),
-                     deft_compressor_name(opt->cfg.compressor), opt->cfg.ratio,
-                     (double)opt->cfg.lr);
+                     "diverged at step %llu: %s (algorithm %s, compressor "
+                     "%s%s, lr %g)", (unsigned long long)opt->step, what,
+                     deft_algo_name(opt->cfg.algo), deft_compressor_name(k),
+                     knob, (double)opt->cfg.lr);
 }
 
 /* 1 if the n floats from p are all finite. */
