@@ -1,6 +1,6 @@
 # The same short training on the MPI backend (4 ranks) and the threads
 # backend (4 workers) ends with the same model and the same traffic; an MPI
-# checkpoint resumes under MPI bitwise.
+# checkpoint resumes under MPI bitwise. The same for powersgd and fp16.
 #
 # The models agree to 1e-3 relative, not bitwise: MPI adds the four
 # gradients in its own order. That rounding difference stays near 1e-7 for
@@ -60,4 +60,36 @@ if(rc EQUAL 0 OR NOT "${out}${err}" MATCHES "--workers 4")
   message(FATAL_ERROR "resume with 2 ranks: exit ${rc}, want a refusal "
                       "naming --workers 4:\n${out}${err}")
 endif()
+# powersgd (two allreduces a step, the warm start in the checkpoint) and
+# fp16 (the 16-bit MPI_Allreduce with a user op) on both backends: the same
+# model to rounding after 10 steps, the same bytes, and powersgd's MPI
+# resume bitwise. The tolerances: powersgd's orthogonalization passes the
+# allreduce's rounding on (1.9e-7 after 10 steps, 3e-3 after 30: the
+# subspace of two close singular values turns); fp16 rounds every partial
+# sum under MPI but only the total on threads, by design (1.6e-4).
+foreach(comp "powersgd;--powersgd-rank;2;1e-5" "fp16;1e-3")
+  list(GET comp 0 name)
+  list(POP_BACK comp tol)
+  set(c2 train --model lenet --algo def --compressor ${comp}
+      --batch 128 --limit-train 1280 --limit-test 1000 --seed 3 --quiet)
+  run(${DEFT} ${c2} --epochs 1 --workers 4 --backend threads
+      --log ${WORK}/${name}-threads.jsonl --save-model ${WORK}/${name}-threads.bin)
+  run(${MPIEXEC} ${MPIFLAGS} -np 4 ${DEFT} ${c2} --epochs 1 --backend mpi
+      --log ${WORK}/${name}-mpi.jsonl --save-model ${WORK}/${name}-mpi.bin)
+  run(${MODEL_DIFF} ${WORK}/${name}-mpi.bin ${WORK}/${name}-threads.bin ${tol})
+  final_field(${WORK}/${name}-threads.jsonl bytes_per_worker bt)
+  final_field(${WORK}/${name}-mpi.jsonl bytes_per_worker bm)
+  if(NOT bt STREQUAL bm OR bt STREQUAL "")
+    message(FATAL_ERROR "${name}: bytes sent differ: threads '${bt}', mpi '${bm}'")
+  endif()
+endforeach()
+set(c2 train --model lenet --algo ef --compressor powersgd --powersgd-rank 2
+    --batch 128 --limit-train 1280 --limit-test 1000 --seed 3 --quiet)
+run(${MPIEXEC} ${MPIFLAGS} -np 4 ${DEFT} ${c2} --epochs 2 --backend mpi
+    --save-model ${WORK}/psgd-full.bin)
+run(${MPIEXEC} ${MPIFLAGS} -np 4 ${DEFT} ${c2} --epochs 2 --backend mpi
+    --stop-after 1 --checkpoint ${WORK}/psgd.ckpt)
+run(${MPIEXEC} ${MPIFLAGS} -np 4 ${DEFT} ${c2} --epochs 2 --backend mpi
+    --resume ${WORK}/psgd.ckpt --save-model ${WORK}/psgd-resumed.bin)
+run(${MODEL_DIFF} ${WORK}/psgd-resumed.bin ${WORK}/psgd-full.bin 0)
 file(REMOVE_RECURSE ${WORK})
