@@ -174,6 +174,46 @@ def test_custom_python_collectives_match_threads_bitwise():
     assert custom == direct
 
 
+def test_fp16_over_custom_collectives_is_the_same_sum_in_fp32_bytes():
+    """Custom backends have no 16-bit path: deft decodes, allreduces floats
+    and rounds back, which is the threads backend's sum exactly (both add
+    in rank order in float and round once), at twice the bytes."""
+    def train(comm, wrap):
+        if wrap:
+            inner = comm
+            comm = deft.Comm.custom(inner.allreduce_sum, inner.allgather,
+                                    inner.broadcast, inner.barrier,
+                                    inner.rank, inner.size)
+        opt = deft.Optimizer(comm, [30, 7], array.array("f", [0.25] * 37),
+                             algo="ef", compressor="fp16", lr=0.1)
+        for s in range(8):
+            pt = opt.ask()
+            opt.tell(array.array("f", [v - 0.01 * ((i + comm.rank + s) % 5)
+                                       for i, v in enumerate(pt)]))
+        return bytes(opt.output()), opt.last_info.payload_bytes
+    direct = deft.run_threads(3, train, False)
+    custom = deft.run_threads(3, train, True)
+    for (md, bd), (mc, bc) in zip(direct, custom):
+        assert md == mc
+        assert (bd, bc) == (2 * 37, 4 * 37)
+
+
+def test_rows_give_powersgd_its_matrices_and_are_checked():
+    comm = deft.Comm.single()
+    x0 = array.array("f", [0.5] * 26)
+    flat = deft.Optimizer(comm, [20, 6], x0, compressor="powersgd")
+    shaped = deft.Optimizer(comm, [20, 6], x0, rows=[4, 0], compressor="powersgd")
+    for opt in (flat, shaped):
+        opt.ask()
+        opt.tell(array.array("f", [1.0] * 26))
+    assert flat.last_info.msg_bytes == 4 * 26
+    assert shaped.last_info.msg_bytes == 4 * (1 * (4 + 5) + 6)
+    with pytest.raises(ValueError, match="one count >= 0 per tensor"):
+        deft.Optimizer(comm, [20, 6], x0, rows=[4])
+    with pytest.raises(ValueError, match=r"rows\[0\] = 3 does not divide"):
+        deft.Optimizer(comm, [20, 6], x0, rows=[3, 0], compressor="powersgd")
+
+
 def test_custom_callback_failure_is_a_comm_error_naming_it():
     def boom(buf):
         raise RuntimeError("the wire is cut")
