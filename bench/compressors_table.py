@@ -9,8 +9,8 @@
       q = min(rank, m, n), and every other tensor whole; rbgs keeps
       max(1, floor(n_t / ratio)) floats of tensor t).
   compressors_table.py --table DIR --model MODEL --epochs E
-      the Markdown table of the logs in DIR: mean and spread over seeds of
-      the final test accuracy, payload bytes per worker and step (what the
+      the Markdown table of the logs in DIR: mean and standard deviation
+      over seeds of the final test accuracy, payload bytes per worker and step (what the
       worker hands to collectives), and the ring-allreduce wire bytes.
 """
 import glob
@@ -79,8 +79,9 @@ def fmt(xs):
     if not xs:
         return "—"
     m = statistics.mean(xs)
-    s = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return "%.2f ± %.2f" % (100 * m, 100 * s)
+    if len(xs) == 1:
+        return "%.2f (one seed)" % (100 * m)
+    return "%.2f ± %.2f" % (100 * m, 100 * statistics.stdev(xs))
 
 
 def table(d, model, epochs):
@@ -89,18 +90,23 @@ def table(d, model, epochs):
         name = os.path.basename(path)[len(model) + 1:-len(".jsonl")]
         key = re.sub(r"_s\d+$", "", name)
         ep, final = load(path)
-        if final is None or not ep:
+        if final is None:
             continue
         r = rows.setdefault(key, dict(acc=[], div=0, n=0, payload=None,
-                                      wire=None, ep=ep[-1]))
+                                      wire=None))
         r["n"] += 1
         if final["status"] == "diverged":
             r["div"] += 1
         else:
             r["acc"].append(final["test_acc"])
-        steps = ep[-1]["step"]
-        r["payload"] = ep[-1]["payload_bytes_per_worker"] / steps
-        r["wire"] = ep[-1]["bytes_per_worker"] / steps
+        if ep:
+            steps = ep[-1]["step"]
+            r["payload"] = ep[-1]["payload_bytes_per_worker"] / steps
+            r["wire"] = ep[-1]["bytes_per_worker"] / steps
+        elif r["wire"] is None and final["step"]:
+            # diverged within the first epoch: only the final line's wire
+            # bytes are known
+            r["wire"] = final["bytes_per_worker"] / final["step"]
     print("| method | test accuracy (%%, %d epochs) | payload B/step | "
           "wire B/step | vs sgd |" % epochs)
     print("|---|---|---|---|---|")
@@ -116,7 +122,9 @@ def table(d, model, epochs):
     def order(k):
         algo, comp, rank, ratio = parts(k)
         # sgd, then 16-bit, then by bytes (fewest last), powersgd before rbgs
-        pay = rows[k]["payload"]
+        r = rows[k]
+        # a ring allreduce sends 2 (K - 1) / K of the payload: K = 8
+        pay = r["payload"] if r["payload"] else r["wire"] * 8 / 14
         pay = round(pay, 1 - int(math.floor(math.log10(pay))))
         return (algo != "sgd", comp not in ("fp16", "bf16"), -pay,
                 comp != "powersgd", algo)
@@ -133,9 +141,10 @@ def table(d, model, epochs):
             label += " r=%d" % rank
         if ratio:
             label += " ratio %g" % ratio
-        print("| %s | %s | %.0f | %.0f | %s |" % (
-            label, acc, r["payload"], r["wire"],
-            "%.3g×" % (base / r["payload"]) if base else "—"))
+        print("| %s | %s | %s | %.0f | %s |" % (
+            label, acc, "%.0f" % r["payload"] if r["payload"] else "—",
+            r["wire"],
+            "%.3g×" % (base / r["payload"]) if base and r["payload"] else "—"))
 
 
 def main(a):
