@@ -654,7 +654,14 @@ static void test_qsgd_matches_scalar_definition(void **state)
             const unsigned char *codes = msg + 4 * c->n_seg;
             for (size_t t = 0; t < c->n_seg; t++) {
                 const size_t off = c->seg[t].off, n = c->seg[t].n;
-                float norm = (float)sqrt(deft_sum_sq_f64(v0 + off, n));
+                /* 32 interleaved double sums, combined pairwise */
+                double a[32] = {0};
+                for (size_t i = 0; i < n; i++)
+                    a[i % 32] += (double)v0[off + i] * (double)v0[off + i];
+                for (int w = 16; w >= 1; w /= 2)
+                    for (int j = 0; j < w; j++)
+                        a[j] += a[j + w];
+                float norm = (float)sqrt(a[0]);
                 const float inv = (float)((double)s / (double)norm);
                 const float q = (float)((double)norm / (double)s);
                 deft_rng_t g = deft_rng_make(p.seed, step, t,

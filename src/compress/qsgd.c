@@ -152,18 +152,24 @@ QSGD_SEGMENT_FN(2)
 QSGD_SEGMENT_FN(4)
 QSGD_SEGMENT_FN(8)
 
-/* ||x||^2 in double: deft_sum_sq_f64's 8 interleaved accumulators and
- * combine order (the same bits), compiled with the wide clones. */
+/* ||x||^2 in double with 32 interleaved accumulators (element i goes to
+ * a[i % 32]) combined pairwise: four independent vector chains, so the sum
+ * runs at memory speed instead of waiting on one chain's add latency. The
+ * pattern is fixed in C, so every clone gives the same bits. */
 DEFT_CLONES static double segment_sum_sq(const float *x, size_t n)
 {
-    double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    enum { A = 32 };
+    double a[A] = {0};
     size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
+    for (; i + A <= n; i += A)
+        for (int j = 0; j < A; j++)
             a[j] += (double)x[i + j] * (double)x[i + j];
-    for (; i < n; i++)
-        a[0] += (double)x[i] * (double)x[i];
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    for (int j = 0; i < n; i++, j++)
+        a[j] += (double)x[i] * (double)x[i];
+    for (int w = A / 2; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++)
+            a[j] += a[j + w];
+    return a[0];
 }
 
 static void qsgd_encode(deft_compressor_t *c, uint64_t step, float *v,
