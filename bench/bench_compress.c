@@ -6,7 +6,8 @@
  * it); no assertions on time. GB/s and ns/el refer to the dense vector of
  * d floats, "x mcpy" is the time over the memcpy time. powersgd sees the
  * 16 tensors as 1024-row matrices (1024 x 1024 at the default d) and
- * its encode is both rounds for one worker (deft_compressor_encode_local).
+ * its encode is both rounds for one worker (deft_compressor_encode_local),
+ * with OpenBLAS on one thread as in training.
  *
  * Usage: bench_compress [d] [reps] */
 #include "compress/compress.h"
@@ -14,6 +15,7 @@
 #include "core/internal.h"
 #include "core/rng.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +65,7 @@ int main(int argc, char **argv)
                 N_TENSORS);
         return 2;
     }
+    openblas_set_num_threads(1); /* powersgd's sgemm, as the trainer runs it */
     float *src = deft_alloc(d * sizeof(float));
     float *v = deft_alloc(d * sizeof(float));
     float *out = deft_alloc(d * sizeof(float));
