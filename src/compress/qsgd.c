@@ -101,9 +101,9 @@ static inline void pack_codes(unsigned char *codes, size_t bit,
     unsigned char *o = codes + ((bit + j * b) >> 3);
     const size_t whole = (n - j) / per;
     const unsigned char *c8 = code8 + j;
-    /* Whole bytes belong to this segment alone (and start zeroed): the
-     * codes of a byte, read as one little-endian word of byte-sized
-     * codes, fold into place with two shifts. */
+    /* Whole bytes belong to this block alone, so they are stored, not
+     * ORed: the codes of a byte, read as one little-endian word of
+     * byte-sized codes, fold into place with two shifts. */
     if (per == 2)
         for (size_t k = 0; k < whole; k++) {
             uint16_t w;
