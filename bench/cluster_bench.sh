@@ -2,7 +2,8 @@
 # deft against PyTorch DDP on the virtual cluster (scripts/cluster.sh): the
 # same model, data, global batch, learning-rate schedule and epochs for
 # every method, 4 hosts, each link at each of the --gbps rates.
-#   deft train --backend mpi: sgd, def at ratios 64 and 256 (rbgs)
+#   deft train --backend mpi: sgd, def at ratios 64 and 256 (rbgs); on
+#     request (--methods) ef-fp16, ef-powersgd-rR, def-powersgd-rR
 #   PyTorch DDP over Gloo (bench/ddp_fmnist.py): plain allreduce,
 #     fp16_compress_hook, powerSGD_hook at rank 1 and 4
 #   deft's DEF (ratio 256) through deft.torch (examples/torch_fmnist.py)
@@ -41,6 +42,10 @@ common=(--model "$model" --epochs "$epochs" --lr 0.02 --batch 128 --seed 0)
 job() { # method log
   case $1 in
     sgd) echo build/deft train --backend mpi "${common[@]}" --algo sgd --quiet --log "$2" ;;
+    ef-fp16) echo build/deft train --backend mpi "${common[@]}" --algo ef --compressor fp16 \
+            --quiet --log "$2" ;;
+    ef-powersgd-r*|def-powersgd-r*) echo build/deft train --backend mpi "${common[@]}" \
+            --algo "${1%%-*}" --compressor powersgd --powersgd-rank "${1##*-r}" --quiet --log "$2" ;;
     def*) echo build/deft train --backend mpi "${common[@]}" --algo def --compressor rbgs \
             --ratio "${1#def}" --quiet --log "$2" ;;
     ddp) echo /usr/bin/python3 bench/ddp_fmnist.py "${common[@]}" --hook none --log "$2" ;;

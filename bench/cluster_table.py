@@ -26,14 +26,19 @@ import os
 import subprocess
 import sys
 
-ORDER = ["sgd", "def64", "def256", "ddp", "ddp-fp16", "ddp-powersgd-r1",
-         "ddp-powersgd-r4", "torch-def256"]
+ORDER = ["sgd", "def64", "def256", "ef-fp16", "ef-powersgd-r1",
+         "ef-powersgd-r4", "def-powersgd-r4", "ddp", "ddp-fp16",
+         "ddp-powersgd-r1", "ddp-powersgd-r4", "torch-def256"]
 LABEL = {"sgd": "deft sgd", "def64": "deft def, ratio 64",
          "def256": "deft def, ratio 256", "ddp": "DDP allreduce",
          "ddp-fp16": "DDP fp16_compress_hook",
          "ddp-powersgd-r1": "DDP powerSGD_hook, rank 1",
          "ddp-powersgd-r4": "DDP powerSGD_hook, rank 4",
-         "torch-def256": "deft.torch def, ratio 256"}
+         "torch-def256": "deft.torch def, ratio 256",
+         "ef-fp16": "deft ef, fp16",
+         "ef-powersgd-r1": "deft ef, powersgd rank 1",
+         "ef-powersgd-r4": "deft ef, powersgd rank 4",
+         "def-powersgd-r4": "deft def, powersgd rank 4"}
 
 
 def load(d):
@@ -73,7 +78,8 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for m in names:
         e, q = runs[m]["epochs"], per[m]
-        base = "sgd" if m in ("sgd",) or m.startswith("def") else "ddp"
+        # deft train's rows against deft sgd, the torch rows against DDP
+        base = "ddp" if m.startswith(("ddp", "torch")) else "sgd"
         hit = next((r["wall_s"] for r in e if r["test_acc"] >= a.target), None)
         cells = [LABEL.get(m, m), "%.2f" % q["epoch"], "%.2f" % q["compute"],
                  "%.2f" % q["comm"], "%.2f" % q["wire"], "%.1f s" % hit if hit else "not reached",
