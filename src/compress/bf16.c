@@ -6,15 +6,16 @@
  * as divergence. */
 #include "compress/half_codec.h"
 
-DEFT_CLONES static void bf16_encode(deft_compressor_t *c, uint64_t step, float *v,
-                        void *msg)
+DEFT_CLONES static void bf16_encode(deft_compressor_t *c, uint64_t step,
+                                    float *v, void *msg)
 {
     (void)step;
     half_codec_encode(c, v, msg, 1);
 }
 
-DEFT_CLONES static void bf16_decode_add(const deft_compressor_t *c, const void *msg,
-                            float alpha, float *out)
+DEFT_CLONES static void bf16_decode_add(const deft_compressor_t *c,
+                                        const void *msg, float alpha,
+                                        float *out)
 {
     half_codec_decode_add(c, msg, alpha, out, 1);
 }

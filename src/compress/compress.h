@@ -76,8 +76,9 @@ typedef struct {
 } deft_compressor_params_t;
 
 /* Creates a compressor for vectors of the given layout (n_tensors >= 1,
- * every size >= 1, total below 2^32; powersgd reads layout->rows). Validates p and names a bad field in
- * the error. Everything a step needs is allocated here. */
+ * every size >= 1, total below 2^32; powersgd reads layout->rows).
+ * Validates p and names a bad field in the error. Everything a step needs
+ * is allocated here. */
 deft_status_t deft_compressor_create(deft_compressor_t **out,
                                      const deft_layout_t *layout,
                                      const deft_compressor_params_t *p);

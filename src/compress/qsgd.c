@@ -97,7 +97,8 @@ static inline void pack_codes(unsigned char *codes, size_t bit,
     const unsigned per = 8 / b;
     size_t j = 0;
     for (; j < n && ((bit + j * b) & 7); j++)
-        codes[(bit + j * b) >> 3] |= (unsigned char)(code8[j] << ((bit + j * b) & 7));
+        codes[(bit + j * b) >> 3] |=
+            (unsigned char)(code8[j] << ((bit + j * b) & 7));
     unsigned char *o = codes + ((bit + j * b) >> 3);
     const size_t whole = (n - j) / per;
     const unsigned char *c8 = code8 + j;
@@ -118,7 +119,8 @@ static inline void pack_codes(unsigned char *codes, size_t bit,
             o[k] = (unsigned char)(w | w >> 12);
         }
     for (j += whole * per; j < n; j++)
-        codes[(bit + j * b) >> 3] |= (unsigned char)(code8[j] << ((bit + j * b) & 7));
+        codes[(bit + j * b) >> 3] |=
+            (unsigned char)(code8[j] << ((bit + j * b) & 7));
 }
 
 /* One segment: n elements at x, codes from bit offset bit, b-bit codes (a
