@@ -608,8 +608,10 @@ static int cmd_list(void)
     printf("\nmodel tensors (1x28x28 inputs, 10 classes):\n");
     for (int k = DEFT_MODEL_LOGREG; k <= DEFT_MODEL_VGG; k++) {
         deft_model_t *m = NULL;
-        if (deft_model_create(&m, (deft_model_kind_t)k, 1, 28, 28, 10, 1) != DEFT_OK)
+        if (deft_model_create(&m, (deft_model_kind_t)k, 1, 28, 28, 10, 1) != DEFT_OK) {
+            fprintf(stderr, "deft list: %s\n", deft_last_error());
             return EXIT_FAILURE;
+        }
         const deft_layout_t *l = deft_model_layout(m);
         size_t total = 0;
         for (size_t t = 0; t < l->n_tensors; t++)
