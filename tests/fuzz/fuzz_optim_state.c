@@ -1,87 +1,102 @@
-/* deft_optim_state_load, then a step when it succeeds. The optimizer is
- * DEF over RBGS (ratio 4, momentum, weight decay) on two tensors (10 and
- * 7 values), one worker; tests/fuzz/corpus/optim_state holds states it
- * saved after a few steps. Input: the state bytes. */
+/* deft_optim_state_load, then a step when it succeeds, on two optimizers
+ * of one worker each: DEF over RBGS (ratio 4, momentum, weight decay) on
+ * two tensors (10 and 7 values), and DEF over powersgd (rank 2) on a 4x5
+ * matrix and a 7-vector, whose state also holds the warm-start Q.
+ * tests/fuzz/corpus/optim_state holds states both saved after a few steps.
+ * Input: the state bytes, offered to both. */
 #include "fuzz.h"
 
 #include "deft.h"
 
-static deft_optim_t *opt;
+enum { N_OPT = 2, MAX_D = 27 };
+static deft_optim_t *opts[N_OPT];
 static deft_comm_t *comm;
 
-/* A fresh optimizer for every input, so that nothing one input leaves in
- * it (state that is not saved) can make another crash. */
+/* Fresh optimizers for every input, so that nothing one input leaves in
+ * them (state that is not saved) can make another crash. */
 static void setup(void)
 {
-    static const size_t sizes[] = {10, 7};
-    deft_layout_t layout = {2, sizes, NULL};
-    float x0[17];
-    for (int i = 0; i < 17; i++)
+    static const size_t sizes[N_OPT][2] = {{10, 7}, {20, 7}};
+    static const size_t rows[2] = {4, 0};
+    float x0[MAX_D];
+    for (int i = 0; i < MAX_D; i++)
         x0[i] = 0.1f * (float)(i - 8);
-    deft_optim_config_t cfg;
-    deft_optim_config_init(&cfg);
-    cfg.algo = DEFT_ALGO_DEF;
-    cfg.compressor = DEFT_COMP_RBGS;
-    cfg.ratio = 4;
-    cfg.lr = 0.1f;
-    cfg.momentum = 0.9f;
-    cfg.weight_decay = 1e-4f;
-    if (deft_comm_create_self(&comm) != DEFT_OK ||
-        deft_optim_create(&opt, comm, &layout, x0, &cfg) != DEFT_OK)
+    if (deft_comm_create_self(&comm) != DEFT_OK)
         abort();
+    for (int k = 0; k < N_OPT; k++) {
+        deft_layout_t layout = {2, sizes[k], k ? rows : NULL};
+        deft_optim_config_t cfg;
+        deft_optim_config_init(&cfg);
+        cfg.algo = DEFT_ALGO_DEF;
+        cfg.compressor = k ? DEFT_COMP_POWERSGD : DEFT_COMP_RBGS;
+        cfg.ratio = 4;
+        cfg.powersgd_rank = 2;
+        cfg.lr = 0.1f;
+        cfg.momentum = 0.9f;
+        cfg.weight_decay = 1e-4f;
+        if (deft_optim_create(&opts[k], comm, &layout, x0, &cfg) != DEFT_OK)
+            abort();
+    }
 }
 
 static void teardown(void)
 {
-    deft_optim_destroy(opt);
+    for (int k = 0; k < N_OPT; k++)
+        deft_optim_destroy(opts[k]), opts[k] = NULL;
     deft_comm_destroy(comm);
-    opt = NULL, comm = NULL;
+    comm = NULL;
+}
+
+/* One step with the gradient x - 0.5 (a quadratic's). */
+static deft_status_t step(deft_optim_t *opt)
+{
+    const float *x;
+    float g[MAX_D];
+    deft_status_t st = deft_optim_ask(opt, &x);
+    if (st != DEFT_OK)
+        return st;
+    for (size_t i = 0; i < deft_optim_dim(opt); i++)
+        g[i] = x[i] - 0.5f;
+    return deft_optim_tell(opt, g, NULL);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     setup();
-    const float *x;
-    if (deft_optim_state_load(opt, data, size) == DEFT_OK &&
-        deft_optim_ask(opt, &x) == DEFT_OK) {
-        float g[17];
-        for (int i = 0; i < 17; i++)
-            g[i] = x[i] - 0.5f;
-        (void)deft_optim_tell(opt, g, NULL);
-    }
+    for (int k = 0; k < N_OPT; k++)
+        if (deft_optim_state_load(opts[k], data, size) == DEFT_OK)
+            (void)step(opts[k]);
     teardown();
     return 0;
 }
 
-/* Writes the corpus: states after 0, 1, 3 and 7 steps (argv[1] = dir).
- * Built only into the replay driver's seed tool. */
+/* Writes the corpus: each optimizer's states after 0, 1, 3 and 7 steps
+ * (argv[1] = dir). Built only into the replay driver's seed tool. */
 #ifdef DEFT_FUZZ_MAKE_SEEDS
 int main(int argc, char **argv)
 {
+    static const char *const prefix[N_OPT] = {"state", "powersgd"};
     if (argc != 2)
         return 2;
     setup();
-    size_t n = deft_optim_state_size(opt);
-    unsigned char *buf = malloc(n);
-    for (int s = 0, saved = 0; s <= 7; s++) {
-        if (s == 0 || s == 1 || s == 3 || s == 7) {
-            char path[512];
-            snprintf(path, sizeof path, "%s/state-step%d", argv[1], s);
-            if (!buf || deft_optim_state_save(opt, buf, n) != DEFT_OK ||
-                fuzz_write(path, buf, n, 0))
+    for (int k = 0; k < N_OPT; k++) {
+        size_t n = deft_optim_state_size(opts[k]);
+        unsigned char *buf = malloc(n);
+        if (!buf)
+            return 1;
+        for (int s = 0; s <= 7; s++) {
+            if (s == 0 || s == 1 || s == 3 || s == 7) {
+                char path[512];
+                snprintf(path, sizeof path, "%s/%s-step%d", argv[1], prefix[k], s);
+                if (deft_optim_state_save(opts[k], buf, n) != DEFT_OK ||
+                    fuzz_write(path, buf, n, 0))
+                    return 1;
+            }
+            if (step(opts[k]) != DEFT_OK)
                 return 1;
-            saved++;
         }
-        const float *x;
-        float g[17];
-        if (deft_optim_ask(opt, &x) != DEFT_OK)
-            return 1;
-        for (int i = 0; i < 17; i++)
-            g[i] = x[i] - 0.5f;
-        if (deft_optim_tell(opt, g, NULL) != DEFT_OK)
-            return 1;
+        free(buf);
     }
-    free(buf);
     teardown();
     return 0;
 }
