@@ -541,15 +541,6 @@ deft_status_t deft_optim_diverged(const deft_optim_t *opt, const char *what)
                      knob, (double)opt->cfg.lr);
 }
 
-/* 1 if the n floats from p are all finite. */
-static int floats_finite(const float *p, size_t n)
-{
-    uint32_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        m = deft_exp_fold(m, p[i]);
-    return m != DEFT_EXP_NONFINITE;
-}
-
 /* powersgd's two rounds: encode (round 0), allreduce it, encode round 1
  * from the sum (the residual and own_out happen here), allreduce it,
  * finish (the warm start), decode the sum. */
@@ -569,7 +560,7 @@ static deft_status_t exchange_rounds(deft_optim_t *opt, float *v, int local_bad,
         deft_status_t st = deft_comm_allreduce_sum_f32(opt->comm, msg + off, n);
         if (st != DEFT_OK)
             return st;
-        if (!floats_finite(msg + off, n))
+        if (deft_exp_max_f32(msg + off, n) == DEFT_EXP_NONFINITE)
             return deft_optim_diverged(opt, "the averaged compressed update "
                                             "holds NaN or Inf");
     }
