@@ -94,8 +94,9 @@ void deft_dense_gather(const deft_compressor_t *c, const float *v,
 void deft_dense_scatter(const deft_compressor_t *c, const float *msg,
                         float alpha, float *out);
 
-/* Sums in double with 8 independent accumulators (a fixed order, so the
- * result is reproducible; the split hides the add latency). */
+/* Sums in double with independent accumulators in a fixed order, so the
+ * result is reproducible (abs: 8; sq: 32, in the DEFT_CLONES builds, the
+ * qsgd norm's). */
 double deft_sum_abs_f64(const float *v, size_t n);
 double deft_sum_sq_f64(const float *v, size_t n);
 

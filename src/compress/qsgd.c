@@ -154,26 +154,6 @@ QSGD_SEGMENT_FN(2)
 QSGD_SEGMENT_FN(4)
 QSGD_SEGMENT_FN(8)
 
-/* ||x||^2 in double with 32 interleaved accumulators (element i goes to
- * a[i % 32]) combined pairwise: four independent vector chains, so the sum
- * runs at memory speed instead of waiting on one chain's add latency. The
- * pattern is fixed in C, so every clone gives the same bits. */
-DEFT_CLONES static double segment_sum_sq(const float *x, size_t n)
-{
-    enum { A = 32 };
-    double a[A] = {0};
-    size_t i = 0;
-    for (; i + A <= n; i += A)
-        for (int j = 0; j < A; j++)
-            a[j] += (double)x[i + j] * (double)x[i + j];
-    for (int j = 0; i < n; i++, j++)
-        a[j] += (double)x[i] * (double)x[i];
-    for (int w = A / 2; w >= 1; w /= 2)
-        for (int j = 0; j < w; j++)
-            a[j] += a[j + w];
-    return a[0];
-}
-
 static void qsgd_encode(deft_compressor_t *c, uint64_t step, float *v,
                         void *msg)
 {
@@ -193,7 +173,7 @@ static void qsgd_encode(deft_compressor_t *c, uint64_t step, float *v,
     for (size_t t = 0; t < c->n_seg; t++) {
         const size_t off = c->seg[t].off, n = c->seg[t].n;
         float *x = v + off;
-        const float norm = (float)sqrt(segment_sum_sq(x, n));
+        const float norm = (float)sqrt(deft_sum_sq_f64(x, n));
         deft_store_f32((unsigned char *)msg + t * sizeof(float), norm);
         /* s / norm must be a finite float: a norm below 2^-100 counts as 0 */
         if (!(norm >= 0x1p-100f) || deft_nonfinite_f32(norm)) {
