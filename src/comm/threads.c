@@ -159,16 +159,29 @@ static deft_status_t copy_other_chunks(deft_comm_t *c, void *buf, size_t n,
     return group_barrier(g, c->rank);
 }
 
+/* The allreduces' first half: publish buf for an allreduce of n elements
+ * (root tells the element types apart) and give this worker's chunk
+ * [*lo, *hi), which it reduces from the returned slots. */
+static deft_status_t begin_allreduce(deft_comm_t *c, void *buf, size_t n,
+                                     int root, const slot_t **slots,
+                                     size_t *lo, size_t *hi)
+{
+    deft_status_t st = publish(c, DEFT_OP_ALLREDUCE, n, root, buf);
+    *slots = current_slots(c);
+    *lo = chunk_start(n, c->size, c->rank);
+    *hi = chunk_start(n, c->size, c->rank + 1);
+    return st;
+}
+
 static deft_status_t threads_allreduce(deft_comm_t *c, float *buf, size_t n)
 {
     if (c->size == 1)
         return DEFT_OK;
-    deft_status_t st = publish(c, DEFT_OP_ALLREDUCE, n, 0, buf);
+    const slot_t *slots;
+    size_t lo, hi;
+    deft_status_t st = begin_allreduce(c, buf, n, 0, &slots, &lo, &hi);
     if (st != DEFT_OK)
         return st;
-    const slot_t *slots = current_slots(c);
-    size_t lo = chunk_start(n, c->size, c->rank);
-    size_t hi = chunk_start(n, c->size, c->rank + 1);
     enum { BLK = 1024 };
     float acc[BLK];
     for (size_t b = lo; b < hi; b += BLK) {
@@ -194,12 +207,12 @@ static deft_status_t threads_allreduce_half(deft_comm_t *c, uint16_t *buf,
     if (c->size == 1)
         return DEFT_OK;
     /* root -1 / -2 tells a 16-bit allreduce from a float one (root 0). */
-    deft_status_t st = publish(c, DEFT_OP_ALLREDUCE, n, bf16 ? -2 : -1, buf);
+    const slot_t *slots;
+    size_t lo, hi;
+    deft_status_t st =
+        begin_allreduce(c, buf, n, bf16 ? -2 : -1, &slots, &lo, &hi);
     if (st != DEFT_OK)
         return st;
-    const slot_t *slots = current_slots(c);
-    size_t lo = chunk_start(n, c->size, c->rank);
-    size_t hi = chunk_start(n, c->size, c->rank + 1);
     enum { BLK = 1024 };
     float acc[BLK];
     for (size_t b = lo; b < hi; b += BLK) {
