@@ -125,22 +125,25 @@ static deft_status_t mpi_allreduce(deft_comm_t *c, float *buf, size_t n)
     return DEFT_OK;
 }
 
+/* inout = in + inout over 16-bit floats, each addition in float, rounded
+ * back; bf16 is a constant in the two MPI user ops below. */
+static inline void sum_half(const uint16_t *a, uint16_t *b, int len, int bf16)
+{
+    for (int i = 0; i < len; i++)
+        b[i] = bf16 ? deft_f32_to_bf16(deft_bf16_to_f32(a[i]) + deft_bf16_to_f32(b[i]))
+                    : deft_f32_to_f16(deft_f16_to_f32(a[i]) + deft_f16_to_f32(b[i]));
+}
+
 static void sum_f16(void *in, void *inout, int *len, MPI_Datatype *dt)
 {
     (void)dt;
-    const uint16_t *a = in;
-    uint16_t *b = inout;
-    for (int i = 0; i < *len; i++)
-        b[i] = deft_f32_to_f16(deft_f16_to_f32(a[i]) + deft_f16_to_f32(b[i]));
+    sum_half(in, inout, *len, 0);
 }
 
 static void sum_bf16(void *in, void *inout, int *len, MPI_Datatype *dt)
 {
     (void)dt;
-    const uint16_t *a = in;
-    uint16_t *b = inout;
-    for (int i = 0; i < *len; i++)
-        b[i] = deft_f32_to_bf16(deft_bf16_to_f32(a[i]) + deft_bf16_to_f32(b[i]));
+    sum_half(in, inout, *len, 1);
 }
 
 static deft_status_t mpi_allreduce_half(deft_comm_t *c, uint16_t *buf,
