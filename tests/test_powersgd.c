@@ -214,7 +214,6 @@ static void test_protocol(void **state)
         deft_test_fill(v0[k], D, 50 + k);
         memcpy(v[k], v0[k], sizeof(float) * D);
     }
-    float *sum = falloc(bytes / 4);
     for (int r = 0; r < 2; r++) {
         for (int k = 0; k < K; k++)
             if (r == 0)
@@ -266,7 +265,7 @@ static void test_protocol(void **state)
         deft_compressor_destroy(c[k]);
         free(msg[k]), free(v[k]), free(v0[k]), free(own[k]);
     }
-    free(sum), free(dec);
+    free(dec);
 }
 
 /* A zero matrix gives zero P and Q without NaN, and the next step draws a
