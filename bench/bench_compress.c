@@ -106,6 +106,8 @@ int main(int argc, char **argv)
         {"rbgs", DEFT_COMP_RBGS, DEFT_SCOPE_TENSOR, 256, 0, 0, 0},
         {"randk", DEFT_COMP_RANDK, DEFT_SCOPE_TENSOR, 256, 0, 0, 0},
         {"randk-scaled", DEFT_COMP_RANDK, DEFT_SCOPE_TENSOR, 256, 1, 0, 0},
+        {"randk-private", DEFT_COMP_RANDK_PRIVATE, DEFT_SCOPE_TENSOR, 256, 0, 0,
+         0},
         {"topk", DEFT_COMP_TOPK, DEFT_SCOPE_TENSOR, 256, 0, 0, 0},
         {"topk-global", DEFT_COMP_TOPK, DEFT_SCOPE_GLOBAL, 256, 0, 0, 0},
         {"topk-1024", DEFT_COMP_TOPK, DEFT_SCOPE_TENSOR, 1024, 0, 0, 0},

@@ -283,7 +283,10 @@ typedef enum {
     DEFT_COMP_POWERSGD, /* rank-r PowerSGD (Vogels et al. 2019) per matrix
                            of the layout, warm-started; two allreduces     */
     DEFT_COMP_FP16,     /* IEEE half precision, round to nearest even       */
-    DEFT_COMP_BF16      /* bfloat16, round to nearest even                  */
+    DEFT_COMP_BF16,     /* bfloat16, round to nearest even                  */
+    DEFT_COMP_RANDK_PRIVATE /* randk with each worker's own k coordinates
+                           (stream keyed by seed, step, tensor and rank),
+                           with indices (allgather)                         */
 } deft_compressor_kind_t;
 
 typedef enum {
@@ -294,9 +297,11 @@ typedef enum {
 typedef struct {
     deft_algo_t algo;
     deft_compressor_kind_t compressor;
-    double ratio;        /* n/k for rbgs, randk, topk; 1/delta for scale    */
+    double ratio;        /* n/k for rbgs, randk, topk, randk-private;
+                            1/delta for scale                               */
     deft_scope_t scope;
-    int randk_scaled;    /* randk: 1 multiplies kept values by n/k          */
+    int randk_scaled;    /* randk, randk-private: 1 multiplies kept values
+                            by n/k                                          */
     int qsgd_levels;     /* qsgd: number of levels s, 1..127                */
     float lambda;        /* def/defa: gradient at x - lambda*e, in [0, 1]   */
     float lr;            /* learning rate eta > 0                           */

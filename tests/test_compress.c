@@ -1,6 +1,7 @@
 /* Compressors (src/compress): message layouts, exactness of top-k against
  * a brute-force reference, contraction and unbiasedness, round trips,
- * RBGS linearity, determinism, NaN handling and argument errors. */
+ * RBGS linearity, determinism, randk-private's per-worker coordinates,
+ * NaN handling and argument errors. */
 #include "testutil.h"
 
 #include "compress/compress.h"
@@ -8,6 +9,7 @@
 #include "core/rng.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,6 +98,7 @@ static void test_msg_sizes(void **state)
                 {DEFT_COMP_QSGD, 127, 4 * T + L_DIM, 0},
                 {DEFT_COMP_FP16, 16, 2 * (size_t)L_DIM, 0},
                 {DEFT_COMP_BF16, 16, 2 * (size_t)L_DIM, 0},
+                {DEFT_COMP_RANDK_PRIVATE, 16, 8 * K, 0},
             };
             for (size_t w = 0; w < sizeof want / sizeof want[0]; w++) {
                 deft_compressor_params_t p =
@@ -160,6 +163,17 @@ static void test_create_errors(void **state)
     p.qsgd_levels = 127;
     c = make(&L, &p);
     deft_compressor_destroy(c);
+
+    /* Kinds with worker-private randomness need a rank >= 0. */
+    p = params(DEFT_COMP_RANDK_PRIVATE, DEFT_SCOPE_TENSOR, 4);
+    p.rank = -1;
+    expect_create_error(&L, &p, DEFT_ERR_INVALID_ARG, "p->rank = -1");
+    assert_error_mentions("randk-private");
+    p.kind = DEFT_COMP_QSGD;
+    expect_create_error(&L, &p, DEFT_ERR_INVALID_ARG, "p->rank = -1");
+    p.kind = DEFT_COMP_RANDK_PRIVATE;
+    p.ratio = 0.5;
+    expect_create_error(&L, &p, DEFT_ERR_INVALID_ARG, "p->ratio = 0.5");
 
     p = params((deft_compressor_kind_t)42, DEFT_SCOPE_TENSOR, 4);
     expect_create_error(&L, &p, DEFT_ERR_INVALID_ARG, "p->kind = 42");
@@ -522,7 +536,7 @@ static void test_topk_contraction(void **state)
 /* ------------------------------------------------------------------------ */
 
 /* Every coordinate is kept with probability m = k/n (rbgs: uniform start;
- * randk: uniform k-subset), so F = ||C(v)||^2 / ||v||^2 has mean m and,
+ * randk, randk-private: uniform k-subset), so F = ||C(v)||^2 / ||v||^2 has mean m and,
  * lying in [0, 1], variance <= m(1 - m) (Bhatia-Davis). The average of
  * N = 2000 independent steps is then within 5 sigma = 5 sqrt(m(1-m)/N) of
  * m except with probability ~6e-7 (CLT), and 1 - F = ||C(v)-v||^2/||v||^2
@@ -570,20 +584,25 @@ static void test_expected_contraction(void **state)
         expect_contraction(DEFT_COMP_RBGS, 50, SCOPES[si]);
         expect_contraction(DEFT_COMP_RANDK, 4, SCOPES[si]);
         expect_contraction(DEFT_COMP_RANDK, 50, SCOPES[si]);
+        expect_contraction(DEFT_COMP_RANDK_PRIVATE, 4, SCOPES[si]);
+        expect_contraction(DEFT_COMP_RANDK_PRIVATE, 50, SCOPES[si]);
     }
 }
 
-/* Scaled randk: C(v)_i = v_i n/k with probability k/n, else 0, so
- * E C(v)_i = v_i and Var C(v)_i = v_i^2 (n/k - 1). The mean of N steps is
- * within 6 sigma of v_i per coordinate; over 6038 coordinates the chance
- * of any miss is below 1.2e-5 (normal tails, union bound). */
+/* Scaled randk (shared or private): C(v)_i = v_i n/k with probability k/n,
+ * else 0, so E C(v)_i = v_i and Var C(v)_i = v_i^2 (n/k - 1). The mean of
+ * N steps is within 6 sigma of v_i per coordinate; over 6038 coordinates
+ * the chance of any miss is below 1.2e-5 (normal tails, union bound). */
 static void test_randk_scaled_unbiased(void **state)
 {
     (void)state;
     enum { N = 3000 };
-    for (int si = 0; si < 2; si++) {
-        deft_compressor_params_t p = params(DEFT_COMP_RANDK, SCOPES[si], 4);
+    for (int si = 0; si < 4; si++) {
+        deft_compressor_params_t p =
+            params(si < 2 ? DEFT_COMP_RANDK : DEFT_COMP_RANDK_PRIVATE,
+                   SCOPES[si % 2], 4);
         p.randk_scaled = 1;
+        p.rank = 1;
         deft_compressor_t *c = make(&L, &p);
         float *v0 = falloc(L_DIM), *v = falloc(L_DIM), *dec = falloc(L_DIM);
         double *acc = calloc(L_DIM, sizeof *acc);
@@ -597,7 +616,7 @@ static void test_randk_scaled_unbiased(void **state)
             for (size_t i = 0; i < L_DIM; i++)
                 acc[i] += dec[i];
         }
-        size_t seg[4], T = segments(&L, SCOPES[si], seg);
+        size_t seg[4], T = segments(&L, SCOPES[si % 2], seg);
         for (size_t t = 0, off = 0; t < T; off += seg[t++]) {
             double nk = (double)seg[t] / (double)keep(seg[t], 4);
             for (size_t i = off; i < off + seg[t]; i++) {
@@ -832,6 +851,8 @@ static const kind_case_t CASES[] = {
     {"qsgd127", DEFT_COMP_QSGD, 1, 0, 127, 0},
     {"fp16", DEFT_COMP_FP16, 1, 0, 16, 1},
     {"bf16", DEFT_COMP_BF16, 1, 0, 16, 1},
+    {"randk-private", DEFT_COMP_RANDK_PRIVATE, 7, 0, 16, 1},
+    {"randk-private-scaled", DEFT_COMP_RANDK_PRIVATE, 7, 1, 16, 0},
 };
 #define N_CASES (sizeof CASES / sizeof CASES[0])
 
@@ -989,7 +1010,8 @@ static void test_linearity(void **state)
     free(out2);
 }
 
-/* Same seed and step: identical messages (qsgd: also the same rank).
+/* Same seed and step: identical messages (qsgd, randk-private: also the
+ * same rank).
  * rbgs blocks: consecutive indices from a start that changes with the
  * step and the seed, wrapping to the segment's first index. randk: k
  * distinct increasing indices. */
@@ -1115,6 +1137,199 @@ static void test_determinism(void **state)
     }
     free(v);
     free(v0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* randk-private: each worker its own coordinates                           */
+/* ------------------------------------------------------------------------ */
+
+/* Checks a randk-private message of v0 (v its residual) against the
+ * definition: per segment keep(n, ratio) increasing indices inside the
+ * segment, then their values v0_i (times n/k when scaled), residual
+ * v0_i - value there and v0_i elsewhere, bitwise. Sets chosen[i] (d bytes)
+ * to whether i was chosen. */
+static void check_randk_private(const deft_compressor_params_t *p,
+                                const float *v0, const float *v,
+                                const unsigned char *msg,
+                                unsigned char *chosen)
+{
+    size_t seg[4], T = segments(&L, p->scope, seg), K = 0;
+    for (size_t t = 0; t < T; t++)
+        K += keep(seg[t], p->ratio);
+    memset(chosen, 0, L_DIM);
+    for (size_t t = 0, off = 0, pos = 0; t < T; off += seg[t++]) {
+        const size_t k = keep(seg[t], p->ratio);
+        const float f = (float)((double)seg[t] / (double)k);
+        uint32_t prev = 0;
+        for (size_t j = 0; j < k; j++, pos++) {
+            uint32_t i;
+            float val;
+            memcpy(&i, msg + 4 * pos, 4);
+            memcpy(&val, msg + 4 * (K + pos), 4);
+            assert_true(i >= off && i < off + seg[t]);
+            assert_true(j == 0 || i > prev);
+            prev = i;
+            chosen[i] = 1;
+            float want = p->randk_scaled ? f * v0[i] : v0[i];
+            float res = p->randk_scaled ? v0[i] - want : 0.0f;
+            assert_memory_equal(&val, &want, 4);
+            assert_memory_equal(&v[i], &res, 4);
+        }
+    }
+    for (size_t i = 0; i < L_DIM; i++)
+        if (!chosen[i])
+            assert_memory_equal(&v[i], &v0[i], 4);
+}
+
+/* Four ranks with the same seed and step: each message is per the
+ * definition; the ranks' coordinate sets differ, and overlap as much as
+ * independent uniform k-subsets do (mean k^2/n over 200 steps, within 5
+ * sigma of the hypergeometric); the same rank again (a fresh compressor,
+ * after another step) gives the same message bitwise; and the decoded
+ * messages add up to the sum of the workers' C(v_k) = v_k - residual_k. */
+static void test_randk_private_ranks(void **state)
+{
+    (void)state;
+    enum { K = 4, N = 200 };
+    float *v0[K], *v = falloc(L_DIM), *out = falloc(L_DIM);
+    double *want = calloc(L_DIM, sizeof *want);
+    unsigned char *chosen[K];
+    assert_non_null(want);
+    for (int r = 0; r < K; r++) {
+        v0[r] = falloc(L_DIM);
+        fill_kind(v0[r], L_DIM, r == 3 ? 5 : 0, 700 + (uint64_t)r);
+        chosen[r] = malloc(L_DIM);
+        assert_non_null(chosen[r]);
+    }
+    for (int si = 0; si < 2; si++)
+        for (int scaled = 0; scaled < 2; scaled++) {
+            deft_compressor_params_t p =
+                params(DEFT_COMP_RANDK_PRIVATE, SCOPES[si], 5);
+            p.randk_scaled = scaled;
+            deft_compressor_t *c[K];
+            for (int r = 0; r < K; r++) {
+                p.rank = r;
+                c[r] = make(&L, &p);
+            }
+            p.rank = 2;
+            deft_compressor_t *again = make(&L, &p);
+            const size_t bytes = deft_compressor_msg_bytes(c[0]);
+            unsigned char *msg[K], *m2 = malloc(bytes);
+            for (int r = 0; r < K; r++)
+                msg[r] = malloc(bytes);
+            /* the largest segment: the 5000-element tensor or everything */
+            const size_t big_off = si == 0 ? 1037 : 0;
+            const size_t big_n = si == 0 ? 5000 : L_DIM;
+            const double kb = (double)keep(big_n, 5), nb = (double)big_n;
+            double overlap = 0;
+            for (uint64_t step = 0; step < N; step++) {
+                for (int r = 0; r < K; r++) {
+                    memcpy(v, v0[r], sizeof(float) * L_DIM);
+                    deft_compressor_encode(c[r], step, v, msg[r]);
+                    p.rank = r;
+                    check_randk_private(&p, v0[r], v, msg[r], chosen[r]);
+                    if (step == 3) {
+                        for (size_t i = 0; i < L_DIM; i++)
+                            want[i] = r ? want[i] + (double)(v0[r][i] - v[i])
+                                        : (double)(v0[r][i] - v[i]);
+                    }
+                }
+                for (int r = 0; r < K; r++)
+                    for (int q = r + 1; q < K; q++)
+                        assert_true(memcmp(chosen[r] + big_off,
+                                           chosen[q] + big_off, big_n) != 0);
+                for (size_t i = big_off; i < big_off + big_n; i++)
+                    overlap += chosen[0][i] & chosen[1][i];
+                if (step == 3) {
+                    /* same rank, fresh state, after another step: same bits */
+                    memcpy(v, v0[2], sizeof(float) * L_DIM);
+                    deft_compressor_encode(again, step + 1, v, m2);
+                    memcpy(v, v0[2], sizeof(float) * L_DIM);
+                    deft_compressor_encode(again, step, v, m2);
+                    assert_memory_equal(m2, msg[2], bytes);
+                    /* any rank's compressor decodes any message */
+                    memset(out, 0, sizeof(float) * L_DIM);
+                    for (int r = 0; r < K; r++)
+                        deft_compressor_decode_add(c[(r + 1) % K], msg[r],
+                                                   1.0f, out);
+                    for (size_t i = 0; i < L_DIM; i++)
+                        assert_close(out[i], want[i], 1e-6, 1e-6);
+                }
+            }
+            const double mean = kb * kb / nb;
+            const double var = kb * (kb / nb) * (1 - kb / nb) * (nb - kb) /
+                               (nb - 1);
+            if (!scaled)
+                printf("  randk-private scope %d: mean overlap of two ranks' "
+                       "%g-subsets of %g: %.2f (independent: %.2f)\n",
+                       (int)SCOPES[si], kb, nb, overlap / N, mean);
+            assert_close(overlap / N, mean, 0, 5 * sqrt(var / N));
+            for (int r = 0; r < K; r++) {
+                free(msg[r]);
+                deft_compressor_destroy(c[r]);
+            }
+            free(m2);
+            deft_compressor_destroy(again);
+        }
+    for (int r = 0; r < K; r++) {
+        free(v0[r]);
+        free(chosen[r]);
+    }
+    free(v);
+    free(out);
+    free(want);
+}
+
+/* Uniform selection: over N steps coordinate i of a segment is chosen
+ * Binomial(N, k/n) times; every count is within 6 sigma of N k/n (a miss
+ * anywhere among the 6038 coordinates has probability below 1.2e-5;
+ * the 1-element tensor is chosen every step). Two ranks, both scopes. */
+static void test_randk_private_uniform(void **state)
+{
+    (void)state;
+    enum { N = 4000 };
+    const int ranks[] = {0, 3};
+    float *v = falloc(L_DIM);
+    uint32_t *count = malloc(L_DIM * sizeof *count);
+    assert_non_null(count);
+    for (int si = 0; si < 2; si++)
+        for (int ri = 0; ri < 2; ri++) {
+            deft_compressor_params_t p =
+                params(DEFT_COMP_RANDK_PRIVATE, SCOPES[si], 4);
+            p.rank = ranks[ri];
+            deft_compressor_t *c = make(&L, &p);
+            const size_t K = deft_compressor_msg_bytes(c) / 8;
+            uint32_t *msg = malloc(8 * K);
+            memset(count, 0, L_DIM * sizeof *count);
+            for (uint64_t step = 0; step < N; step++) {
+                deft_compressor_encode(c, step, v, msg);
+                for (size_t j = 0; j < K; j++)
+                    count[msg[j]]++;
+            }
+            size_t seg[4], T = segments(&L, SCOPES[si], seg);
+            double worst = 0;
+            for (size_t t = 0, off = 0; t < T; off += seg[t++]) {
+                const double m = (double)keep(seg[t], 4) / (double)seg[t];
+                const double sd = sqrt(N * m * (1 - m));
+                for (size_t i = off; i < off + seg[t]; i++) {
+                    double z = fabs(count[i] - N * m);
+                    if (z > 6 * sd + 1e-9)
+                        fail_msg("scope %d rank %d: coordinate %zu chosen %u "
+                                 "times in %d steps, expected %.1f +- %.1f",
+                                 (int)SCOPES[si], ranks[ri], i, count[i], N,
+                                 N * m, sd);
+                    if (sd > 0 && z / sd > worst)
+                        worst = z / sd;
+                }
+            }
+            printf("  randk-private scope %d rank %d: largest deviation of a "
+                   "coordinate's count %.2f sigma\n", (int)SCOPES[si],
+                   ranks[ri], worst);
+            free(msg);
+            deft_compressor_destroy(c);
+        }
+    free(count);
+    free(v);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1249,19 +1464,23 @@ static void test_sign_layout(void **state)
 static void test_nonlinear_noops(void **state)
 {
     (void)state;
-    deft_compressor_params_t p = params(DEFT_COMP_TOPK, DEFT_SCOPE_TENSOR, 4);
-    deft_compressor_t *c = make(&L, &p);
-    float *v = falloc(L_DIM), *m = falloc(L_DIM);
-    for (size_t i = 0; i < L_DIM; i++)
-        v[i] = 3.0f;
-    deft_compressor_select(c, 1);
-    deft_compressor_gather(c, v, m);
-    deft_compressor_scatter(c, m, 1.0f, v);
-    for (size_t i = 0; i < L_DIM; i++)
-        assert_true(v[i] == 3.0f && m[i] == 0.0f);
-    free(v);
-    free(m);
-    deft_compressor_destroy(c);
+    const deft_compressor_kind_t kinds[] = {DEFT_COMP_TOPK,
+                                            DEFT_COMP_RANDK_PRIVATE};
+    for (int ki = 0; ki < 2; ki++) {
+        deft_compressor_params_t p = params(kinds[ki], DEFT_SCOPE_TENSOR, 4);
+        deft_compressor_t *c = make(&L, &p);
+        float *v = falloc(L_DIM), *m = falloc(L_DIM);
+        for (size_t i = 0; i < L_DIM; i++)
+            v[i] = 3.0f;
+        deft_compressor_select(c, 1);
+        deft_compressor_gather(c, v, m);
+        deft_compressor_scatter(c, m, 1.0f, v);
+        for (size_t i = 0; i < L_DIM; i++)
+            assert_true(v[i] == 3.0f && m[i] == 0.0f);
+        free(v);
+        free(m);
+        deft_compressor_destroy(c);
+    }
 }
 
 int main(void)
@@ -1283,6 +1502,8 @@ int main(void)
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_linearity),
         cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_randk_private_ranks),
+        cmocka_unit_test(test_randk_private_uniform),
         cmocka_unit_test(test_finite_and_poison),
         cmocka_unit_test(test_sign_layout),
         cmocka_unit_test(test_nonlinear_noops),

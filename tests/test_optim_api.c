@@ -83,6 +83,8 @@ static void test_create_rejects_bad_config(void **state)
     expect_create(c, lsq_layout(), DEFT_ERR_INVALID_ARG, "powersgd");
     c = ok, c.algo = DEFT_ALGO_PSYNC, c.compressor = DEFT_COMP_FP16;
     expect_create(c, lsq_layout(), DEFT_ERR_INVALID_ARG, "fp16");
+    c = ok, c.algo = DEFT_ALGO_PSYNC, c.compressor = DEFT_COMP_RANDK_PRIVATE;
+    expect_create(c, lsq_layout(), DEFT_ERR_INVALID_ARG, "randk-private");
     size_t bad_rows[3] = {4, 2, 0}; /* 20 = 4 x 5, but 13 is odd */
     deft_layout_t rows_bad = {3, lsq_sizes, bad_rows};
     expect_create(ok, &rows_bad, DEFT_ERR_INVALID_ARG, "rows[1] = 2");
@@ -130,6 +132,12 @@ static deft_status_t disagreeing(deft_comm_t *comm, void *arg)
         cfg.lambda = 0.1f * (float)r;
         cfg.avg_period = r;
     }
+    /* randk_scaled: randk-private needs it to agree (mode 6), topk ignores
+     * it (mode 7). */
+    if (a->mode == 6 || a->mode == 7) {
+        cfg.compressor = a->mode == 6 ? DEFT_COMP_RANDK_PRIVATE : DEFT_COMP_TOPK;
+        cfg.randk_scaled = r == 1;
+    }
     /* Shapes: powersgd needs them to agree (mode 4), rbgs ignores them and
      * powersgd_rank (mode 5). */
     size_t rows[3] = {r == 1 ? 4 : 5, 0, 0}; /* 20 = 4x5 or 5x4 */
@@ -148,15 +156,17 @@ static deft_status_t disagreeing(deft_comm_t *comm, void *arg)
 static void test_workers_must_agree(void **state)
 {
     (void)state;
-    const char *want[] = {"differs", "worker 2", "worker 1", "", "differs", ""};
-    for (int mode = 0; mode < 6; mode++) {
+    const char *want[] = {"differs", "worker 2", "worker 1", "",
+                          "differs", "",         "differs",  ""};
+    for (int mode = 0; mode < 8; mode++) {
         agree_t a;
         memset(&a, 0, sizeof a);
         a.mode = mode;
         assert_status(deft_run_threads(3, disagreeing, &a), DEFT_OK);
         for (int r = 0; r < 3; r++) {
-            deft_status_t expect = mode == 3 || mode == 5 ? DEFT_OK
-                                                          : DEFT_ERR_INVALID_ARG;
+            deft_status_t expect = mode == 3 || mode == 5 || mode == 7
+                                       ? DEFT_OK
+                                       : DEFT_ERR_INVALID_ARG;
             if (a.st[r] != expect)
                 fail_msg("mode %d worker %d: %s (%s), want %s", mode, r,
                          deft_status_str(a.st[r]), a.err[r],
@@ -241,19 +251,28 @@ static void test_names_round_trip(void **state)
                       DEFT_OK);
         assert_int_equal(back, a);
     }
-    for (int c = DEFT_COMP_NONE; c <= DEFT_COMP_BF16; c++) {
+    for (int c = DEFT_COMP_NONE; c <= DEFT_COMP_RANDK_PRIVATE; c++) {
         deft_compressor_kind_t back;
         assert_status(deft_compressor_parse(
                           deft_compressor_name((deft_compressor_kind_t)c), &back),
                       DEFT_OK);
         assert_int_equal(back, c);
     }
+    /* kinds keep their numbers; the newest is appended */
+    deft_compressor_kind_t rp;
+    assert_status(deft_compressor_parse("randk-private", &rp), DEFT_OK);
+    assert_int_equal(rp, DEFT_COMP_RANDK_PRIVATE);
+    assert_int_equal(DEFT_COMP_BF16, 9);
+    assert_int_equal(DEFT_COMP_RANDK_PRIVATE, 10);
+    assert_string_equal(deft_compressor_name(DEFT_COMP_RANDK), "randk");
+    assert_string_equal(deft_compressor_name((deft_compressor_kind_t)11), "?");
     deft_algo_t a;
     assert_status(deft_algo_parse("adam", &a), DEFT_ERR_INVALID_ARG);
     assert_error_mentions("adam");
     deft_compressor_kind_t k;
     assert_status(deft_compressor_parse("zip", &k), DEFT_ERR_INVALID_ARG);
     assert_error_mentions("zip");
+    assert_error_mentions("randk-private");
     assert_string_equal(deft_algo_name((deft_algo_t)99), "?");
     assert_string_equal(deft_compressor_name((deft_compressor_kind_t)99), "?");
 }

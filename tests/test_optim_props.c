@@ -12,6 +12,7 @@ typedef struct {
     deft_optim_config_t cfg;
     int steps;
     int nan_step;       /* worker 1 reports NaN gradients from this step   */
+    int halve_every;    /* halve the lr every this many steps (0: never)   */
     double dev;         /* the property's worst deviation (set by rank 0)   */
     double control;     /* the same measure for a quantity that must differ */
     float *final_x;     /* (K, D) */
@@ -306,6 +307,8 @@ static deft_status_t plain_run(deft_comm_t *comm, void *arg)
             snprintf(a->tell_error[r], sizeof a->tell_error[r], "%s",
                      deft_last_error());
         }
+        if (st == DEFT_OK && a->halve_every && (t + 1) % a->halve_every == 0)
+            st = deft_optim_set_lr(opt, 0.5f * deft_optim_get_lr(opt));
     }
     deft_comm_get_stats(comm, &a->stats[r]);
     const float *x, *e;
@@ -374,7 +377,8 @@ static void test_same_seed_bitwise_identical(void **state)
                                  DEFT_ALGO_EF21};
     const deft_compressor_kind_t comps[] = {DEFT_COMP_RBGS, DEFT_COMP_RANDK,
                                             DEFT_COMP_TOPK, DEFT_COMP_SIGN,
-                                            DEFT_COMP_QSGD, DEFT_COMP_NONE};
+                                            DEFT_COMP_QSGD, DEFT_COMP_NONE,
+                                            DEFT_COMP_RANDK_PRIVATE};
     for (size_t i = 0; i < sizeof algos / sizeof algos[0]; i++)
         for (size_t c = 0; c < sizeof comps / sizeof comps[0]; c++) {
             deft_optim_config_t cfg = base_cfg(algos[i], comps[c], 4);
@@ -433,6 +437,105 @@ static void test_one_collective_per_step(void **state)
     assert_status(deft_run_threads(4, plain_run, &a), DEFT_OK);
     assert_int_equal(a.stats[0].payload_bytes, 10 * 3 * sizeof(float));
     run_free(&a);
+}
+
+/* EF over randk-private on K = 4 workers of a heterogeneous least-squares
+ * problem (each worker its own A_k, b_k: at the optimum x* of the average
+ * every worker's gradient is ~0.25 in norm, only their sum vanishes).
+ * Each step allgathers one message of K = 5 + 3 + 7 indices and values
+ * (ratio 4 on tensors of 20, 13, 31) and no allreduce; all workers keep
+ * the same x; two runs are bitwise equal. With the lr halved every 250
+ * steps, x reaches 1e-3 of its initial distance to x* in 2000 steps. At a
+ * constant lr it cannot: the workers' coordinates differ, so the sum of
+ * their messages is not C(sum), and what each drops of its own non-zero
+ * gradient keeps x at a distance proportional to the lr, while shared
+ * randk (linear: the errors sum to C's error of the zero sum) converges. */
+static void lsq_optimum(const lsq_t *p, double *x)
+{
+    double g[LSQ_D], gs[LSQ_D];
+    for (int j = 0; j < LSQ_D; j++)
+        x[j] = 0;
+    /* gradient descent in double; the Hessian's eigenvalues lie in about
+     * [0.06, 0.83], so step 1 contracts by 0.94 or better */
+    for (int it = 0; it < 3000; it++) {
+        memset(gs, 0, sizeof gs);
+        for (int k = 0; k < p->K; k++) {
+            lsq_grad_f64(p, k, x, g);
+            for (int j = 0; j < LSQ_D; j++)
+                gs[j] += g[j] / p->K;
+        }
+        for (int j = 0; j < LSQ_D; j++)
+            x[j] -= gs[j];
+    }
+    assert_true(norm2(gs, LSQ_D) < 1e-12);
+}
+
+static double dist_to(const float *x, const double *xs)
+{
+    double d[LSQ_D];
+    for (int j = 0; j < LSQ_D; j++)
+        d[j] = (double)x[j] - xs[j];
+    return norm2(d, LSQ_D);
+}
+
+static void test_randk_private_ef_converges(void **state)
+{
+    (void)state;
+    enum { K = 4, STEPS = 2000 };
+    double xs[LSQ_D];
+    float x0[LSQ_D];
+    run_t a, b;
+    deft_optim_config_t cfg =
+        base_cfg(DEFT_ALGO_EF, DEFT_COMP_RANDK_PRIVATE, 4);
+    cfg.lr = 0.2f;
+    cfg.momentum = 0.0f;
+    run_init(&a, K, cfg, STEPS);
+    run_init(&b, K, cfg, STEPS);
+    a.halve_every = b.halve_every = 250;
+    lsq_optimum(&a.p, xs);
+    init_x0(x0);
+    const double d0 = dist_to(x0, xs);
+    for (int k = 0; k < K; k++) {
+        double g[LSQ_D];
+        lsq_grad_f64(&a.p, k, xs, g);
+        assert_true(norm2(g, LSQ_D) > 0.2); /* heterogeneous */
+    }
+    assert_status(deft_run_threads(K, plain_run, &a), DEFT_OK);
+    assert_status(deft_run_threads(K, plain_run, &b), DEFT_OK);
+    assert_memory_equal(a.final_x, b.final_x, sizeof(float) * K * LSQ_D);
+    assert_memory_equal(a.final_e, b.final_e, sizeof(float) * K * LSQ_D);
+    for (int r = 0; r < K; r++) {
+        assert_memory_equal(a.final_x, a.final_x + r * LSQ_D,
+                            sizeof(float) * LSQ_D);
+        assert_int_equal(a.stats[r].n_allgather, STEPS);
+        assert_int_equal(a.stats[r].n_allreduce, 0);
+        assert_int_equal(a.stats[r].payload_bytes,
+                         (uint64_t)STEPS * 15 * (4 + 4));
+    }
+    /* the workers' errors are their own */
+    assert_true(memcmp(a.final_e, a.final_e + LSQ_D, sizeof(float) * LSQ_D));
+    const double d = dist_to(a.final_x, xs);
+    printf("  ef randk-private, lr 0.2 halved every 250 steps: "
+           "|x - x*| / |x0 - x*| = %.3g after %d steps\n", d / d0, STEPS);
+    assert_true(d < 1e-3 * d0);
+    run_free(&a);
+    run_free(&b);
+
+    /* Constant lr: shared randk converges, randk-private stalls. */
+    double dc[2];
+    const deft_compressor_kind_t kinds[2] = {DEFT_COMP_RANDK,
+                                             DEFT_COMP_RANDK_PRIVATE};
+    for (int i = 0; i < 2; i++) {
+        cfg.compressor = kinds[i];
+        run_init(&a, K, cfg, STEPS);
+        assert_status(deft_run_threads(K, plain_run, &a), DEFT_OK);
+        dc[i] = dist_to(a.final_x, xs) / d0;
+        printf("  ef %s, lr 0.2 constant: |x - x*| / |x0 - x*| = %.3g after "
+               "%d steps\n", deft_compressor_name(kinds[i]), dc[i], STEPS);
+        run_free(&a);
+    }
+    assert_true(dc[0] < 1e-6);
+    assert_true(dc[1] > 1e-3);
 }
 
 static void test_divergence_reported_on_all_workers(void **state)
@@ -713,6 +816,7 @@ int main(void)
         cmocka_unit_test(test_saef_period0_equals_def_lambda1),
         cmocka_unit_test(test_same_seed_bitwise_identical),
         cmocka_unit_test(test_one_collective_per_step),
+        cmocka_unit_test(test_randk_private_ef_converges),
         cmocka_unit_test(test_divergence_reported_on_all_workers),
         cmocka_unit_test(test_state_save_load_continues_bitwise),
         cmocka_unit_test(test_none_compressor_reduces_to_sgd),

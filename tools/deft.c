@@ -59,13 +59,15 @@ static void train_usage(FILE *f)
         "optimizer:\n"
         "  --algo NAME          sgd, ef, def, defa, saef, psync, ef21 (default def)\n"
         "  --compressor NAME    none, rbgs, randk, topk, sign, qsgd, scale,\n"
-        "                       powersgd, fp16, bf16 (default rbgs)\n"
+        "                       powersgd, fp16, bf16, randk-private\n"
+        "                       (default rbgs)\n"
         "  --ratio R            compression ratio n/k, >= 1 (default 256)\n"
         "  --scope S            tensor or global (default tensor)\n"
         "  --lambda L           DEF's detach coefficient in [0,1] (default 0.3)\n"
         "  --avg-period P       saef: average errors every P steps (default 0)\n"
         "  --qsgd-levels S      qsgd: levels, 1..127 (default 16)\n"
-        "  --randk-scaled       randk: scale kept values by n/k (unbiased)\n"
+        "  --randk-scaled       randk, randk-private: scale kept values by n/k\n"
+        "                       (unbiased)\n"
         "  --powersgd-rank R    powersgd: rank of each weight matrix's\n"
         "                       approximation, 1..1024 (default 1)\n"
         "  --lr LR              learning rate (default 0.02)\n"
@@ -397,7 +399,7 @@ static int cmd_train(int argc, char **argv)
             if (deft_compressor_parse(optarg, &cfg.optim.compressor) != DEFT_OK)
                 return deft_cli_usage_error("--compressor '%s': expected none, rbgs, "
                                    "randk, topk, sign, qsgd, scale, powersgd, "
-                                   "fp16 or bf16", optarg);
+                                   "fp16, bf16 or randk-private", optarg);
             break;
         case O_RATIO:
             if ((rc = deft_cli_parse_double("--ratio", optarg, 1, 1e12, &dv)))
@@ -596,7 +598,7 @@ static int cmd_list(void)
     for (int a = DEFT_ALGO_SGD; a <= DEFT_ALGO_ECLK; a++)
         printf(" %s", deft_algo_name((deft_algo_t)a));
     printf("\ncompressors:");
-    for (int c = DEFT_COMP_NONE; c <= DEFT_COMP_BF16; c++)
+    for (int c = DEFT_COMP_NONE; c <= DEFT_COMP_RANDK_PRIVATE; c++)
         printf(" %s", deft_compressor_name((deft_compressor_kind_t)c));
     printf("\nmodels:");
     for (int m = DEFT_MODEL_LOGREG; m <= DEFT_MODEL_VGG; m++)

@@ -12,7 +12,7 @@ lib = _lib.lib
 #: The names deft knows, in the order of the C enums.
 ALGORITHMS = ("sgd", "ef", "def", "defa", "saef", "psync", "ef21", "eclk")
 COMPRESSORS = ("none", "rbgs", "randk", "topk", "sign", "qsgd", "scale",
-               "powersgd", "fp16", "bf16")
+               "powersgd", "fp16", "bf16", "randk-private")
 SCOPES = ("tensor", "global")
 
 _FIELDS = [name for name, _ in _lib.OptimConfig._fields_]

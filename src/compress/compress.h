@@ -12,8 +12,8 @@
  *    array, and the element-wise sum of the workers' messages is the
  *    message of the summed vectors (C(a) + C(b) = C(a + b)). One allreduce
  *    per step.
- *  - DEFT_WIRE_GATHER, non-linear (topk, sign, qsgd): messages are
- *    allgathered, and each one is decoded on its own.
+ *  - DEFT_WIRE_GATHER, non-linear (topk, sign, qsgd, randk-private):
+ *    messages are allgathered, and each one is decoded on its own.
  *  - DEFT_WIRE_SUM_F16 / _BF16 (fp16, bf16): d 16-bit values, summed by a
  *    16-bit allreduce that decodes to float before adding and rounds the
  *    sum back (deft_comm_allreduce_sum_half); decode the summed message.
@@ -36,6 +36,9 @@
  *           the chosen indices in increasing index order (times n_t / k_t
  *           when scaled).
  *  - topk:  K = sum_t k_t entries: K uint32 global indices, then K floats.
+ *  - randk-private: topk's layout; the indices are randk's k_t per segment
+ *           but from the worker-private stream (seed, step, segment, rank),
+ *           increasing within a segment; values times n_t / k_t when scaled.
  *  - sign:  T floats (segment scales ||v_t||_1 / n_t), then ceil(d / 8)
  *           bytes of sign bits (bit i set when v_i < 0).
  *  - qsgd:  T floats (segment norms ||v_t||_2), then ceil(d * b / 8) bytes
@@ -71,7 +74,8 @@ typedef struct {
     int randk_scaled;
     int qsgd_levels;   /* 1..127                                             */
     uint64_t seed;     /* shared seed                                        */
-    int rank;          /* for worker-private randomness (qsgd rounding)      */
+    int rank;          /* >= 0, for worker-private randomness (qsgd
+                          rounding, randk-private's coordinates)            */
     int powersgd_rank; /* powersgd: rank r, 1..1024                          */
 } deft_compressor_params_t;
 
@@ -95,10 +99,10 @@ size_t deft_compressor_msg_bytes(const deft_compressor_t *c);
 size_t deft_compressor_dim(const deft_compressor_t *c);
 
 /* Draws step `step`'s random choices (shared ones from (seed, step,
- * segment); qsgd's rounding also from the rank), writes the message of v
- * into msg (msg_bytes bytes) and replaces v by v - C(v). For linear
- * compressors the chosen coordinates are remembered until the next encode
- * or select, for decode_add and scatter. */
+ * segment); qsgd's rounding and randk-private's coordinates also from the
+ * rank), writes the message of v into msg (msg_bytes bytes) and replaces v
+ * by v - C(v). For linear compressors the chosen coordinates are
+ * remembered until the next encode or select, for decode_add and scatter. */
 void deft_compressor_encode(deft_compressor_t *c, uint64_t step, float *v,
                             void *msg);
 

@@ -84,6 +84,7 @@ extern const deft_compressor_ops_t deft_compress_qsgd_ops;
 extern const deft_compressor_ops_t deft_compress_powersgd_ops;
 extern const deft_compressor_ops_t deft_compress_fp16_ops;
 extern const deft_compressor_ops_t deft_compress_bf16_ops;
+extern const deft_compressor_ops_t deft_compress_randk_private_ops;
 
 /* The dense operations none and scale share (every coordinate chosen):
  * out += alpha * msg, msg = v, out = alpha * msg; d floats. */
@@ -93,6 +94,24 @@ void deft_dense_gather(const deft_compressor_t *c, const float *v,
                        float *msg);
 void deft_dense_scatter(const deft_compressor_t *c, const float *msg,
                         float alpha, float *out);
+
+/* randk's draw (randk.c), shared with randk-private: for each segment t,
+ * k_t distinct indices, a uniform k_t-subset of the segment drawn from the
+ * stream (seed, step, t, purpose) (Floyd's algorithm), written in
+ * increasing order as global indices to idx, segment after segment (K in
+ * all). bitmap: ceil(max_n / 64) words, zero on entry and on return. */
+void deft_randk_draw(const deft_compressor_t *c, uint64_t step,
+                     uint64_t purpose, uint64_t *bitmap, uint32_t *idx);
+/* randk's take, likewise shared: val[j] = v[idx[j]], times n_t / k_t in
+ * segment t when p.randk_scaled, and v[idx[j]] -= val[j] (0 when
+ * unscaled), for the K indices of deft_randk_draw. */
+void deft_randk_take(const deft_compressor_t *c, const uint32_t *idx,
+                     float *v, float *val);
+/* Decode of the sparse layout topk and randk-private send (K uint32 global
+ * indices, then K floats): out[idx[j]] += alpha * val[j]; an index >= d
+ * (a corrupt message) is skipped. */
+void deft_sparse_decode_add(const deft_compressor_t *c, const void *msg,
+                            float alpha, float *out);
 
 /* Sums in double with independent accumulators in a fixed order, so the
  * result is reproducible (abs: 8; sq: 32, in the DEFT_CLONES builds, the

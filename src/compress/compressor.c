@@ -27,6 +27,8 @@ static const deft_compressor_ops_t *ops_of(deft_compressor_kind_t kind)
         return &deft_compress_fp16_ops;
     case DEFT_COMP_BF16:
         return &deft_compress_bf16_ops;
+    case DEFT_COMP_RANDK_PRIVATE:
+        return &deft_compress_randk_private_ops;
     }
     return NULL;
 }
@@ -75,6 +77,11 @@ deft_status_t deft_compressor_create(deft_compressor_t **out,
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "%s: powersgd approximates each matrix of the layout "
                          "and needs scope DEFT_SCOPE_TENSOR", FN);
+    if ((p->kind == DEFT_COMP_QSGD || p->kind == DEFT_COMP_RANDK_PRIVATE) &&
+        p->rank < 0)
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "%s: p->rank = %d, must be >= 0 (%s draws from the "
+                         "rank's private stream)", FN, p->rank, ops->name);
     if (p->kind == DEFT_COMP_QSGD &&
         (p->qsgd_levels < 1 || p->qsgd_levels > 127))
         return deft_fail(DEFT_ERR_INVALID_ARG,

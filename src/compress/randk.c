@@ -59,27 +59,23 @@ static void draw_sorted(deft_rng_t *g, size_t n, size_t k, size_t off,
     }
 }
 
-static void randk_select(deft_compressor_t *c, uint64_t step)
+void deft_randk_draw(const deft_compressor_t *c, uint64_t step,
+                     uint64_t purpose, uint64_t *bitmap, uint32_t *idx)
 {
-    randk_t *r = c->impl;
-    uint32_t *idx = r->idx;
     for (size_t t = 0; t < c->n_seg; t++) {
         const deft_segment_t *s = &c->seg[t];
-        deft_rng_t g = deft_rng_make(c->p.seed, step, t, DEFT_STREAM_RANDK);
-        draw_sorted(&g, s->n, s->k, s->off, r->bitmap, idx);
+        deft_rng_t g = deft_rng_make(c->p.seed, step, t, purpose);
+        draw_sorted(&g, s->n, s->k, s->off, bitmap, idx);
         idx += s->k;
     }
 }
 
-static void randk_encode(deft_compressor_t *c, uint64_t step, float *v,
-                         void *msg)
+void deft_randk_take(const deft_compressor_t *c, const uint32_t *idx,
+                     float *v, float *val)
 {
-    randk_select(c, step);
-    const uint32_t *idx = ((randk_t *)c->impl)->idx;
-    float *m = msg;
     if (!c->p.randk_scaled) {
         for (size_t j = 0; j < c->total_k; j++) {
-            m[j] = v[idx[j]];
+            val[j] = v[idx[j]];
             v[idx[j]] = 0.0f;
         }
         return;
@@ -89,12 +85,25 @@ static void randk_encode(deft_compressor_t *c, uint64_t step, float *v,
         const float f = (float)((double)s->n / (double)s->k);
         for (size_t j = 0; j < s->k; j++) {
             float q = f * v[idx[j]];
-            m[j] = q;
+            val[j] = q;
             v[idx[j]] -= q;
         }
         idx += s->k;
-        m += s->k;
+        val += s->k;
     }
+}
+
+static void randk_select(deft_compressor_t *c, uint64_t step)
+{
+    randk_t *r = c->impl;
+    deft_randk_draw(c, step, DEFT_STREAM_RANDK, r->bitmap, r->idx);
+}
+
+static void randk_encode(deft_compressor_t *c, uint64_t step, float *v,
+                         void *msg)
+{
+    randk_select(c, step);
+    deft_randk_take(c, ((randk_t *)c->impl)->idx, v, msg);
 }
 
 static void randk_decode_add(const deft_compressor_t *c, const void *msg,

@@ -649,7 +649,7 @@ static void topk_encode(deft_compressor_t *c, uint64_t step, float *v,
     }
 }
 
-static void topk_decode_add(const deft_compressor_t *c, const void *msg,
+void deft_sparse_decode_add(const deft_compressor_t *c, const void *msg,
                             float alpha, float *out)
 {
     const uint32_t *idx = msg;
@@ -676,7 +676,7 @@ const deft_compressor_ops_t deft_compress_topk_ops = {
     .init = topk_init,
     .fini = topk_fini,
     .encode = topk_encode,
-    .decode_add = topk_decode_add,
+    .decode_add = deft_sparse_decode_add,
     .select = NULL,
     .gather = NULL,
     .scatter = NULL,

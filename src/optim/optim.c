@@ -32,7 +32,7 @@ static const char *const algo_names[] = {"sgd",  "ef",    "def",  "defa",
 static const char *const comp_names[] = {"none", "rbgs",  "randk",
                                          "topk", "sign",  "qsgd",
                                          "scale", "powersgd", "fp16",
-                                         "bf16"};
+                                         "bf16", "randk-private"};
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 const char *deft_algo_name(deft_algo_t algo)
@@ -74,7 +74,8 @@ deft_status_t deft_compressor_parse(const char *name,
         }
     return deft_fail(DEFT_ERR_INVALID_ARG,
                      "unknown compressor '%s' (expected one of none, rbgs, "
-                     "randk, topk, sign, qsgd, scale, powersgd, fp16, bf16)",
+                     "randk, topk, sign, qsgd, scale, powersgd, fp16, bf16, "
+                     "randk-private)",
                      name);
 }
 
@@ -236,7 +237,9 @@ static uint64_t config_hash(const deft_layout_t *layout,
         cfg->eclk_L = cfg->eclk_mu = cfg->eclk_p = cfg->eclk_theta1 = 0;
         cfg->eclk_n = 0;
     }
-    cfg->randk_scaled = cfg->compressor == DEFT_COMP_RANDK && cfg->randk_scaled;
+    cfg->randk_scaled = (cfg->compressor == DEFT_COMP_RANDK ||
+                         cfg->compressor == DEFT_COMP_RANDK_PRIVATE) &&
+                        cfg->randk_scaled;
     const int psgd = cfg->compressor == DEFT_COMP_POWERSGD;
     if (!psgd)
         cfg->powersgd_rank = 0;
@@ -532,7 +535,8 @@ deft_status_t deft_optim_diverged(const deft_optim_t *opt, const char *what)
     if (k == DEFT_COMP_POWERSGD)
         snprintf(knob, sizeof knob, " rank %d", opt->cfg.powersgd_rank);
     else if (k == DEFT_COMP_RBGS || k == DEFT_COMP_RANDK ||
-             k == DEFT_COMP_TOPK || k == DEFT_COMP_SCALE)
+             k == DEFT_COMP_TOPK || k == DEFT_COMP_SCALE ||
+             k == DEFT_COMP_RANDK_PRIVATE)
         snprintf(knob, sizeof knob, " ratio %g", opt->cfg.ratio);
     return deft_fail(DEFT_ERR_DIVERGED,
                      "diverged at step %llu: %s (algorithm %s, compressor "

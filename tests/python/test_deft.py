@@ -181,6 +181,25 @@ def test_custom_python_collectives_match_threads_bitwise():
     assert [r[:2] for r in custom] == [r[:2] for r in direct]
 
 
+def test_names_are_the_c_enums_in_order():
+    lib = deft._lib.lib
+    for names, name_of in ((deft.ALGORITHMS, lib.deft_algo_name),
+                           (deft.COMPRESSORS, lib.deft_compressor_name)):
+        got = [name_of(i).decode() for i in range(len(names) + 1)]
+        assert got == list(names) + ["?"]
+
+
+def test_randk_private_is_allgathered_and_the_same_over_custom_collectives():
+    """Each worker sends its own k coordinates, as index and value: 8 bytes
+    for each of the 7 + 1 kept of [30, 7] at ratio 4; every worker ends
+    with the same model, over comm or over Python collectives."""
+    opts = dict(algo="ef", compressor="randk-private", ratio=4)
+    direct = deft.run_threads(3, lambda c: _train_8_steps(c, False, **opts))
+    custom = deft.run_threads(3, lambda c: _train_8_steps(c, True, **opts))
+    assert [r[:2] for r in custom] == [r[:2] for r in direct]
+    assert all(r[0] == direct[0][0] and r[2] == 8 * (7 + 1) for r in direct)
+
+
 def test_fp16_over_custom_collectives_is_the_same_sum_in_fp32_bytes():
     """Custom backends have no 16-bit path: deft decodes, allreduces floats
     and rounds back, which is the threads backend's sum exactly (both add
