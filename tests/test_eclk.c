@@ -22,8 +22,8 @@
 static deft_logreg_t make_problem(size_t n, size_t d, float spread,
                                   uint64_t seed)
 {
-    deft_logreg_t p = {n, d, malloc(sizeof(float) * n * d),
-                       malloc(sizeof(float) * n)};
+    deft_logreg_t p = {.n = n, .d = d, .a = malloc(sizeof(float) * n * d),
+                       .b = malloc(sizeof(float) * n)};
     float *u = malloc(sizeof(float) * d), *teacher = malloc(sizeof(float) * d);
     deft_test_fill(u, d, seed);
     deft_test_fill(teacher, d, seed + 1);
@@ -53,8 +53,8 @@ static deft_logreg_t make_problem(size_t n, size_t d, float spread,
 static deft_logreg_t replicate(const deft_logreg_t *one, int K)
 {
     size_t n = one->n * (size_t)K, d = one->d;
-    deft_logreg_t p = {n, d, malloc(sizeof(float) * n * d),
-                       malloc(sizeof(float) * n)};
+    deft_logreg_t p = {.n = n, .d = d, .a = malloc(sizeof(float) * n * d),
+                       .b = malloc(sizeof(float) * n)};
     for (int k = 0; k < K; k++) {
         memcpy(p.a + (size_t)k * one->n * d, one->a, sizeof(float) * one->n * d);
         memcpy(p.b + (size_t)k * one->n, one->b, sizeof(float) * one->n);

@@ -24,10 +24,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Rows are stored densely (a) or as CSR (a == NULL, indptr != NULL); every
+ * function below takes either, with the same results up to the order of
+ * summation. A zeroed struct with n, d, a and b set is a dense problem.
+ * CSR row i holds values[k] at columns indices[k] for k in
+ * [indptr[i], indptr[i + 1]), columns increasing, the bias column (d - 1)
+ * included; memory is O(n + nnz). */
 typedef struct {
     size_t n, d;  /* rows, features (the bias feature included)          */
-    float *a;     /* (n, d) row-major                                     */
+    float *a;     /* (n, d) row-major; NULL for CSR                       */
     float *b;     /* (n,) labels, -1 or +1                                */
+    size_t *indptr;      /* CSR: (n + 1,) row starts; NULL for dense      */
+    uint32_t *indices;   /* CSR: (nnz,) column of each value, < d         */
+    float *values;       /* CSR: (nnz,)                                   */
+    size_t nnz;          /* CSR: indptr[n], stored values (bias included) */
+    uint32_t *column_ids; /* (d,) or NULL: the file's 1-based feature
+                           * index of each column, 0 for the bias (set by
+                           * deft_logreg_load_libsvm, to map x back)      */
+    size_t d_file;       /* the largest feature index in the file (set by
+                          * deft_logreg_load_libsvm, else 0)              */
 } deft_logreg_t;
 
 /* Builds the problem from a two-class data set (ds->n_classes == 2):
@@ -39,19 +54,52 @@ deft_status_t deft_logreg_from_dataset(deft_logreg_t *out,
                                        const deft_dataset_t *ds,
                                        int normalize);
 
+/* Reads a two-class LIBSVM file (data.h: raw or gzip, the same parser and
+ * input limits as deft_dataset_load_libsvm) straight into CSR rows, in two
+ * passes (count and validate, then fill), so memory is O(n + nnz) whatever
+ * the feature indices: at most about 10 bytes per byte of text, including
+ * the scratch of the column compaction.
+ *
+ * Labels: exactly two distinct values, the larger -> +1, the smaller -> -1
+ * (so -1/+1, 0/1 and 1/2 all work). Columns: the features that have no
+ * non-zero value in any row (explicit zeros are not stored) are dropped and
+ * the others renumbered in increasing order of their index; a bias feature
+ * 1 is appended as the last column of every row. Dropping empty columns
+ * does not change the problem for L2-regularized logistic regression
+ * started at x0 = 0: such a column's loss gradient is always 0, so its
+ * coordinate stays at 0 (its gradient is mu x_j = 0) and its optimal
+ * weight is 0. So a file naming features 3 and 900000000 has d = 3.
+ * out->column_ids maps the columns back to the file's indices (0 for the
+ * bias), out->d_file (and *n_features_in_file if not NULL) is the largest
+ * index in the file. With normalize, every row (bias included) is scaled to
+ * unit norm, as deft_logreg_from_dataset does, so that L = 1/4.
+ *
+ * Errors (the message names the file, and the line where there is one):
+ * DEFT_ERR_IO (cannot open or read), DEFT_ERR_FORMAT (malformed line, not
+ * exactly two labels, no examples, over deft_data_max_bytes),
+ * DEFT_ERR_INVALID_ARG (NULL out or path), DEFT_ERR_NOMEM. On error *out
+ * is left empty. */
+deft_status_t deft_logreg_load_libsvm(deft_logreg_t *out, const char *path,
+                                      int normalize,
+                                      size_t *n_features_in_file);
+
 /* NULL-safe; leaves *p empty. */
 void deft_logreg_free(deft_logreg_t *p);
 
 /* Permutes the rows with a permutation drawn from seed (Fisher-Yates on
  * the counter-based stream DEFT_STREAM_DATA), so that contiguous shards
- * are i.i.d. even when the file is sorted by label. */
+ * are i.i.d. even when the file is sorted by label. A dense and a CSR copy
+ * of the same rows get the same permutation. CSR rows are gathered into
+ * new arrays (O(n + nnz) temporary memory); if that memory cannot be had,
+ * they are swapped in place instead (no memory, but O(n nnz) time). */
 void deft_logreg_shuffle(deft_logreg_t *p, uint64_t seed);
 
-/* Keeps the first n rows (n <= p->n). */
+/* Keeps the first n rows (n <= p->n); memory is not released. */
 void deft_logreg_truncate(deft_logreg_t *p, size_t n);
 
-/* A fingerprint of the data (n, d, every a and b bit): the identity of the
- * problem in caches of P*. */
+/* A fingerprint of the data (n, d, every a and b bit; for CSR every
+ * indptr, index and value instead of a): the identity of the problem in
+ * caches of P*. A dense and a CSR copy of the same rows hash differently. */
 uint64_t deft_logreg_hash(const deft_logreg_t *p);
 
 /* Average logistic loss over rows [lo, hi) at x (d,), no regularizer. */
@@ -90,8 +138,9 @@ double deft_logreg_smooth_avg(const deft_logreg_t *p, size_t lo, size_t hi,
 
 /* How deft_logreg_solve computes Newton steps. */
 typedef enum {
-    DEFT_NEWTON_AUTO = 0, /* dense up to 4096 features, else CG          */
-    DEFT_NEWTON_DENSE,    /* Hessian formed (sgemm-class BLAS), Cholesky */
+    DEFT_NEWTON_AUTO = 0, /* dense rows up to 4096 features, else CG     */
+    DEFT_NEWTON_DENSE,    /* Hessian formed (sgemm-class BLAS), Cholesky;
+                           * dense rows only                             */
     DEFT_NEWTON_CG        /* Hessian-vector products, conjugate gradient */
 } deft_newton_kind_t;
 
@@ -104,8 +153,11 @@ typedef struct {
 /* Minimizes P (mu > 0) by damped Newton in double precision, from x (d,)
  * (e.g. zeros), which receives the minimizer. Stops when ||grad P|| stops
  * decreasing at the level of rounding or the Newton decrement is below
- * 1e-26. Then P(x) - P* is below ||grad P||^2 / (2 mu). Errors:
- * DEFT_ERR_INVALID_ARG (mu <= 0), DEFT_ERR_NOMEM, DEFT_ERR_DIVERGED (a
+ * 1e-24. Then P(x) - P* is below ||grad P||^2 / (2 mu). With CG, each
+ * Hessian-vector product costs O(nnz + d) (O(n d) dense), and each Newton
+ * step runs at most a number of CG iterations bounded from the Hessian's
+ * condition number (see solve.c). Errors: DEFT_ERR_INVALID_ARG (mu <= 0,
+ * DEFT_NEWTON_DENSE on CSR rows), DEFT_ERR_NOMEM, DEFT_ERR_DIVERGED (a
  * Newton system could not be solved). */
 deft_status_t deft_logreg_solve(const deft_logreg_t *p, double mu,
                                 deft_newton_kind_t kind, double *x,

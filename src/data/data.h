@@ -16,7 +16,9 @@
  *           rows, n x features x 4 bytes, which must not exceed
  *           DEFT_DATA_DENSE_FACTOR x the decompressed bytes plus a slack
  *           of DEFT_DATA_MAX_BYTES / 16 (64 MiB; so a 30-byte file naming
- *           feature 900000000 is refused, not a 14 GB allocation).
+ *           feature 900000000 is refused, not a 14 GB allocation). Sparse
+ *           files go to deft_logreg_load_libsvm (convex/convex.h), which
+ *           stores only the non-zeros (at most ~10 bytes per byte of text).
  * Each file, raw or gzip, whose content is longer than DEFT_DATA_MAX_BYTES
  * once decompressed (a gzip bomb, or a header claiming more) is refused
  * with an error naming the limit, after reading at most that much (plus
@@ -80,6 +82,45 @@ deft_status_t deft_dataset_load_mnist_dir(deft_dataset_t *train,
  * gzip-compressed. On error out is left empty. */
 deft_status_t deft_dataset_load_libsvm(deft_dataset_t *out, const char *path,
                                        int features);
+
+/* ---- the LIBSVM parser, shared by the LIBSVM loaders (the dense one
+ * above, deft_logreg_load_libsvm's CSR one in convex/convex.h) ---------- */
+
+/* What a pass over a LIBSVM file reports, line by line: example() for each
+ * example (a non-blank line) with its label (an integer, |label| <= 1e9)
+ * and line number, then entry() for each of its idx:value pairs in order
+ * (idx 1-based and increasing, value finite, explicit zeros included).
+ * Either may stop the pass by returning an error made with deft_fail. */
+typedef struct {
+    deft_status_t (*example)(void *ctx, double label, size_t lineno);
+    deft_status_t (*entry)(void *ctx, uint32_t idx, float value);
+    void *ctx;
+} deft_libsvm_visitor_t;
+
+/* Reads path (raw or gzip) once, parsing and checking every line and
+ * calling v. Indices above limit (if > 0) are errors. *bytes (may be NULL)
+ * receives the decompressed size. Errors: DEFT_ERR_IO (cannot open or
+ * read), DEFT_ERR_FORMAT (a malformed line, with file:line; more than
+ * deft_data_max_bytes), or what a callback returned. */
+deft_status_t deft_libsvm_pass(const char *path, int limit,
+                               const deft_libsvm_visitor_t *v, size_t *bytes);
+
+/* What a first pass finds. */
+typedef struct {
+    size_t n;          /* examples                                        */
+    size_t nnz;        /* idx:value pairs with value != 0                 */
+    long max_idx;      /* largest index, 0 if none                        */
+    double lo, hi;     /* smallest and largest label                      */
+    int distinct;      /* distinct labels, counted up to 3                */
+    double third;      /* with distinct == 3: the first label that was    */
+    size_t third_line; /* neither of the first two, and its line          */
+    size_t bytes;      /* decompressed size                               */
+} deft_libsvm_scan_t;
+
+/* The first pass of a loader: deft_libsvm_pass into *sc (limit as there).
+ * A file without examples is DEFT_ERR_FORMAT. */
+deft_status_t deft_libsvm_scan(const char *path, int limit,
+                               deft_libsvm_scan_t *sc);
 
 /* NULL-safe; leaves *ds empty. */
 void deft_dataset_free(deft_dataset_t *ds);

@@ -1,6 +1,8 @@
 /* LIBSVM / SVMlight text files: "label idx:val idx:val ... [# comment]",
- * 1-based increasing indices, one example per line. Read in two passes
- * (validate and size, then fill), so memory is the dense matrix alone.
+ * 1-based increasing indices, one example per line. One parser
+ * (deft_libsvm_pass) hands every line to a visitor; the loaders read in two
+ * passes (deft_libsvm_scan validates and sizes, then a pass fills), so
+ * memory is the rows alone: dense here, CSR in deft_logreg_load_libsvm.
  * Read through zlib, so a gzip-compressed file works as well. */
 #include "data/data.h"
 
@@ -100,116 +102,267 @@ static char *svm_token_end(char *p)
     return p;
 }
 
-/* Parses one line. *blank = 1 for an empty or comment-only line. Indices
- * above limit (> 0) are errors; row (may be NULL) receives the values. */
-static deft_status_t svm_parse(const svm_reader_t *rd, int limit,
-                               double *label, long *max_idx, float *row,
-                               int *blank)
+/* Parses the label token at *p, leaving *p after it. */
+static deft_status_t svm_parse_label(const svm_reader_t *rd, char **p,
+                                     double *label)
 {
-    char *p = rd->line, *hash = strchr(p, '#');
-    const char *path = rd->path;
-    size_t ln = rd->lineno;
-    if (hash)
-        *hash = '\0';
-    while (svm_space(*p))
-        p++;
-    *blank = *p == '\0';
-    *max_idx = 0;
-    if (*blank)
-        return DEFT_OK;
-
-    char *tend = svm_token_end(p), *end;
-    int tlen = (int)(tend - p > 40 ? 40 : tend - p);
+    char *tok = *p, *tend = svm_token_end(tok), *end;
+    int tlen = (int)(tend - tok > 40 ? 40 : tend - tok);
     errno = 0;
-    *label = strtod(p, &end);
+    *label = strtod(tok, &end);
     if (end != tend || !isfinite(*label))
-        return deft_fail(DEFT_ERR_FORMAT, "%s:%zu: bad label '%.*s'", path, ln,
-                         tlen, p);
+        return deft_fail(DEFT_ERR_FORMAT, "%s:%zu: bad label '%.*s'", rd->path,
+                         rd->lineno, tlen, tok);
     if (*label != floor(*label) || fabs(*label) > 1e9)
         return deft_fail(DEFT_ERR_FORMAT,
                          "%s:%zu: label %g is not a class number (an integer; "
                          "regression files are not supported)",
-                         path, ln, *label);
+                         rd->path, rd->lineno, *label);
+    *p = tend;
+    return DEFT_OK;
+}
 
-    long prev = 0;
-    for (p = tend;;) {
+/* Parses the token "idx:value" at [tok, tend): an index above prev (the
+ * line's previous one) and at most limit (if > 0), a finite float value. */
+static deft_status_t svm_parse_entry(const svm_reader_t *rd, char *tok,
+                                     char *tend, long prev, int limit,
+                                     long *idx, float *value)
+{
+    const char *path = rd->path;
+    size_t ln = rd->lineno;
+    int tlen = (int)(tend - tok > 40 ? 40 : tend - tok);
+    char *end;
+    if (!isdigit((unsigned char)*tok))
+        return deft_fail(DEFT_ERR_FORMAT,
+                         "%s:%zu: bad index in '%.*s' (want idx:value with "
+                         "idx a positive integer)",
+                         path, ln, tlen, tok);
+    errno = 0;
+    *idx = strtol(tok, &end, 10);
+    if (*end != ':')
+        return deft_fail(DEFT_ERR_FORMAT,
+                         "%s:%zu: missing ':' after the index in '%.*s'", path,
+                         ln, tlen, tok);
+    if (errno == ERANGE || *idx > INT_MAX)
+        return deft_fail(DEFT_ERR_FORMAT,
+                         "%s:%zu: index in '%.*s' is too large", path, ln,
+                         tlen, tok);
+    if (*idx == 0)
+        return deft_fail(DEFT_ERR_FORMAT,
+                         "%s:%zu: bad index 0 (indices are 1-based)", path, ln);
+    if (*idx <= prev)
+        return deft_fail(DEFT_ERR_FORMAT,
+                         "%s:%zu: index %ld after index %ld (indices must "
+                         "increase)",
+                         path, ln, *idx, prev);
+    if (limit > 0 && *idx > limit)
+        return deft_fail(DEFT_ERR_FORMAT,
+                         "%s:%zu: index %ld is beyond the %d features", path,
+                         ln, *idx, limit);
+    char *v = end + 1;
+    double val = 0;
+    if (!svm_space(*v) && *v)
+        val = strtod(v, &end);
+    if (svm_space(*v) || !*v || end != tend)
+        return deft_fail(DEFT_ERR_FORMAT,
+                         "%s:%zu: value in '%.*s' is not a number", path, ln,
+                         tlen, tok);
+    if (!isfinite(val) || fabs(val) > FLT_MAX)
+        return deft_fail(DEFT_ERR_FORMAT, "%s:%zu: value of index %ld is %s",
+                         path, ln, *idx,
+                         isnan(val) ? "NaN" : "infinite or beyond float range");
+    *value = (float)val;
+    return DEFT_OK;
+}
+
+/* Parses one line and hands it to v: nothing for an empty or comment-only
+ * line, else example() with the label, then entry() for each pair. */
+static deft_status_t svm_parse(const svm_reader_t *rd, int limit,
+                               const deft_libsvm_visitor_t *v)
+{
+    char *p = rd->line, *hash = strchr(p, '#');
+    if (hash)
+        *hash = '\0';
+    while (svm_space(*p))
+        p++;
+    if (*p == '\0')
+        return DEFT_OK;
+    double label;
+    deft_status_t st = svm_parse_label(rd, &p, &label);
+    if (st == DEFT_OK)
+        st = v->example(v->ctx, label, rd->lineno);
+    for (long idx = 0; st == DEFT_OK;) {
         while (svm_space(*p))
             p++;
         if (!*p)
             break;
-        char *tok = p;
-        tend = svm_token_end(p);
-        tlen = (int)(tend - tok > 40 ? 40 : tend - tok);
-        if (!isdigit((unsigned char)*p))
-            return deft_fail(DEFT_ERR_FORMAT,
-                             "%s:%zu: bad index in '%.*s' (want idx:value with "
-                             "idx a positive integer)",
-                             path, ln, tlen, tok);
-        errno = 0;
-        long idx = strtol(p, &end, 10);
-        if (*end != ':')
-            return deft_fail(DEFT_ERR_FORMAT,
-                             "%s:%zu: missing ':' after the index in '%.*s'",
-                             path, ln, tlen, tok);
-        if (errno == ERANGE || idx > INT_MAX)
-            return deft_fail(DEFT_ERR_FORMAT,
-                             "%s:%zu: index in '%.*s' is too large", path, ln,
-                             tlen, tok);
-        if (idx == 0)
-            return deft_fail(DEFT_ERR_FORMAT,
-                             "%s:%zu: bad index 0 (indices are 1-based)", path,
-                             ln);
-        if (idx <= prev)
-            return deft_fail(DEFT_ERR_FORMAT,
-                             "%s:%zu: index %ld after index %ld (indices must "
-                             "increase)",
-                             path, ln, idx, prev);
-        if (limit > 0 && idx > limit)
-            return deft_fail(DEFT_ERR_FORMAT,
-                             "%s:%zu: index %ld is beyond the %d features",
-                             path, ln, idx, limit);
-        char *v = end + 1;
-        double val = 0;
-        if (!svm_space(*v) && *v)
-            val = strtod(v, &end);
-        if (svm_space(*v) || !*v || end != tend)
-            return deft_fail(DEFT_ERR_FORMAT,
-                             "%s:%zu: value in '%.*s' is not a number", path,
-                             ln, tlen, tok);
-        if (!isfinite(val) || fabs(val) > FLT_MAX)
-            return deft_fail(DEFT_ERR_FORMAT,
-                             "%s:%zu: value of index %ld is %s", path, ln, idx,
-                             isnan(val) ? "NaN" : "infinite or beyond float "
-                                                  "range");
-        if (row)
-            row[idx - 1] = (float)val;
-        prev = idx;
+        char *tend = svm_token_end(p);
+        float value = 0;
+        st = svm_parse_entry(rd, p, tend, idx, limit, &idx, &value);
+        if (st == DEFT_OK)
+            st = v->entry(v->ctx, (uint32_t)idx, value);
         p = tend;
     }
-    *max_idx = prev;
-    return DEFT_OK;
+    return st;
 }
 
-typedef struct {
-    size_t n;
-    long max_idx;
-    double lo, hi;   /* smallest and largest label                        */
-    int distinct;    /* distinct label values seen, counted up to 3       */
-} svm_scan_t;
-
-static void svm_scan_label(svm_scan_t *sc, double label)
+deft_status_t deft_libsvm_pass(const char *path, int limit,
+                               const deft_libsvm_visitor_t *v, size_t *bytes)
 {
+    svm_reader_t rd = {NULL, path, NULL, 0, 0};
+    errno = 0;
+    rd.f = gzopen(path, "rb");
+    if (!rd.f)
+        return deft_fail(DEFT_ERR_IO, "%s: cannot open: %s", path,
+                         errno ? strerror(errno) : "out of memory");
+    gzbuffer(rd.f, 1u << 17);
+    const size_t max_bytes = deft_data_max_bytes();
+    deft_status_t st;
+    int eof = 0;
+    while ((st = svm_getline(&rd, &eof)) == DEFT_OK && !eof) {
+        if ((uint64_t)gztell(rd.f) > max_bytes) {
+            st = deft_fail(DEFT_ERR_FORMAT,
+                           "%s: more than %zu bytes once decompressed (the "
+                           "reader's limit, DEFT_DATA_MAX_BYTES)", path,
+                           max_bytes);
+            break;
+        }
+        if ((st = svm_parse(&rd, limit, v)) != DEFT_OK)
+            break;
+    }
+    z_off_t pos = gztell(rd.f);
+    if (st == DEFT_OK && pos < 0)
+        st = deft_fail(DEFT_ERR_IO, "%s: cannot tell how much was read", path);
+    if (st == DEFT_OK && bytes)
+        *bytes = (size_t)pos;
+    gzclose_r(rd.f);
+    free(rd.line);
+    return st;
+}
+
+/* The first pass's visitor: counts, labels, largest index. */
+static deft_status_t scan_example(void *ctx, double label, size_t lineno)
+{
+    deft_libsvm_scan_t *sc = ctx;
     if (sc->n == 0) {
         sc->lo = sc->hi = label;
         sc->distinct = 1;
     } else if (label != sc->lo && label != sc->hi) {
         /* With at most two seen, lo and hi are exactly the values seen. */
-        if (sc->distinct < 3)
-            sc->distinct++;
+        if (sc->distinct < 3 && ++sc->distinct == 3) {
+            sc->third = label;
+            sc->third_line = lineno;
+        }
         sc->lo = label < sc->lo ? label : sc->lo;
         sc->hi = label > sc->hi ? label : sc->hi;
     }
     sc->n++;
+    return DEFT_OK;
+}
+
+static deft_status_t scan_entry(void *ctx, uint32_t idx, float value)
+{
+    deft_libsvm_scan_t *sc = ctx;
+    sc->max_idx = idx > sc->max_idx ? idx : sc->max_idx;
+    sc->nnz += value != 0;
+    return DEFT_OK;
+}
+
+deft_status_t deft_libsvm_scan(const char *path, int limit,
+                               deft_libsvm_scan_t *sc)
+{
+    memset(sc, 0, sizeof *sc);
+    deft_libsvm_visitor_t v = {scan_example, scan_entry, sc};
+    deft_status_t st = deft_libsvm_pass(path, limit, &v, &sc->bytes);
+    if (st != DEFT_OK)
+        return st;
+    if (sc->n == 0)
+        return deft_fail(DEFT_ERR_FORMAT,
+                         "%s: no examples (the file is empty or only "
+                         "comments)", path);
+    return DEFT_OK;
+}
+
+/* ---- dense rows ------------------------------------------------------- */
+
+/* How labels become classes: a pair -> 0 (smaller) and 1 (larger), else
+ * label - shift in [0, n_classes). */
+typedef struct {
+    int binary, shift, n_classes;
+    double hi;
+} svm_classes_t;
+
+static deft_status_t svm_classes(const deft_libsvm_scan_t *sc,
+                                 const char *path, svm_classes_t *c)
+{
+    c->binary = sc->distinct == 2;
+    c->shift = 0;
+    c->n_classes = 2;
+    c->hi = sc->hi;
+    if (c->binary)
+        return DEFT_OK;
+    if (sc->lo < 0)
+        return deft_fail(DEFT_ERR_FORMAT,
+                         "%s: labels range over [%g, %g]; other than a pair "
+                         "of values they must be 0..K-1 or 1..K",
+                         path, sc->lo, sc->hi);
+    c->shift = sc->lo >= 1;
+    if (sc->hi - c->shift + 1 > SVM_MAX_CLASSES)
+        return deft_fail(DEFT_ERR_FORMAT,
+                         "%s: label %g gives more than %d classes", path,
+                         sc->hi, SVM_MAX_CLASSES);
+    c->n_classes = (int)sc->hi - c->shift + 1;
+    return DEFT_OK;
+}
+
+/* Dense rows may not cost more than a small multiple of the text: an index
+ * alone is no reason to allocate (see data.h). */
+static deft_status_t svm_dense_fits(const deft_libsvm_scan_t *sc, int w,
+                                    const char *path)
+{
+    double dense = (double)sc->n * (double)w * sizeof(float);
+    size_t slack = deft_data_max_bytes() / 16;
+    double allowed = (double)DEFT_DATA_DENSE_FACTOR * (double)sc->bytes +
+                     (double)slack;
+    if (dense > allowed || sc->n > SIZE_MAX / sizeof(float) / (size_t)w)
+        return deft_fail(DEFT_ERR_FORMAT,
+                         "%s: %zu examples x %d features would take %.3g GB "
+                         "as dense rows, more than %d x the file's %zu bytes "
+                         "+ %zu MiB that this reader allows: it stores rows "
+                         "densely, and this file is too sparse for that",
+                         path, sc->n, w, dense / 1e9, DEFT_DATA_DENSE_FACTOR,
+                         sc->bytes, slack >> 20);
+    return DEFT_OK;
+}
+
+/* The second pass's visitor: row i of x, class i of y. */
+typedef struct {
+    deft_dataset_t *ds; /* n (from the first pass), w, x, y              */
+    svm_classes_t cl;
+    const char *path;
+    size_t i;
+    float *row;
+} svm_fill_t;
+
+static deft_status_t fill_example(void *ctx, double label, size_t lineno)
+{
+    svm_fill_t *f = ctx;
+    (void)lineno;
+    int32_t cls = f->cl.binary ? label == f->cl.hi
+                               : (int32_t)label - f->cl.shift;
+    if (f->i == f->ds->n || cls < 0 || cls >= f->cl.n_classes)
+        return deft_fail(DEFT_ERR_FORMAT,
+                         "%s: the file changed while reading it", f->path);
+    f->row = f->ds->x + f->i * (size_t)f->ds->w;
+    f->ds->y[f->i++] = cls;
+    return DEFT_OK;
+}
+
+static deft_status_t fill_entry(void *ctx, uint32_t idx, float value)
+{
+    svm_fill_t *f = ctx;
+    f->row[idx - 1] = value; /* idx <= w: the pass's limit */
+    return DEFT_OK;
 }
 
 deft_status_t deft_dataset_load_libsvm(deft_dataset_t *out, const char *path,
@@ -227,143 +380,38 @@ deft_status_t deft_dataset_load_libsvm(deft_dataset_t *out, const char *path,
                          "deft_dataset_load_libsvm: features = %d, must be >= 0 "
                          "(0 = infer)",
                          features);
-
-    svm_reader_t rd = {NULL, path, NULL, 0, 0};
-    svm_scan_t sc = {0, 0, 0, 0, 0};
-    float *x = NULL;
-    int32_t *y = NULL;
-    deft_status_t st = DEFT_OK;
-    int eof = 0, blank;
-    double label;
-    long max_idx;
-
-    errno = 0;
-    rd.f = gzopen(path, "rb");
-    if (!rd.f)
-        return deft_fail(DEFT_ERR_IO, "%s: cannot open: %s", path,
-                         errno ? strerror(errno) : "out of memory");
-    gzbuffer(rd.f, 1u << 17);
-
-    const size_t limit = deft_data_max_bytes();
-    while ((st = svm_getline(&rd, &eof)) == DEFT_OK && !eof) {
-        if ((uint64_t)gztell(rd.f) > limit) {
-            st = deft_fail(DEFT_ERR_FORMAT,
-                           "%s: more than %zu bytes once decompressed (the "
-                           "reader's limit, DEFT_DATA_MAX_BYTES)", path, limit);
-            goto done;
-        }
-        st = svm_parse(&rd, features, &label, &max_idx, NULL, &blank);
-        if (st != DEFT_OK)
-            goto done;
-        if (blank)
-            continue;
-        svm_scan_label(&sc, label);
-        sc.max_idx = max_idx > sc.max_idx ? max_idx : sc.max_idx;
-    }
-    if (st != DEFT_OK)
-        goto done;
-    if (sc.n == 0) {
-        st = deft_fail(DEFT_ERR_FORMAT, "%s: no examples (the file is empty)",
-                       path);
-        goto done;
-    }
+    deft_libsvm_scan_t sc;
+    svm_fill_t f = {out, {0, 0, 0, 0}, path, 0, NULL};
+    deft_status_t st = deft_libsvm_scan(path, features, &sc);
+    if (st == DEFT_OK)
+        st = svm_classes(&sc, path, &f.cl);
     int w = features > 0 ? features : (int)sc.max_idx;
-    if (w == 0) {
+    if (st == DEFT_OK && w == 0)
         st = deft_fail(DEFT_ERR_FORMAT,
                        "%s: no feature indices in any line; pass the number "
                        "of features",
                        path);
-        goto done;
-    }
-
-    int binary = sc.distinct == 2, shift = 0, n_classes = 2;
-    if (!binary) {
-        if (sc.lo < 0) {
-            st = deft_fail(DEFT_ERR_FORMAT,
-                           "%s: labels range over [%g, %g]; other than a pair "
-                           "of values they must be 0..K-1 or 1..K",
-                           path, sc.lo, sc.hi);
-            goto done;
-        }
-        shift = sc.lo >= 1;
-        if (sc.hi - shift + 1 > SVM_MAX_CLASSES) {
-            st = deft_fail(DEFT_ERR_FORMAT,
-                           "%s: label %g gives more than %d classes", path,
-                           sc.hi, SVM_MAX_CLASSES);
-            goto done;
-        }
-        n_classes = (int)sc.hi - shift + 1;
-    }
-
-    /* Dense rows may not cost more than a small multiple of the text:
-     * an index alone is no reason to allocate (see data.h). */
-    z_off_t pos = gztell(rd.f);
-    if (pos < 0) {
-        st = deft_fail(DEFT_ERR_IO, "%s: cannot tell how much was read", path);
-        goto done;
-    }
-    size_t text = (size_t)pos;
-    double dense = (double)sc.n * (double)w * sizeof(float);
-    size_t slack = limit / 16;
-    double allowed = (double)DEFT_DATA_DENSE_FACTOR * (double)text +
-                     (double)slack;
-    if (dense > allowed || sc.n > SIZE_MAX / sizeof(float) / (size_t)w) {
-        st = deft_fail(DEFT_ERR_FORMAT,
-                       "%s: %zu examples x %d features would take %.3g GB as "
-                       "dense rows, more than %d x the file's %zu bytes + %zu "
-                       "MiB that this reader allows: it stores rows densely, "
-                       "and this file is too sparse for that",
-                       path, sc.n, w, dense / 1e9, DEFT_DATA_DENSE_FACTOR, text,
-                       slack >> 20);
-        goto done;
-    }
-    x = deft_alloc(sc.n * (size_t)w * sizeof *x);
-    y = deft_alloc(sc.n * sizeof *y);
-    if (!x || !y) {
-        st = deft_fail(DEFT_ERR_NOMEM,
-                       "%s: cannot allocate %zu rows x %d features", path,
-                       sc.n, w);
-        goto done;
-    }
-
-    if (gzrewind(rd.f) != 0) {
-        st = deft_fail(DEFT_ERR_IO, "%s: cannot rewind for the second pass",
-                       path);
-        goto done;
-    }
-    rd.lineno = 0;
-    size_t i = 0;
-    while ((st = svm_getline(&rd, &eof)) == DEFT_OK && !eof) {
-        float *row = i < sc.n ? x + i * (size_t)w : NULL;
-        st = svm_parse(&rd, w, &label, &max_idx, row, &blank);
-        if (st != DEFT_OK)
-            goto done;
-        if (blank)
-            continue;
-        int32_t cls = binary ? label == sc.hi : (int32_t)label - shift;
-        if (i == sc.n || cls < 0 || cls >= n_classes) {
-            st = deft_fail(DEFT_ERR_FORMAT,
-                           "%s: the file changed while reading it", path);
-            goto done;
-        }
-        y[i++] = cls;
-    }
-    if (st == DEFT_OK && i != sc.n)
-        st = deft_fail(DEFT_ERR_FORMAT, "%s: the file changed while reading it",
-                       path);
+    if (st == DEFT_OK)
+        st = svm_dense_fits(&sc, w, path);
     if (st != DEFT_OK)
-        goto done;
-
+        return st;
     out->n = sc.n;
     out->c = out->h = 1;
     out->w = w;
-    out->n_classes = n_classes;
-    out->x = x, x = NULL;
-    out->y = y, y = NULL;
-done:
-    gzclose_r(rd.f);
-    free(rd.line);
-    deft_free(x);
-    deft_free(y);
+    out->n_classes = f.cl.n_classes;
+    out->x = deft_alloc(sc.n * (size_t)w * sizeof *out->x);
+    out->y = deft_alloc(sc.n * sizeof *out->y);
+    if (!out->x || !out->y)
+        st = deft_fail(DEFT_ERR_NOMEM,
+                       "%s: cannot allocate %zu rows x %d features", path,
+                       sc.n, w);
+    deft_libsvm_visitor_t v = {fill_example, fill_entry, &f};
+    if (st == DEFT_OK)
+        st = deft_libsvm_pass(path, w, &v, NULL);
+    if (st == DEFT_OK && f.i != sc.n)
+        st = deft_fail(DEFT_ERR_FORMAT, "%s: the file changed while reading it",
+                       path);
+    if (st != DEFT_OK)
+        deft_dataset_free(out);
     return st;
 }
