@@ -58,3 +58,31 @@ foreach(bad "--algo;adam" "--ratio;0" "--workers;0" "--rounds;-3" "--bogus")
     message(FATAL_ERROR "deft convex ${bad}: message does not name ${flag}: '${out}'")
   endif()
 endforeach()
+
+# deft convex: the eclk options and the combinations that do not apply.
+foreach(bad "--params;foo" "--delta-exp;-1" "--alpha;2" "--anchor-grad;x"
+            "--algo;gd;--compressor;topk" "--algo;ecgd;--alpha;0.5"
+            "--algo;ecgd;--theta1;0.1" "--algo;gd;--anchor-grad;global"
+            "--algo;ecsgd;--delta-exp;1" "--algo;eclk;--lr;0.1")
+  run(2 convex ${bad})
+  list(LENGTH bad n)
+  math(EXPR last "${n} - 2")
+  list(GET bad ${last} flag)
+  string(REPLACE "--" "" name "${flag}")
+  if(NOT out MATCHES "${name}")
+    message(FATAL_ERROR "deft convex ${bad}: message does not name ${flag}: '${out}'")
+  endif()
+endforeach()
+
+# A LIBSVM file naming feature 900000000 is stored sparse: with 8 workers
+# it is refused for its 2 rows (usage, naming --workers), with 1 it trains.
+file(WRITE ${CMAKE_CURRENT_BINARY_DIR}/two.svm "1 3:1\n-1 900000000:2\n")
+run(2 convex --data libsvm:${CMAKE_CURRENT_BINARY_DIR}/two.svm)
+if(NOT out MATCHES "--workers")
+  message(FATAL_ERROR "deft convex on two rows: '${out}'")
+endif()
+run(0 convex --data libsvm:${CMAKE_CURRENT_BINARY_DIR}/two.svm --workers 1
+    --rounds 50 --quiet)
+if(NOT out MATCHES "rel. suboptimality")
+  message(FATAL_ERROR "deft convex on two rows, one worker: '${out}'")
+endif()

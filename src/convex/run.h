@@ -1,0 +1,167 @@
+/* The convex experiment: eclk and its baselines on L2-regularized logistic
+ * regression (convex.h) with K workers on the threads backend, logged
+ * against communication rounds and bits. tools/convex.c only parses flags,
+ * loads the data, caches P* and prints; the loop lives here, as the
+ * training loop lives in src/train/.
+ *
+ *   P(x) = (1/K) sum_k f_k(x) + (mu/2) ||x||^2, f_k = average logistic loss
+ *   over worker k's shard of m rows (contiguous rows k m .. (k+1) m - 1).
+ *
+ * Methods (all from x0 = 0; "EF" is deft's ef algorithm with momentum 0,
+ * x <- x - avg_k C(lr g_k + e_k)):
+ *   gd          uncompressed gradient descent, full local gradients
+ *   ecgd        EF with full local gradients (EC-GD)
+ *   ecsgd       EF with B sampled rows per worker (EC-SGD)
+ *   eclsvrg     EF with the loopless-SVRG estimator (EC-LSVRG)
+ *   eclsvrg-diana  EC-LSVRG with DIANA shifts (Gorbunov, Kovalev, Makarenko
+ *               & Richtarik 2020): each worker learns a shift h_k of its
+ *               estimator from unbiased compressed differences, and EF
+ *               compresses the estimator minus the shift, which vanishes at
+ *               the optimum (see run.c)
+ *   eclk        error-compensated loopless Katyusha (src/optim/eclk.c)
+ *   lkatyusha   eclk with compressor none: L-Katyusha
+ *
+ * The loopless-SVRG estimator of worker k at x with anchor w:
+ *   g_k = (1/B) sum_{i in S} (grad f_ki(x) - grad f_ki(w)) + a_k(w)
+ * with S a uniform B-subset of the shard (the whole shard for --batch
+ * full) and a_k(w) = grad f(w) = avg_j grad f_j(w) (anchor "global": one
+ * dense allreduce each time w moves, counted in the bits) or grad f_k(w)
+ * (anchor "local"). The global form is what vanishes at the optimum for
+ * every worker, so error feedback has nothing left to carry there. */
+#ifndef DEFT_CONVEX_RUN_H
+#define DEFT_CONVEX_RUN_H
+
+#include "convex/convex.h"
+#include "deft.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum {
+    DEFT_CONVEX_ECLK = 0,
+    DEFT_CONVEX_ECGD,
+    DEFT_CONVEX_ECSGD,
+    DEFT_CONVEX_GD,
+    DEFT_CONVEX_LKATYUSHA,
+    DEFT_CONVEX_ECLSVRG,
+    DEFT_CONVEX_ECLSVRG_DIANA,
+    DEFT_CONVEX_N_METHODS
+} deft_convex_method_t;
+
+typedef enum {
+    DEFT_ANCHOR_DEFAULT = 0, /* global for eclk with a compressor, local
+                                otherwise (no compressor: the estimate
+                                needs no dense refresh to vanish)        */
+    DEFT_ANCHOR_GLOBAL,
+    DEFT_ANCHOR_LOCAL
+} deft_anchor_grad_t;
+
+/* Suboptimality levels whose first crossing is reported. */
+enum { DEFT_CONVEX_N_LEVELS = 7 };
+extern const double deft_convex_levels[DEFT_CONVEX_N_LEVELS];
+extern const char *const deft_convex_level_names[DEFT_CONVEX_N_LEVELS];
+
+typedef struct {
+    deft_convex_method_t method;
+    deft_compressor_kind_t compressor; /* none for gd and lkatyusha        */
+    double ratio;
+    int workers;           /* K >= 1                                        */
+    long rounds;           /* communication rounds                          */
+    long log_every;        /* evaluate every N rounds                       */
+    long batch;            /* rows per worker and round; 0 = the shard      */
+    double mu;             /* L2 regularization > 0                         */
+    double target;         /* stop at this relative suboptimality; 0 = no   */
+    double lr;             /* gd/ec*: step; 0 = default                     */
+    double theta1, p;      /* eclk: 0 = default (compressor-aware)          */
+    double alpha;          /* diana: shift step in (0, 1]; 0 = default      */
+    uint64_t seed;
+    deft_anchor_grad_t anchor;
+    int lkatyusha_params;  /* eclk: L-Katyusha's constants, which ignore
+                              the compressor (the former default)           */
+    int delta_exp_set;     /* eclk: 1 to use delta_exp instead of the
+                              default exponent (run.c)                      */
+    double delta_exp;      /* eclk: L_eff = L / delta^delta_exp in the
+                              constants, in [0, 4]                          */
+} deft_convex_config_t;
+
+/* Constants of the problem and the parameters a run uses. */
+typedef struct {
+    size_t m, B;           /* rows per worker, rows per round (B = m: full) */
+    double L_max;          /* max_i ||a_i||^2 / 4                           */
+    double L_f;            /* smoothness of the average loss                */
+    double L_loc;          /* largest smoothness of a shard's average loss  */
+    double L_B;            /* expected smoothness of a B-row sample         */
+    int power_iters;       /* power iterations for L_f                      */
+    double delta;          /* the compressor's contraction, see
+                              deft_convex_delta                             */
+    int anchor_global;     /* the anchor form in effect                     */
+    /* gd, ecgd, ecsgd, eclsvrg(-diana): */
+    double lr, alpha;
+    /* eclk (and the anchor coin of eclsvrg): */
+    double L;              /* the L given to eclk (parts' smoothness + mu)  */
+    double theta1, p, eta, delta_exp;
+} deft_convex_setup_t;
+
+typedef struct {
+    long level_round[DEFT_CONVEX_N_LEVELS]; /* -1: never reached           */
+    uint64_t level_bits[DEFT_CONVEX_N_LEVELS];
+    long rounds_done;
+    long diverged_round;   /* -1 unless the run diverged                    */
+    double final_rel, best_rel;
+    uint64_t bits;         /* per worker: messages, + dense anchor grads    */
+    uint64_t wire_bytes;   /* per worker, what the backend counted          */
+    double wall_s;
+} deft_convex_result_t;
+
+/* "eclk", "ecgd", ...; NULL for a value out of range. */
+const char *deft_convex_method_name(deft_convex_method_t m);
+
+/* Finds a method by name; DEFT_ERR_INVALID_ARG if there is none. */
+deft_status_t deft_convex_method_parse(const char *name,
+                                       deft_convex_method_t *out);
+
+/* 1 if the method samples rows (takes a batch). */
+int deft_convex_method_samples(deft_convex_method_t m);
+
+/* The contraction delta of a compressor at a ratio for one tensor of d
+ * values, in (0, 1]: ||C(v) - v||^2 <= (1 - delta) ||v||^2 for every v:
+ * k/d with the compressors' own k = max(1, floor(d / ratio)) for topk,
+ * randk, randk-private and rbgs; 1 - (1 - 1/ratio)^2 for scale; 1 for none,
+ * powersgd on a vector and the 16-bit casts (up to rounding); 1/(1 + omega)
+ * for qsgd scaled as a contraction; 1/d for sign's worst case. */
+double deft_convex_delta(deft_compressor_kind_t kind, double ratio,
+                         int qsgd_levels, size_t d);
+
+/* Computes the problem's constants over the K m rows that are trained on
+ * and the run's parameters (defaults for the fields of c left 0; see run.c
+ * for the rules). Checks c and names a bad field: DEFT_ERR_INVALID_ARG.
+ * DEFT_ERR_NOMEM. */
+deft_status_t deft_convex_setup(const deft_logreg_t *prob,
+                                const deft_convex_config_t *c,
+                                deft_convex_setup_t *out);
+
+/* Writes the config line of a JSON-lines log (desc names the data). */
+void deft_convex_log_config(FILE *log, const deft_logreg_t *prob,
+                            const deft_convex_config_t *c,
+                            const deft_convex_setup_t *s, const char *desc,
+                            double pstar, double p0);
+
+/* Runs c's method with K threads from x0 = 0 and fills *out (always
+ * initialized); with a log, one JSON line per evaluation. s must come from
+ * deft_convex_setup(prob, c). pstar = P*, p0 = P(0).
+ * Deterministic: the same c gives the same bits. Errors: those of the
+ * optimizer and communicator; DEFT_ERR_DIVERGED when the relative
+ * suboptimality exceeds 1e6 or is not finite (out->diverged_round says
+ * when). */
+deft_status_t deft_convex_run(const deft_logreg_t *prob,
+                              const deft_convex_config_t *c,
+                              const deft_convex_setup_t *s, double pstar,
+                              double p0, FILE *log, deft_convex_result_t *out);
+
+/* Writes the final line of a JSON-lines log; st is the run's status
+ * ("status": "ok", "diverged" or the error's name). */
+void deft_convex_log_final(FILE *log, const deft_convex_config_t *c,
+                           const deft_convex_setup_t *s,
+                           const deft_convex_result_t *r, deft_status_t st);
+
+#endif
