@@ -102,12 +102,8 @@ fi
 few() {
   local pre=$1; shift
   run $pre-lkatyusha-full "$@" $full --algo lkatyusha --rounds 20000
-  for r in 16 64; do
-    run $pre-eclk-topk-$r-full "$@" $full --algo eclk --compressor topk --ratio $r --rounds 20000
-  done
+  run $pre-eclk-topk-16-full "$@" $full --algo eclk --compressor topk --ratio 16 --rounds 20000
   run $pre-ecgd-topk-16 "$@" --algo ecgd --compressor topk --ratio 16 --rounds 40000
-  run $pre-diana-topk-16-full "$@" $full --algo eclsvrg-diana --compressor topk --ratio 16 --rounds 40000
-  run $pre-gd "$@" --algo gd --rounds 40000
 }
 
 if [ "$part" = k20 ] || [ "$part" = all ]; then

@@ -77,16 +77,18 @@ for arg in "$@"; do
   data="$tmp/$rows-$i.dat"
   extract "$arg" > "$data"
   label=$(label_of "$arg")
-  # One colour per method (the label's first word; eclk's global-anchor
+  # One colour per method (the label's first word; eclk's local-anchor
   # variant apart), and within a row the n-th line of a colour gets dash
   # type n: solid, dashed, dotted, dash-dot.
   case "$label" in
     gd*) color='#000000' ;;
     lkatyusha*) color='#009e73' ;;
-    eclk*global*) color='#56b4e9' ;;
+    eclk*local*) color='#56b4e9' ;;
     eclk*) color='#0072b2' ;;
     ecgd*) color='#d55e00' ;;
     ecsgd*) color='#999999' ;;
+    eclsvrg-diana*) color='#cc79a7' ;;
+    eclsvrg*) color='#e69f00' ;;
     *) color=$(printf '#%02x%02x%02x' $((i * 70 % 200)) $((i * 130 % 200)) $((i * 190 % 200))) ;;
   esac
   key="$rows-$color"

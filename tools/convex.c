@@ -67,12 +67,15 @@ static void usage(FILE *f)
         "                       lkatyusha, ecsgd and eclsvrg(-diana), or\n"
         "                       'full' for the whole shard (default 1; ecgd\n"
         "                       and gd use full)\n"
-        "  --lr LR              step of gd, ecgd, ecsgd, eclsvrg (default\n"
-        "                       from theory)\n"
+        "  --lr LR              step of gd and ecgd (default 1/(L_f + mu)),\n"
+        "                       ecsgd (1/(2(L_B + mu))), eclsvrg(-diana)\n"
+        "                       (1/(L_B + mu))\n"
         "  --theta1 T           eclk: theta1 in (0, 1/2] (default: the\n"
         "                       compressor-aware rule, see docs/eclk.md)\n"
-        "  --p P                eclk, eclsvrg: anchor probability\n"
-        "  --alpha A            eclsvrg-diana: shift step in (0, 1]\n"
+        "  --p P                eclk, eclsvrg: anchor probability (default\n"
+        "                       B/m; eclk with full gradients: delta)\n"
+        "  --alpha A            eclsvrg-diana: shift step in (0, 1] (default\n"
+        "                       k/d = 1/(omega + 1) of its quantizer)\n"
         "  --params RULE        eclk: compressor (default: constants that\n"
         "                       know the compressor's contraction) or\n"
         "                       lkatyusha (L-Katyusha's, which ignore it)\n"
@@ -471,9 +474,16 @@ static void print_header(const opts_t *o, const deft_logreg_t *prob,
                s->delta, batch, s->anchor_global ? "global" : "local",
                c->lkatyusha_params ? "L-Katyusha's" : "compressor-aware",
                s->L, s->theta1, s->p, s->eta, s->eta / s->L);
-    else
-        printf("  %s + %s (ratio %g), batch %s: lr = %.6g\n", algo, comp,
+    else {
+        printf("  %s + %s (ratio %g), batch %s: lr = %.6g", algo, comp,
                ratio, batch, s->lr);
+        if (s->p > 0)
+            printf(", anchor grad %s, p = %.4g",
+                   s->anchor_global ? "global" : "local", s->p);
+        if (s->alpha > 0)
+            printf(", alpha = %.4g", s->alpha);
+        printf("\n");
+    }
     fflush(stdout);
 }
 

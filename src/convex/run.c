@@ -84,10 +84,11 @@ double deft_convex_delta(deft_compressor_kind_t kind, double ratio,
 
 /* ---- parameters ------------------------------------------------------ */
 
-/* DIANA's quantizer works at the run's ratio. */
+/* DIANA's quantizer works at the run's ratio (1, the identity, when the
+ * run does not compress). */
 static double diana_q_ratio(const deft_convex_config_t *c)
 {
-    return c->ratio >= 1 ? c->ratio : 1;
+    return c->compressor != DEFT_COMP_NONE && c->ratio >= 1 ? c->ratio : 1;
 }
 
 
