@@ -91,7 +91,6 @@ static double diana_q_ratio(const deft_convex_config_t *c)
     return c->compressor != DEFT_COMP_NONE && c->ratio >= 1 ? c->ratio : 1;
 }
 
-
 /* eclk's parameters. L-Katyusha (Kovalev, Horvath & Richtarik 2020) for
  * parts of smoothness L and anchor probability p:
  *   theta1 = min(sqrt(2 mu / (3 L p)), 1/2), theta2 = 1/2,
@@ -99,12 +98,14 @@ static double diana_q_ratio(const deft_convex_config_t *c)
  * The compressor enters through p: with full local gradients and the
  * global anchor gradient, the anchor moves with probability p = delta (the
  * compressor's contraction), so that the dense anchor allreduce (32 d bits
- * with probability delta) costs about what a compressed message costs (64
- * k = 64 delta d bits for Top-K), and theta1 is L-Katyusha's for that p. With
+ * with probability delta) costs half a Top-K message (64 k = 64 delta d
+ * bits) per round on average, and theta1 is L-Katyusha's for that p. With
  * sampled rows p = B/m, L-Katyusha's own choice. delta_exp E (default 0)
  * further replaces L by L / delta^E; docs/eclk.md shows the grid over E and
- * p that chose these defaults. L is the smoothness of what a round
- * samples: L_B + mu (L_loc + mu for full local gradients). */
+ * p that chose these defaults (and that Rand-K, whose coordinates wait a
+ * geometric number of rounds, still oscillates with them). L is the
+ * smoothness of what a round samples: L_B + mu (L_loc + mu for full local
+ * gradients). */
 #define ECLK_DELTA_EXP 0.0
 
 static void eclk_params(const deft_convex_config_t *c, deft_convex_setup_t *s)
