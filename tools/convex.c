@@ -450,52 +450,54 @@ static int check_combination(opts_t *o)
     return 0;
 }
 
+/* "eclk + topk (ratio 16), batch full", no newline. */
+static void print_run_name(const deft_convex_config_t *c,
+                           const deft_convex_setup_t *s)
+{
+    printf("%s + %s (ratio %g), batch ", deft_convex_method_name(c->method),
+           deft_compressor_name(c->compressor), deft_convex_ratio_shown(c));
+    if (s->B == s->m)
+        printf("full");
+    else
+        printf("%zu", s->B);
+}
+
 static void print_header(const opts_t *o, const deft_logreg_t *prob,
                          const deft_convex_setup_t *s, const char *desc,
                          double pstar, double p0, int cached, double setup_s)
 {
     const deft_convex_config_t *c = &o->c;
-    const char *algo = deft_convex_method_name(c->method);
-    const char *comp = deft_compressor_name(c->compressor);
-    double ratio = c->compressor == DEFT_COMP_NONE ? 1.0 : c->ratio;
-    char batch[32];
-    snprintf(batch, sizeof batch, s->B == s->m ? "full" : "%zu", s->B);
     printf("deft convex: %s, n = %zu, d = %zu, %d workers x %zu rows, "
            "mu = %g\n", desc, prob->n, prob->d, c->workers, s->m, c->mu);
     printf("  L_max = %.6g, L_f = %.6g (power iteration, %d its), L_local "
            "= %.6g, L_B(B = %zu) = %.6g\n", s->L_max, s->L_f, s->power_iters,
            s->L_loc, s->B, s->L_B);
-    printf("  P* = %.15g (%s), P(x0) = %.15g; setup %.1f s\n", pstar,
+    printf("  P* = %.15g (%s), P(x0) = %.15g; setup %.1f s\n  ", pstar,
            cached ? "cached" : "Newton", p0, setup_s);
+    print_run_name(c, s);
     if (c->method == DEFT_CONVEX_ECLK || c->method == DEFT_CONVEX_LKATYUSHA)
-        printf("  %s + %s (ratio %g, delta %.4g), batch %s, anchor grad %s, "
-               "%s parameters: L = %.4g, theta1 = %.4g, theta2 = 0.5, p = "
-               "%.4g, eta = %.4g, eta/L = %.4g\n", algo, comp, ratio,
-               s->delta, batch, s->anchor_global ? "global" : "local",
+        printf(", delta %.4g, anchor grad %s, %s parameters: L = %.4g, "
+               "theta1 = %.4g, theta2 = 0.5, p = %.4g, eta = %.4g, eta/L = "
+               "%.4g", s->delta, s->anchor_global ? "global" : "local",
                c->lkatyusha_params ? "L-Katyusha's" : "compressor-aware",
                s->L, s->theta1, s->p, s->eta, s->eta / s->L);
     else {
-        printf("  %s + %s (ratio %g), batch %s: lr = %.6g", algo, comp,
-               ratio, batch, s->lr);
+        printf(": lr = %.6g", s->lr);
         if (s->p > 0)
             printf(", anchor grad %s, p = %.4g",
                    s->anchor_global ? "global" : "local", s->p);
         if (s->alpha > 0)
             printf(", alpha = %.4g", s->alpha);
-        printf("\n");
     }
+    printf("\n");
     fflush(stdout);
 }
 
 static void print_result(const opts_t *o, const deft_convex_setup_t *s,
                          const deft_convex_result_t *r, deft_status_t st)
 {
-    const deft_convex_config_t *c = &o->c;
-    char batch[32];
-    snprintf(batch, sizeof batch, s->B == s->m ? "full" : "%zu", s->B);
-    printf("%s + %s (ratio %g), batch %s: ", deft_convex_method_name(c->method),
-           deft_compressor_name(c->compressor),
-           c->compressor == DEFT_COMP_NONE ? 1.0 : c->ratio, batch);
+    print_run_name(&o->c, s);
+    printf(": ");
     if (st == DEFT_ERR_DIVERGED) {
         printf("diverged at round %ld (%s)\n", r->diverged_round,
                deft_last_error());

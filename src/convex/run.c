@@ -18,6 +18,11 @@ const char *const deft_convex_level_names[DEFT_CONVEX_N_LEVELS] = {
 static const char *const method_names[DEFT_CONVEX_N_METHODS] = {
     "eclk", "ecgd", "ecsgd", "gd", "lkatyusha", "eclsvrg", "eclsvrg-diana"};
 
+double deft_convex_ratio_shown(const deft_convex_config_t *c)
+{
+    return c->compressor == DEFT_COMP_NONE ? 1.0 : c->ratio;
+}
+
 const char *deft_convex_method_name(deft_convex_method_t m)
 {
     return (unsigned)m < DEFT_CONVEX_N_METHODS ? method_names[m] : NULL;
@@ -433,7 +438,7 @@ static void log_round(const ctx_t *X, long t, double P, double rel)
                 t, rel, P - X->pstar, P, (unsigned long long)R->bits,
                 (unsigned long long)R->wire_bytes, method_names[c->method],
                 deft_compressor_name(c->compressor),
-                c->compressor == DEFT_COMP_NONE ? 1.0 : c->ratio);
+                deft_convex_ratio_shown(c));
         fflush(X->log); /* long runs can be followed with tail -f */
     }
     for (int i = 0; i < DEFT_CONVEX_N_LEVELS; i++)
@@ -449,13 +454,10 @@ static void log_round(const ctx_t *X, long t, double P, double rel)
  * when the run is over; DEFT_ERR_DIVERGED on every worker together (they
  * all see the same P). */
 static deft_status_t checkpoint_round(deft_comm_t *comm, const ctx_t *X,
-                                      wk_t *b, const float *model_src, long t,
-                                      int *stop)
+                                      wk_t *b, long t, int *stop)
 {
     double P;
     deft_status_t st;
-    if (model_src != b->model)
-        memcpy(b->model, model_src, sizeof(float) * b->d);
     if ((st = evaluate(comm, X, b, &P)) != DEFT_OK)
         return st;
     double rel = (P - X->pstar) / (X->p0 - X->pstar);
@@ -649,7 +651,7 @@ static deft_status_t worker(deft_comm_t *comm, void *arg)
         if (t % c->log_every == 0 || t == c->rounds) {
             int stop = 0;
             if ((st = deft_optim_output(opt, b.model)) != DEFT_OK ||
-                (st = checkpoint_round(comm, X, &b, b.model, t, &stop)) !=
+                (st = checkpoint_round(comm, X, &b, t, &stop)) !=
                     DEFT_OK || stop)
                 goto done;
         }
@@ -716,11 +718,6 @@ deft_status_t deft_convex_run(const deft_logreg_t *prob,
 }
 
 /* ---- the log --------------------------------------------------------- */
-
-static double ratio_shown(const deft_convex_config_t *c)
-{
-    return c->compressor == DEFT_COMP_NONE ? 1.0 : c->ratio;
-}
 
 static void batch_str(const deft_convex_setup_t *s, char *out, size_t n)
 {
@@ -797,7 +794,7 @@ void deft_convex_log_config(FILE *log, const deft_logreg_t *prob,
             "\"log_every\": %ld, \"anchor_grad\": \"%s\", \"params\": \"%s\", "
             "\"label\": \"%s\"}\n",
             method_names[c->method], deft_compressor_name(c->compressor),
-            ratio_shown(c), s->delta, c->workers, batch, data, prob->n,
+            deft_convex_ratio_shown(c), s->delta, c->workers, batch, data, prob->n,
             prob->d, s->m, c->mu, s->L_max, s->L_f, s->L_loc, s->L_B, pstar,
             p0, s->lr, s->L, s->theta1, s->p, s->eta, s->alpha, s->delta_exp,
             (unsigned long long)c->seed, c->log_every,
@@ -823,7 +820,7 @@ void deft_convex_log_final(FILE *log, const deft_convex_config_t *c,
             "\"diverged_round\": %ld, \"wall_s\": %.3f",
             st == DEFT_OK ? "ok" : diverged ? "diverged" : deft_status_str(st),
             method_names[c->method], deft_compressor_name(c->compressor),
-            ratio_shown(c), batch, r->rounds_done, r->final_rel, r->best_rel,
+            deft_convex_ratio_shown(c), batch, r->rounds_done, r->final_rel, r->best_rel,
             (unsigned long long)r->bits, diverged ? "true" : "false",
             r->diverged_round, r->wall_s);
     for (int i = 0; i < DEFT_CONVEX_N_LEVELS; i++) {

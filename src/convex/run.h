@@ -113,6 +113,9 @@ typedef struct {
     double wall_s;
 } deft_convex_result_t;
 
+/* The ratio a run reports: c->ratio, or 1 for compressor none. */
+double deft_convex_ratio_shown(const deft_convex_config_t *c);
+
 /* "eclk", "ecgd", ...; NULL for a value out of range. */
 const char *deft_convex_method_name(deft_convex_method_t m);
 
