@@ -15,7 +15,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
 
 static char tmpdir[64];
 
@@ -30,21 +29,14 @@ static void write_raw(const char *name, const void *data, size_t len)
 {
     char p[256];
     tpath(p, sizeof p, name);
-    FILE *f = fopen(p, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
+    deft_test_write_file(p, data, len, 0);
 }
 
 static void write_gz(const char *name, const void *data, size_t len)
 {
     char p[256];
     tpath(p, sizeof p, name);
-    gzFile f = gzopen(p, "wb");
-    assert_non_null(f);
-    if (len)
-        assert_int_equal(gzwrite(f, data, (unsigned)len), (int)len);
-    assert_int_equal(gzclose(f), Z_OK);
+    deft_test_write_file(p, data, len, 1);
 }
 
 static void write_text(const char *name, const char *text)

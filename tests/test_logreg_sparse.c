@@ -18,7 +18,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
-#include <zlib.h>
 
 static char tmpdir[64];
 
@@ -34,18 +33,7 @@ static void write_file(const char *name, const char *text, int gz)
 {
     char p[256];
     tpath(p, sizeof p, name);
-    size_t len = strlen(text);
-    if (gz) {
-        gzFile f = gzopen(p, "wb");
-        assert_non_null(f);
-        assert_int_equal(gzwrite(f, text, (unsigned)len), (int)len);
-        assert_int_equal(gzclose(f), Z_OK);
-        return;
-    }
-    FILE *f = fopen(p, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(text, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
+    deft_test_write_file(p, text, strlen(text), gz);
 }
 
 static int setup(void **state)

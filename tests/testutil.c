@@ -6,6 +6,8 @@
 
 #include "core/rng.h"
 
+#include <zlib.h>
+
 void deft_test_assert_close(double got, double want, double rtol, double atol,
                             const char *expr, const char *file, int line)
 {
@@ -57,4 +59,21 @@ void deft_test_fill(float *v, size_t n, uint64_t seed)
     deft_rng_t r = deft_rng_make(seed, 0, 0, DEFT_STREAM_TEST);
     for (size_t i = 0; i < n; i++)
         v[i] = 2.0f * deft_rng_uniform(&r) - 1.0f;
+}
+
+void deft_test_write_file(const char *path, const void *data, size_t len,
+                          int gz)
+{
+    if (gz) {
+        gzFile f = gzopen(path, "wb");
+        assert_non_null(f);
+        if (len)
+            assert_int_equal(gzwrite(f, data, (unsigned)len), (int)len);
+        assert_int_equal(gzclose(f), Z_OK);
+        return;
+    }
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
 }

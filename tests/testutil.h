@@ -34,6 +34,11 @@ void deft_test_assert_error_mentions(const char *needle, const char *file,
 double deft_test_max_rel_diff(const float *a, const float *b, size_t n,
                               double floor);
 
+/* Writes len bytes to path, through gzip when gz; fails the test if any
+ * step fails. */
+void deft_test_write_file(const char *path, const void *data, size_t len,
+                          int gz);
+
 /* Fills v with deterministic pseudo-random values in [-1, 1). */
 void deft_test_fill(float *v, size_t n, uint64_t seed);
 
