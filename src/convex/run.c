@@ -299,10 +299,10 @@ typedef struct {
     float *x0;          /* (d,) zeros: the start                            */
     float *grad;        /* (d,) what tell gets: g + mu x                    */
     float *model;       /* (d,) the output model; scratch for allreduces    */
-    float *w;           /* (d,) eclsvrg's anchor (eclk keeps its own)       */
+    float *w;           /* (d,) eclsvrg's anchor; NULL for the others       */
     double *g;          /* (d,) the estimate, in double                     */
-    double *ga;         /* (d,) a_k(w): grad f(w) (global) or grad f_k(w)   */
-    double *gw;         /* (d,) grad f_k(w), full gradients with global     */
+    double *ga;         /* (d,) a_k(w): grad f(w) or grad f_k(w); anchored  */
+    double *gw;         /* (d,) grad f_k(w); the global form only           */
     double *shard_loss; /* (K,) the shards' losses at evaluation            */
     uint32_t *idx;      /* (m,) a permutation of the shard's rows           */
     /* eclsvrg-diana: */
@@ -371,17 +371,22 @@ static int wk_alloc(wk_t *b, const ctx_t *X, int rank, int K)
     b->m = X->s->m;
     b->B = X->s->B;
     b->lo = (size_t)rank * b->m;
+    /* The anchor's buffers only for the methods that use them. */
+    const deft_convex_method_t m = X->c->method;
+    const int anchored = has_anchor(m), own_w = anchored && !is_eclk(m);
+    const int global = anchored && X->s->anchor_global;
     b->x0 = calloc(d, sizeof(float));
     b->grad = malloc(sizeof(float) * d);
     b->model = malloc(sizeof(float) * d);
-    b->w = calloc(d, sizeof(float));
+    b->w = own_w ? calloc(d, sizeof(float)) : NULL;
     b->g = malloc(sizeof(double) * d);
-    b->ga = malloc(sizeof(double) * d);
-    b->gw = malloc(sizeof(double) * d);
+    b->ga = anchored ? malloc(sizeof(double) * d) : NULL;
+    b->gw = global ? malloc(sizeof(double) * d) : NULL;
     b->shard_loss = malloc(sizeof(double) * (size_t)K);
     b->idx = malloc(sizeof(uint32_t) * b->m);
-    if (!b->x0 || !b->grad || !b->model || !b->w || !b->g || !b->ga ||
-        !b->gw || !b->shard_loss || !b->idx)
+    if (!b->x0 || !b->grad || !b->model || (own_w && !b->w) || !b->g ||
+        (anchored && !b->ga) || (global && !b->gw) || !b->shard_loss ||
+        !b->idx)
         return 0;
     for (size_t i = 0; i < b->m; i++)
         b->idx[i] = (uint32_t)i;
