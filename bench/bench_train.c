@@ -1,11 +1,15 @@
-/* Training throughput of lenet on synthetic 28x28 images, batch 128, one
- * OpenBLAS thread: images per second through forward + backward + a plain
- * SGD update (p -= lr * g). Next to it, measured in the same run, the time
- * of the sgemm calls of one step made alone, and two workers on two cores
- * (one thread and one model each, batch 64 each: a global batch of 128).
- * The PyTorch figure is a stated reference, not measured here.
+/* Training throughput of a model (default lenet) on synthetic 28x28
+ * images, batch 128, one OpenBLAS thread: images per second through
+ * forward + backward + a plain SGD update (p -= lr * g). Next to it,
+ * measured in the same run, two workers on two cores (one thread and one
+ * model each, batch 64 each: a global batch of 128) and, for lenet, the
+ * time of the sgemm calls of one step made alone. PyTorch's figure for the
+ * same model is measured by bench/bench_models.sh, which runs this and
+ * bench/bench_torch_models.py one after the other and prints the ratio.
  *
- * Usage: bench_train [steps] [reps] */
+ * Usage: bench_train [--model NAME] [--batch B] [steps] [reps]
+ * The last line is machine-readable:
+ *   RESULT model=NAME batch=B images_per_s=X */
 #include "bench_common.h"
 #include "core/internal.h"
 #include "core/rng.h"
@@ -17,10 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BATCH 128
+#define BATCH 128 /* lenet's sgemm table below is for this batch */
 #define N_IMAGES 1024
-#define WARMUP 5
-#define PYTORCH_REF 14000.0
+#define WARMUP 3
+
+static deft_model_kind_t g_kind = DEFT_MODEL_LENET;
 
 typedef struct {
     deft_model_t *m;
@@ -34,8 +39,7 @@ static int trainer_init(trainer_t *t, int batch, uint64_t seed)
 {
     memset(t, 0, sizeof *t);
     t->batch = batch;
-    if (deft_model_create(&t->m, DEFT_MODEL_LENET, 1, 28, 28, 10, batch) !=
-        DEFT_OK)
+    if (deft_model_create(&t->m, g_kind, 1, 28, 28, 10, batch) != DEFT_OK)
         return -1;
     t->P = deft_model_num_params(t->m);
     t->params = deft_alloc(t->P * sizeof(float));
@@ -44,7 +48,7 @@ static int trainer_init(trainer_t *t, int batch, uint64_t seed)
     t->y = deft_alloc((size_t)N_IMAGES * sizeof(int32_t));
     if (!t->params || !t->grad || !t->x || !t->y)
         return -1;
-    deft_model_init_params(t->m, t->params, seed);
+    deft_model_init_params(t->m, t->params, seed, DEFT_INIT_TORCH);
     // MNIST-like pixels: mostly background, so that ReLU/pool patterns
     // (and the sparse backward's work) resemble real training
     deft_rng_t r = deft_rng_make(seed, 0, 0, DEFT_STREAM_TEST);
@@ -64,7 +68,7 @@ static void trainer_free(trainer_t *t)
 /* steps training steps over the synthetic set; returns 0 on success. */
 static int train(trainer_t *t, int steps)
 {
-    const int per_set = N_IMAGES / t->batch;
+    const int per_set = N_IMAGES / t->batch > 0 ? N_IMAGES / t->batch : 1;
     for (int s = 0; s < steps; s++) {
         const size_t first = (size_t)(s % per_set) * t->batch;
         double loss;
@@ -157,24 +161,47 @@ static int compare_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+static void sgemm_table(double best, int reps);
+
 int main(int argc, char **argv)
 {
-    const int steps = argc > 1 ? atoi(argv[1]) : 50;
-    const int reps = argc > 2 ? atoi(argv[2]) : 5;
-    if (steps < 1 || reps < 1 || reps > 64) {
-        fprintf(stderr, "usage: bench_train [steps >= 1] [reps in 1..64]\n");
+    int batch = BATCH, pos = 0, steps = 0, reps = 5;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--model") && i + 1 < argc) {
+            if (deft_model_parse(argv[++i], &g_kind) != DEFT_OK) {
+                fprintf(stderr, "bench_train: %s\n", deft_last_error());
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
+            batch = atoi(argv[++i]);
+        } else if (pos == 0) {
+            steps = atoi(argv[i]), pos++;
+        } else if (pos == 1) {
+            reps = atoi(argv[i]), pos++;
+        } else {
+            pos = -1;
+            break;
+        }
+    }
+    if (!steps)  // about a second a rep on this machine
+        steps = g_kind == DEFT_MODEL_LENET || g_kind == DEFT_MODEL_LOGREG ? 50 : 8;
+    if (pos < 0 || steps < 1 || reps < 1 || reps > 64 || batch < 2 ||
+        batch > N_IMAGES) {
+        fprintf(stderr, "usage: bench_train [--model NAME] [--batch 2..%d] "
+                "[steps >= 1] [reps in 1..64]\n", N_IMAGES);
         return 2;
     }
+    const char *name = deft_model_name(g_kind);
     openblas_set_num_threads(1);
     const char *ct = getenv("OPENBLAS_CORETYPE");
     printf("OpenBLAS: %s, core %s; OPENBLAS_CORETYPE=%s\n", openblas_get_config(),
            openblas_get_corename(), ct ? (*ct ? ct : "(set, empty)") : "(unset)");
-    printf("lenet, 28x28x1, batch %d, 1 thread, %d steps per rep, best and "
+    printf("%s, 28x28x1, batch %d, 1 thread, %d steps per rep, best and "
            "median of %d reps\n\n",
-           BATCH, steps, reps);
+           name, batch, steps, reps);
 
     trainer_t t;
-    if (trainer_init(&t, BATCH, 1) != 0 || train(&t, WARMUP) != 0) {
+    if (trainer_init(&t, batch, 1) != 0 || train(&t, WARMUP) != 0) {
         fprintf(stderr, "bench_train: setup failed: %s\n", deft_last_error());
         return 1;
     }
@@ -191,17 +218,60 @@ int main(int argc, char **argv)
     const double best = step_s[0], median = step_s[reps / 2];
     printf("training throughput:  %8.0f images/s (best), %8.0f (median); "
            "step %.3f ms\n",
-           BATCH / best, BATCH / median, 1e3 * best);
-    printf("  vs 14000 images/s:  %8.2fx  (reference from PyTorch 1.13 on "
-           "this CPU, not measured in this run)\n",
-           BATCH / best / PYTORCH_REF);
+           batch / best, batch / median, 1e3 * best);
+    trainer_free(&t);
+    if (g_kind == DEFT_MODEL_LENET && batch == BATCH)
+        sgemm_table(best, reps);
 
+    // two workers, each its own model and half the batch, started together
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 2);
+    double total_best = 0;
+    for (int r = 0; r < (reps < 3 ? reps : 3); r++) {
+        worker_t w[2];
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++) {
+            if (trainer_init(&w[i].t, batch / 2, 10 + (uint64_t)i) != 0)
+                return 1;
+            w[i].steps = steps, w[i].start = &start, w[i].status = 0;
+        }
+        for (int i = 0; i < 2; i++)
+            pthread_create(&th[i], NULL, worker_main, &w[i]);
+        for (int i = 0; i < 2; i++)
+            pthread_join(th[i], NULL);
+        const double slowest =
+            w[0].seconds > w[1].seconds ? w[0].seconds : w[1].seconds;
+        const double ips = 2.0 * (batch / 2) * steps / slowest;
+        total_best = ips > total_best ? ips : total_best;
+        for (int i = 0; i < 2; i++) {
+            if (w[i].status != 0) {
+                fprintf(stderr, "bench_train: worker failed: %s\n",
+                        deft_last_error());
+                return 1;
+            }
+            trainer_free(&w[i].t);
+        }
+    }
+    pthread_barrier_destroy(&start);
+    printf("two workers (1 thread, batch %d each): %8.0f images/s, %.2fx one "
+           "thread\n",
+           batch / 2, total_best, total_best * best / batch);
+    printf("RESULT model=%s batch=%d images_per_s=%.1f\n", name, batch,
+           batch / best);
+    return 0;
+}
+
+/* lenet at batch 128: the step against its own sgemm calls made alone. */
+static void sgemm_table(double best, int reps)
+{
     // scratch big enough for every call's operands
     const size_t big = 200000;
     float *a = deft_alloc(big * sizeof(float)), *b = deft_alloc(big * sizeof(float));
     float *c = deft_alloc(big * sizeof(float));
-    if (!a || !b || !c)
-        return 1;
+    if (!a || !b || !c) {
+        deft_free(a), deft_free(b), deft_free(c);
+        return;
+    }
     for (size_t i = 0; i < big; i++)
         a[i] = b[i] = 0.01f * (float)(i % 97);
     const size_t n_deft = sizeof deft_calls / sizeof deft_calls[0];
@@ -217,40 +287,4 @@ int main(int argc, char **argv)
            "%.2f\n",
            1e3 * g_plain, best / g_plain);
     deft_free(a), deft_free(b), deft_free(c);
-    trainer_free(&t);
-
-    // two workers, each its own model and batch 64, started together
-    pthread_barrier_t start;
-    pthread_barrier_init(&start, NULL, 2);
-    double total_best = 0;
-    for (int r = 0; r < (reps < 3 ? reps : 3); r++) {
-        worker_t w[2];
-        pthread_t th[2];
-        for (int i = 0; i < 2; i++) {
-            if (trainer_init(&w[i].t, BATCH / 2, 10 + (uint64_t)i) != 0)
-                return 1;
-            w[i].steps = steps, w[i].start = &start, w[i].status = 0;
-        }
-        for (int i = 0; i < 2; i++)
-            pthread_create(&th[i], NULL, worker_main, &w[i]);
-        for (int i = 0; i < 2; i++)
-            pthread_join(th[i], NULL);
-        const double slowest =
-            w[0].seconds > w[1].seconds ? w[0].seconds : w[1].seconds;
-        const double ips = 2.0 * (BATCH / 2) * steps / slowest;
-        total_best = ips > total_best ? ips : total_best;
-        for (int i = 0; i < 2; i++) {
-            if (w[i].status != 0) {
-                fprintf(stderr, "bench_train: worker failed: %s\n",
-                        deft_last_error());
-                return 1;
-            }
-            trainer_free(&w[i].t);
-        }
-    }
-    pthread_barrier_destroy(&start);
-    printf("2 workers x batch 64: %8.0f images/s total (best of %d), %.2fx "
-           "the 1-thread batch-128 rate\n",
-           total_best, reps < 3 ? reps : 3, total_best * best / BATCH);
-    return 0;
 }

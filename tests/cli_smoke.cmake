@@ -18,7 +18,9 @@ if(NOT out MATCHES "usage: deft")
 endif()
 run(0 list)
 if(NOT out MATCHES "def" OR NOT out MATCHES "rbgs" OR NOT out MATCHES "powersgd fp16 bf16"
-   OR NOT out MATCHES "lenet +61706 parameters: 6x25 6 16x150")
+   OR NOT out MATCHES "lenet +61706 parameters in 10 tensors: 6x25 6 16x150"
+   OR NOT out MATCHES "preresnet20 +271994 parameters in 61 tensors \\(\\+ 1376 BN"
+   OR NOT out MATCHES "vgg11bn +2442570 parameters")
   message(FATAL_ERROR "deft list printed '${out}'")
 endif()
 run(2 --no-such-flag)
@@ -36,7 +38,8 @@ endif()
 foreach(bad "--ratio;0" "--ratio;abc" "--workers;0" "--lambda;1.5" "--lr;-1"
             "--batch;100;--workers;8" "--model;resnet" "--algo;adam"
             "--compressor;zip" "--no-such-flag" "--epochs" "--backend;tcp"
-            "--algo;psync;--compressor;topk" "--lr-decay;0.5,2" "extra-arg")
+            "--algo;psync;--compressor;topk" "--lr-decay;0.5,2" "extra-arg"
+            "--init;kaiming" "--bn-recalibrate;-1" "--model;preresnet")
   run(2 train ${bad})
   list(GET bad 0 flag)
   string(REPLACE "--" "" name "${flag}")

@@ -81,7 +81,7 @@ static double conv_objective(void *p)
 static void check_conv(int C, int H, int W, int OC, int k, int pad, int B)
 {
     conv_ctx_t c;
-    assert_true(deft_conv2d_shape(&c.s, C, H, W, OC, k, pad));
+    assert_true(deft_conv2d_shape(&c.s, C, H, W, OC, k, pad, 1));
     c.B = B;
     const size_t nx = (size_t)B * C * H * W, nw = (size_t)OC * C * k * k;
     const size_t ny = (size_t)B * OC * c.s.oh * c.s.ow;
@@ -142,7 +142,7 @@ static void check_conv_sparse(int C, int H, int W, int OC, int k, int pad,
                               int B)
 {
     deft_conv2d_shape_t s;
-    assert_true(deft_conv2d_shape(&s, C, H, W, OC, k, pad));
+    assert_true(deft_conv2d_shape(&s, C, H, W, OC, k, pad, 1));
     const int PH = s.oh / 2, PW = s.ow / 2, Q = PH * PW, P = s.oh * s.ow;
     const size_t nx = (size_t)B * C * H * W, nw = (size_t)OC * C * k * k;
     const size_t ny = (size_t)B * OC * P, nq = (size_t)B * OC * Q;
@@ -303,6 +303,130 @@ static void test_relu_gradients(void **state)
     deft_free(c.x), deft_free(c.y), deft_free(c.r), deft_free(dx);
 }
 
+/* Batch norm in training mode is smooth in x, gamma and beta (no kinks
+ * without the ReLU), so central differences check all three. */
+typedef struct {
+    int B, C, HW;
+    float *x, *gamma, *beta, *out, *r, *mean, *invstd;
+} bn_ctx_t;
+
+static double bn_objective(void *p)
+{
+    bn_ctx_t *c = p;
+    deft_batchnorm_forward_train(c->out, c->mean, c->invstd, c->x, c->gamma,
+                                 c->beta, c->B, c->C, c->HW, NULL, NULL, 0.0f,
+                                 0);
+    return dot(c->r, c->out, (size_t)c->B * c->C * c->HW);
+}
+
+static void check_bn(int B, int C, int HW)
+{
+    bn_ctx_t c = {B, C, HW, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    const size_t n = (size_t)B * C * HW;
+    c.x = falloc(n), c.out = falloc(n), c.r = falloc(n);
+    c.gamma = falloc(C), c.beta = falloc(C), c.mean = falloc(C);
+    c.invstd = falloc(C);
+    float *dx = falloc(n), *dg = falloc(C), *db = falloc(C);
+    deft_test_fill(c.x, n, 51);
+    deft_test_fill(c.gamma, C, 52);
+    deft_test_fill(c.beta, C, 53);
+    deft_test_fill(c.r, n, 54);
+    for (int k = 0; k < C; k++)
+        c.gamma[k] += 1.5f;  // away from 0, as a trained gamma
+    bn_objective(&c);
+    deft_batchnorm_backward(dx, dg, db, c.r, c.x, c.mean, c.invstd, c.gamma,
+                            B, C, HW);
+    check_all(bn_objective, &c, c.gamma, dg, C, 1e-2f, 1e-3, 1e-3);
+    check_all(bn_objective, &c, c.beta, db, C, 1e-2f, 1e-3, 1e-3);
+    check_all(bn_objective, &c, c.x, dx, n, 1e-2f, 1e-2, 2e-3);
+    // in place (dinp == dout) gives the same input gradient
+    float *dx2 = falloc(n);
+    memcpy(dx2, c.r, n * sizeof(float));
+    bn_objective(&c);
+    deft_batchnorm_backward(dx2, dg, db, dx2, c.x, c.mean, c.invstd, c.gamma,
+                            B, C, HW);
+    assert_memory_equal(dx, dx2, n * sizeof(float));
+
+    // running statistics: r = 0.9 r + 0.1 stat, the variance unbiased;
+    // evaluation mode normalizes with them
+    float *rm = falloc(C), *rv = falloc(C), *ev = falloc(n);
+    for (int k = 0; k < C; k++)
+        rm[k] = 0.5f, rv[k] = 2.0f;
+    deft_batchnorm_forward_train(c.out, c.mean, c.invstd, c.x, c.gamma, c.beta,
+                                 B, C, HW, rm, rv, 0.1f, 0);
+    const double m = (double)B * HW;
+    for (int k = 0; k < C; k++) {
+        double s1 = 0, s2 = 0;
+        for (int i = 0; i < B; i++)
+            for (int j = 0; j < HW; j++) {
+                const double v = c.x[((size_t)i * C + k) * HW + j];
+                s1 += v, s2 += v * v;
+            }
+        const double mean = s1 / m, var = s2 / m - mean * mean;
+        assert_close(rm[k], 0.9 * 0.5 + 0.1 * mean, 1e-5, 1e-6);
+        assert_close(rv[k], 0.9 * 2.0 + 0.1 * var * m / (m - 1), 1e-5, 1e-6);
+        assert_close(c.mean[k], mean, 1e-5, 1e-6);
+        assert_close(c.invstd[k], 1.0 / sqrt(var + 1e-5), 1e-4, 0);
+    }
+    deft_batchnorm_forward_eval(ev, c.x, c.gamma, c.beta, rm, rv, B, C, HW, 1);
+    for (size_t i = 0; i < n; i++) {
+        const int k = (int)(i / HW % C);
+        double want = c.gamma[k] * (c.x[i] - rm[k]) / sqrt(rv[k] + 1e-5) +
+                      c.beta[k];
+        assert_close(ev[i], want > 0 ? want : 0.0, 1e-5, 1e-5);
+    }
+    deft_free(c.x), deft_free(c.out), deft_free(c.r), deft_free(c.gamma);
+    deft_free(c.beta), deft_free(c.mean), deft_free(c.invstd);
+    deft_free(dx), deft_free(dg), deft_free(db), deft_free(dx2);
+    deft_free(rm), deft_free(rv), deft_free(ev);
+}
+
+static void test_batchnorm_gradients(void **state)
+{
+    (void)state;
+    check_bn(6, 4, 1);      // 1-d: (B, C) features
+    check_bn(3, 2, 5 * 4);  // 2-d: (B, C, 5, 4)
+    check_bn(2, 3, 1);      // the smallest batch with an unbiased variance
+}
+
+typedef struct {
+    int B, C, HW;
+    float *x, *out, *r;
+} gap_ctx_t;
+
+static double gap_objective(void *p)
+{
+    gap_ctx_t *c = p;
+    deft_gap_forward(c->out, c->x, c->B, c->C, c->HW);
+    return dot(c->r, c->out, (size_t)c->B * c->C);
+}
+
+static void test_gap_and_add(void **state)
+{
+    (void)state;
+    gap_ctx_t c = {2, 3, 7 * 5, NULL, NULL, NULL};
+    const size_t nx = 2 * 3 * 35, ny = 6;
+    c.x = falloc(nx), c.out = falloc(ny), c.r = falloc(ny);
+    float *dx = falloc(nx);
+    deft_test_fill(c.x, nx, 61);
+    deft_test_fill(c.r, ny, 62);
+    gap_objective(&c);
+    double want = 0;
+    for (int j = 0; j < 35; j++)
+        want += c.x[35 + j];
+    assert_close(c.out[1], want / 35, 1e-6, 1e-7);
+    deft_gap_backward(dx, c.r, c.B, c.C, c.HW);
+    check_all(gap_objective, &c, c.x, dx, nx, 0.25f, 1e-3, 1e-4);
+
+    float a[5] = {1, 2, 3, 4, 5}, b[5] = {0.5f, -2, 0, 1e-3f, 7}, o[5];
+    deft_add_forward(o, a, b, 5);
+    for (int i = 0; i < 5; i++)
+        assert_true(o[i] == a[i] + b[i]);
+    deft_add_inplace(a, b, 5);
+    assert_memory_equal(a, o, sizeof o);
+    deft_free(c.x), deft_free(c.out), deft_free(c.r), deft_free(dx);
+}
+
 typedef struct {
     int B, N;
     float *z;
@@ -368,16 +492,26 @@ static void test_softmax_xent(void **state)
 
 typedef struct {
     deft_model_t *m;
-    float *params, *x;
+    float *params, *x, *scratch_grad;
     int32_t *y;
     int B;
 } model_ctx_t;
 
+/* The training loss: for models with BN it depends on the batch's
+ * statistics, so it is loss_grad's (whose running-statistics update does
+ * not change the loss); for the others evaluate's, which is the same
+ * forward without the backward. */
 static double model_objective(void *p)
 {
     model_ctx_t *c = p;
     double s;
     int hits;
+    if (deft_model_num_buffers(c->m)) {
+        assert_status(deft_model_loss_grad(c->m, c->params, c->x, c->y, c->B,
+                                           c->scratch_grad, &s, &hits),
+                      DEFT_OK);
+        return s;
+    }
     assert_status(deft_model_evaluate(c->m, c->params, c->x, c->y, c->B, &s,
                                       &hits),
                   DEFT_OK);
@@ -423,7 +557,8 @@ static void check_model(deft_model_kind_t kind, int C, int H, int W,
     c.y = deft_alloc((size_t)B * sizeof(int32_t));
     assert_non_null(c.y);
     float *grad = falloc(P);
-    deft_model_init_params(c.m, c.params, 7);
+    c.scratch_grad = falloc(P);
+    deft_model_init_params(c.m, c.params, 7, DEFT_INIT_TORCH);
     // pixels in [0, 1): no exact zeros, so no ties in a pool window that
     // every step would break
     deft_rng_t rng = deft_rng_make(9, 0, 0, DEFT_STREAM_TEST);
@@ -431,12 +566,13 @@ static void check_model(deft_model_kind_t kind, int C, int H, int W,
         c.x[i] = deft_rng_uniform(&rng);
     for (int i = 0; i < B; i++)
         c.y[i] = (int32_t)deft_rng_below(&rng, (uint64_t)n_classes);
-    // nonzero biases, so that their gradients and effects are generic
+    // vectors (biases, BN's gamma and beta) moved off their initial
+    // values, so that their gradients and effects are generic
     size_t off = 0;
     for (size_t t = 0; t < lay->n_tensors; t++) {
-        if (t % 2 == 1)
+        if (lay->rows[t] == 0)
             for (size_t i = 0; i < lay->sizes[t]; i++)
-                c.params[off + i] = 0.05f * (2.0f * deft_rng_uniform(&rng) - 1.0f);
+                c.params[off + i] += 0.05f * (2.0f * deft_rng_uniform(&rng) - 1.0f);
         off += lay->sizes[t];
     }
 
@@ -482,11 +618,13 @@ static void check_model(deft_model_kind_t kind, int C, int H, int W,
                      deft_model_name(kind), t, skipped);
         total_checked += checked, total_skipped += skipped;
     }
+    print_message("%s: %d checked, %d skipped\n", deft_model_name(kind), total_checked, total_skipped);
     if (total_skipped > (strict ? 1 : 2) * total_checked)
         fail_msg("%s: %d coordinates skipped as kinks, only %d checked",
                  deft_model_name(kind), total_skipped, total_checked);
 
     deft_free(c.params), deft_free(c.x), deft_free(c.y), deft_free(grad);
+    deft_free(c.scratch_grad);
     deft_model_destroy(c.m);
 }
 
@@ -517,6 +655,26 @@ static void test_vgg_gradient(void **state)
     check_model(DEFT_MODEL_VGG, 3, 5, 6, 5, 1, 16, 1e-2f, 1);
 }
 
+static void test_preresnet20_gradient(void **state)
+{
+    (void)state;
+    // 6x6 -> 3x3 -> 2x2 stages: every layer kind (stride-2 and 1x1 convs,
+    // BN, residual adds, global average) at a size central differences
+    // can afford; then odd sizes with two channels. Not strict: the first
+    // conv feeds the residual stream of the whole network, so any step in
+    // its weights moves every ReLU after it and usually flips one (all
+    // its picks are skipped). scripts/torch_nn_check.py compares every
+    // coordinate of the gradient with PyTorch's instead.
+    check_model(DEFT_MODEL_PRERESNET20, 1, 6, 6, 10, 2, 4, 1e-2f, 0);
+    check_model(DEFT_MODEL_PRERESNET20, 2, 7, 9, 4, 2, 6, 1e-2f, 0);
+}
+
+static void test_vgg11bn_gradient(void **state)
+{
+    (void)state;
+    check_model(DEFT_MODEL_VGG11BN, 1, 16, 16, 10, 3, 4, 1e-2f, 0);
+}
+
 /* ------------------------------------------------------------------------ */
 
 static void test_param_counts_and_layout(void **state)
@@ -533,6 +691,19 @@ static void test_param_counts_and_layout(void **state)
         {DEFT_MODEL_LENET, 61706, 10},
         // conv 288+32, 9216+32, 18432+64, 36864+64, fc 802816+256, 2560+10
         {DEFT_MODEL_VGG, 870634, 12},
+        // conv 144; stage 1: 6 convs of 2304 and 6 BN of 2x16; stage 2:
+        // 4608 + 5 x 9216 + 1x1 512, BN 16 + 5 x 32 (x2); stage 3: 18432 +
+        // 5 x 36864 + 2048, BN 32 + 5 x 64 (x2); final BN 2x64; fc 650
+        {DEFT_MODEL_PRERESNET20,
+         144 + 6 * 2304 + 6 * 32 + 4608 + 5 * 9216 + 512 + 2 * (16 + 5 * 32) +
+             18432 + 5 * 36864 + 2048 + 2 * (32 + 5 * 64) + 128 + 650,
+         61},
+        // convs (with bias) 320, 18496, 73856, 147584, 295168, 590080 x 3;
+        // BN 2 x (32 + 64 + 128 + 128 + 256 x 4); fc 65792 x 2 + 2570
+        {DEFT_MODEL_VGG11BN,
+         320 + 18496 + 73856 + 147584 + 295168 + 3 * 590080 +
+             2 * (32 + 64 + 128 + 128 + 4 * 256) + 2 * 65792 + 2570,
+         38},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         deft_model_t *m;
@@ -557,6 +728,38 @@ static void test_param_counts_and_layout(void **state)
     deft_model_destroy(m);
     assert_true(deft_model_layout(NULL) == NULL);
     assert_int_equal(deft_model_num_params(NULL), 0);
+    // the running statistics: mean and variance per BN channel
+    assert_status(deft_model_create(&m, DEFT_MODEL_PRERESNET20, 1, 28, 28,
+                                    10, 1),
+                  DEFT_OK);
+    assert_int_equal(deft_model_num_buffers(m),
+                     2 * (7 * 16 + 6 * 32 + 6 * 64));
+    deft_model_destroy(m);
+    assert_status(deft_model_create(&m, DEFT_MODEL_LENET, 1, 28, 28, 10, 1),
+                  DEFT_OK);
+    assert_int_equal(deft_model_num_buffers(m), 0);
+    assert_null(deft_model_buffers(m));
+    deft_model_destroy(m);
+}
+
+/* Sample mean and standard deviation of n floats. */
+static void moments(const float *v, size_t n, double *mean, double *sd)
+{
+    double s1 = 0, s2 = 0;
+    for (size_t i = 0; i < n; i++)
+        s1 += v[i], s2 += (double)v[i] * v[i];
+    *mean = s1 / n;
+    *sd = sqrt(fmax(s2 / n - *mean * *mean, 0.0));
+}
+
+/* v (n) looks drawn from a distribution of standard deviation want and
+ * mean 0: the relative sampling error of a std is about 1 / sqrt(2n). */
+static void assert_spread(const float *v, size_t n, double want)
+{
+    double mean, sd;
+    moments(v, n, &mean, &sd);
+    assert_close(sd, want, 4.0 / sqrt(2.0 * n) + 0.01, 0);
+    assert_close(mean, 0.0, 0, 4.0 * want / sqrt((double)n));
 }
 
 static void test_init(void **state)
@@ -567,38 +770,81 @@ static void test_init(void **state)
                   DEFT_OK);
     const size_t P = deft_model_num_params(m);
     const deft_layout_t *lay = deft_model_layout(m);
-    float *a = falloc(P), *b = falloc(P), *c = falloc(P);
-    deft_model_init_params(m, a, 123);
-    deft_model_init_params(m, b, 123);
-    deft_model_init_params(m, c, 124);
+    float *a = falloc(P), *b = falloc(P), *c = falloc(P), *he = falloc(P);
+    deft_model_init_params(m, a, 123, DEFT_INIT_TORCH);
+    deft_model_init_params(m, b, 123, DEFT_INIT_TORCH);
+    deft_model_init_params(m, c, 124, DEFT_INIT_TORCH);
+    deft_model_init_params(m, he, 123, DEFT_INIT_HE);
     assert_memory_equal(a, b, P * sizeof(float));
     assert_memory_not_equal(a, c, P * sizeof(float));
 
-    // std of each weight tensor: He sqrt(2 / fan_in) where a ReLU follows,
-    // Glorot sqrt(2 / (fan_in + fan_out)) for the logits; biases zero
-    const double want_std[5] = {sqrt(2.0 / 25), sqrt(2.0 / 150),
-                                sqrt(2.0 / 400), sqrt(2.0 / 120),
-                                sqrt(2.0 / (84 + 10))};
+    // torch: weight and bias U(+-1/sqrt(fan_in)), std bound/sqrt(3); He:
+    // sqrt(2 / fan_in) where a ReLU follows, Glorot sqrt(2 / (fan_in +
+    // fan_out)) for the logits, biases zero
+    const double fan_in[5] = {25, 150, 400, 120, 84};
+    const double want_he[5] = {sqrt(2.0 / 25), sqrt(2.0 / 150),
+                               sqrt(2.0 / 400), sqrt(2.0 / 120),
+                               sqrt(2.0 / (84 + 10))};
     size_t off = 0;
     for (size_t t = 0; t < lay->n_tensors; t++) {
         const size_t n = lay->sizes[t];
+        const double bound = 1.0 / sqrt(fan_in[t / 2]);
+        for (size_t i = 0; i < n; i++)
+            if (!(fabs(a[off + i]) <= bound))
+                fail_msg("tensor %zu [%zu] = %g outside +-%g", t, i,
+                         (double)a[off + i], bound);
+        if (n >= 100)  // the 6..120-float biases are too few for moments
+            assert_spread(a + off, n, bound / sqrt(3.0));
         if (t % 2 == 1) {
             for (size_t i = 0; i < n; i++)
-                assert_true(a[off + i] == 0.0f);
+                assert_true(he[off + i] == 0.0f);
         } else {
-            double s1 = 0, s2 = 0;
-            for (size_t i = 0; i < n; i++)
-                s1 += a[off + i], s2 += (double)a[off + i] * a[off + i];
-            const double mean = s1 / n, sd = sqrt(s2 / n - mean * mean);
-            const double want = want_std[t / 2];
-            // relative sampling error of a std is about 1 / sqrt(2n)
-            assert_close(sd, want, 4.0 / sqrt(2.0 * n) + 0.01, 0);
-            assert_close(mean, 0.0, 0, 4.0 * want / sqrt((double)n));
+            assert_spread(he + off, n, want_he[t / 2]);
         }
         off += n;
     }
-    deft_free(a), deft_free(b), deft_free(c);
+    deft_free(a), deft_free(b), deft_free(c), deft_free(he);
     deft_model_destroy(m);
+
+    // preresnet20 (torch = the DEF code's rule): conv N(0, 2/(9 oc)), BN
+    // gamma 1 and beta 0, the fc U(+-1/8)
+    assert_status(deft_model_create(&m, DEFT_MODEL_PRERESNET20, 1, 28, 28,
+                                    10, 1),
+                  DEFT_OK);
+    const size_t Q = deft_model_num_params(m);
+    lay = deft_model_layout(m);
+    a = falloc(Q);
+    deft_model_init_params(m, a, 9, DEFT_INIT_TORCH);
+    off = 0;
+    int n_bn = 0;
+    for (size_t t = 0; t < lay->n_tensors; t++) {
+        const size_t n = lay->sizes[t], rows = lay->rows[t];
+        if (t + 2 == lay->n_tensors) {  // fc weight (10, 64)
+            for (size_t i = 0; i < n; i++)
+                assert_true(fabs(a[off + i]) <= 0.125);
+        } else if (rows > 0 && n / rows == 16) {  // a 1x1 shortcut: 16 -> 32
+            assert_spread(a + off, n, sqrt(2.0 / (1 * rows)));
+        } else if (rows > 0 && n / rows == 32 && rows == 64) {  // 32 -> 64
+            assert_spread(a + off, n, sqrt(2.0 / 64));
+        } else if (rows > 0) {  // 3x3 convs
+            assert_spread(a + off, n, sqrt(2.0 / (9.0 * rows)));
+        } else if (t + 1 < lay->n_tensors) {  // BN gamma, then beta
+            const float want = n_bn++ % 2 == 0 ? 1.0f : 0.0f;
+            for (size_t i = 0; i < n; i++)
+                assert_true(a[off + i] == want);
+        }
+        off += n;
+    }
+    assert_int_equal(n_bn, 2 * 19);
+    deft_free(a);
+    deft_model_destroy(m);
+
+    deft_init_t k;
+    assert_status(deft_init_parse("he", &k), DEFT_OK);
+    assert_int_equal(k, DEFT_INIT_HE);
+    assert_status(deft_init_parse("kaiming", &k), DEFT_ERR_INVALID_ARG);
+    assert_non_null(strstr(deft_last_error(), "torch or he"));
+    assert_string_equal(deft_init_name(DEFT_INIT_TORCH), "torch");
 }
 
 /* Images with MNIST-like statistics (mostly background zeros, the rest in
@@ -620,13 +866,13 @@ static void test_fresh_loss_near_ln10(void **state)
     float *x = falloc(B * d);
     int32_t y[B];
     make_batch(x, y, B, d, 77);
-    for (int k = DEFT_MODEL_LOGREG; k <= DEFT_MODEL_VGG; k++) {
+    for (int k = DEFT_MODEL_LOGREG; k <= DEFT_MODEL_VGG11BN; k++) {
         deft_model_t *m;
         assert_status(deft_model_create(&m, (deft_model_kind_t)k, 1, 28, 28,
                                         10, B),
                       DEFT_OK);
         float *p = falloc(deft_model_num_params(m));
-        deft_model_init_params(m, p, 5);
+        deft_model_init_params(m, p, 5, DEFT_INIT_TORCH);
         double s;
         int hits;
         assert_status(deft_model_evaluate(m, p, x, y, B, &s, &hits), DEFT_OK);
@@ -641,7 +887,10 @@ static void test_fresh_loss_near_ln10(void **state)
 }
 
 /* Plain SGD on one fixed batch must drive its loss down: the gradient is a
- * descent direction and the whole pipeline learns. */
+ * descent direction and the whole pipeline learns. He initialization:
+ * from PyTorch's smaller one lenet sits on its initial plateau for longer
+ * than these 25 steps on labels that have nothing to do with the
+ * images. */
 static void test_sgd_reduces_loss(void **state)
 {
     (void)state;
@@ -650,14 +899,16 @@ static void test_sgd_reduces_loss(void **state)
     float *x = falloc(B * d);
     int32_t y[B];
     make_batch(x, y, B, d, 99);
-    for (int k = DEFT_MODEL_LOGREG; k <= DEFT_MODEL_VGG; k++) {
+    for (int k = DEFT_MODEL_LOGREG; k <= DEFT_MODEL_VGG11BN; k++) {
         deft_model_t *m;
         assert_status(deft_model_create(&m, (deft_model_kind_t)k, 1, 28, 28,
                                         10, B),
                       DEFT_OK);
         const size_t P = deft_model_num_params(m);
         float *p = falloc(P), *g = falloc(P);
-        deft_model_init_params(m, p, 3);
+        deft_model_init_params(m, p, 3, DEFT_INIT_HE);
+        // batch norm takes (and here needs) the larger step
+        const float lr = deft_model_num_buffers(m) ? 0.1f : 0.05f;
         double first = 0, loss = 0;
         int correct = 0;
         for (int step = 0; step < 25; step++) {
@@ -667,7 +918,7 @@ static void test_sgd_reduces_loss(void **state)
             if (step == 0)
                 first = loss;
             for (size_t i = 0; i < P; i++)
-                p[i] -= 0.05f * g[i];
+                p[i] -= lr * g[i];
         }
         if (!(loss < 0.5 * first))
             fail_msg("%s: loss %.4f after 25 steps, from %.4f",
@@ -695,7 +946,7 @@ static void test_batches_are_independent(void **state)
                   DEFT_OK);
     const size_t P = deft_model_num_params(m1);
     float *p = falloc(P), *g1 = falloc(P), *g2 = falloc(P);
-    deft_model_init_params(m1, p, 1);
+    deft_model_init_params(m1, p, 1, DEFT_INIT_TORCH);
     double l1, l2, s;
     int c1, c2, c3;
     assert_status(deft_model_loss_grad(m1, p, x, y, B, g1, &l1, &c1), DEFT_OK);
@@ -720,14 +971,14 @@ static void test_nan_reaches_loss(void **state)
     float *x = falloc(B * 784);
     int32_t y[B];
     make_batch(x, y, B, 784, 3);
-    for (int k = DEFT_MODEL_LOGREG; k <= DEFT_MODEL_VGG; k++) {
+    for (int k = DEFT_MODEL_LOGREG; k <= DEFT_MODEL_VGG11BN; k++) {
         deft_model_t *m;
         assert_status(deft_model_create(&m, (deft_model_kind_t)k, 1, 28, 28,
                                         10, B),
                       DEFT_OK);
         const size_t P = deft_model_num_params(m);
         float *p = falloc(P), *g = falloc(P);
-        deft_model_init_params(m, p, 1);
+        deft_model_init_params(m, p, 1, DEFT_INIT_TORCH);
         p[0] = NAN;  // a first-layer weight
         double loss, s;
         int hits;
@@ -741,6 +992,74 @@ static void test_nan_reaches_loss(void **state)
         assert_status(deft_model_evaluate(m, p, x, y, B, &s, &hits), DEFT_OK);
         assert_true(isnan(s));
         deft_free(p), deft_free(g);
+        deft_model_destroy(m);
+    }
+    deft_free(x);
+}
+
+/* Training updates the running statistics, evaluation reads them and
+ * leaves them alone, and recalibration from a reset makes them the plain
+ * mean of the batches' statistics: with one batch, loss_grad's update
+ * from the reset values (mean 0, variance 1, momentum 0.1) is exactly
+ * 0.1 x that for every BN layer, since in training mode each BN layer
+ * sees the same input either way. */
+static void test_bn_buffers(void **state)
+{
+    (void)state;
+    enum { B = 6 };
+    const size_t d = 784;
+    float *x = falloc(B * d);
+    int32_t y[B];
+    make_batch(x, y, B, d, 17);
+    for (int k = DEFT_MODEL_PRERESNET20; k <= DEFT_MODEL_VGG11BN; k++) {
+        deft_model_t *m;
+        assert_status(deft_model_create(&m, (deft_model_kind_t)k, 1, 28, 28,
+                                        10, B),
+                      DEFT_OK);
+        const size_t P = deft_model_num_params(m), NB = deft_model_num_buffers(m);
+        float *p = falloc(P), *g = falloc(P), *after = falloc(NB);
+        float *recal = falloc(NB);
+        float *bufs = deft_model_buffers(m);
+        deft_model_init_params(m, p, 2, DEFT_INIT_TORCH);
+        double loss, ls;
+        int hits;
+        assert_status(deft_model_loss_grad(m, p, x, y, B, g, &loss, NULL),
+                      DEFT_OK);
+        memcpy(after, bufs, NB * sizeof(float));
+        assert_status(deft_model_evaluate(m, p, x, y, B, &ls, &hits), DEFT_OK);
+        assert_memory_equal(after, bufs, NB * sizeof(float));
+        deft_model_reset_buffers(m);
+        assert_status(deft_model_recalibrate(m, p, x, B, 0), DEFT_OK);
+        memcpy(recal, bufs, NB * sizeof(float));
+        // a second batch equal to the first leaves the mean unchanged
+        assert_status(deft_model_recalibrate(m, p, x, B, 1), DEFT_OK);
+        for (size_t i = 0; i < NB; i++)
+            assert_close(bufs[i], recal[i], 1e-6, 1e-7);
+        // layer by layer, C means then C variances: the reset pass's
+        // means are 0.1 x the recalibrated ones, its variances 0.9 + 0.1 v
+        static const int res_c[19] = {16, 16, 16, 16, 16, 16, 16, 32, 32, 32,
+                                      32, 32, 32, 64, 64, 64, 64, 64, 64};
+        static const int vgg_c[8] = {32, 64, 128, 128, 256, 256, 256, 256};
+        const int *chans = k == DEFT_MODEL_PRERESNET20 ? res_c : vgg_c;
+        const int n_bn = k == DEFT_MODEL_PRERESNET20 ? 19 : 8;
+        size_t off = 0;
+        for (int l = 0; l < n_bn; l++) {
+            const size_t C = (size_t)chans[l];
+            for (size_t j = 0; j < C; j++) {
+                assert_close(after[off + j], 0.1 * recal[off + j], 1e-5, 1e-6);
+                assert_close(after[off + C + j], 0.9 + 0.1 * recal[off + C + j],
+                             1e-5, 1e-6);
+            }
+            off += 2 * C;
+        }
+        assert_int_equal(off, NB);
+        // bad arguments are named
+        assert_status(deft_model_recalibrate(m, p, x, B + 1, 0),
+                      DEFT_ERR_INVALID_ARG);
+        assert_non_null(strstr(deft_last_error(), "batch"));
+        assert_status(deft_model_recalibrate(m, p, x, B, -1),
+                      DEFT_ERR_INVALID_ARG);
+        deft_free(p), deft_free(g), deft_free(after), deft_free(recal);
         deft_model_destroy(m);
     }
     deft_free(x);
@@ -863,6 +1182,11 @@ int main(void)
         cmocka_unit_test(test_mlp_gradient),
         cmocka_unit_test(test_lenet_gradient),
         cmocka_unit_test(test_vgg_gradient),
+        cmocka_unit_test(test_preresnet20_gradient),
+        cmocka_unit_test(test_vgg11bn_gradient),
+        cmocka_unit_test(test_batchnorm_gradients),
+        cmocka_unit_test(test_gap_and_add),
+        cmocka_unit_test(test_bn_buffers),
         cmocka_unit_test(test_param_counts_and_layout),
         cmocka_unit_test(test_init),
         cmocka_unit_test(test_fresh_loss_near_ln10),

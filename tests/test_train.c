@@ -185,6 +185,88 @@ static void test_resume_is_bitwise_equal(void **state)
     free(resumed);
 }
 
+/* The test_loss field of the log line of `epoch` in log text s, as text
+ * (printed with %.6f: equal text is equal to 1e-6). */
+static void epoch_field(const char *s, int epoch, const char *key, char *out,
+                        size_t n)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "{\"epoch\": %d,", epoch);
+    const char *line = strstr(s, pat);
+    assert_non_null(line);
+    const char *f = strstr(line, key);
+    assert_non_null(f);
+    f += strlen(key);
+    size_t i = 0;
+    while (f[i] && f[i] != ',' && f[i] != '}' && i + 1 < n)
+        i++;
+    memcpy(out, f, i);
+    out[i] = '\0';
+}
+
+/* A model with batch norm: its running statistics travel in the
+ * checkpoint (a resumed run evaluates to the same test loss as an
+ * uninterrupted one, which it would not from reset statistics), and the
+ * log says which statistics each evaluation used. */
+static void test_bn_model_resume_and_stats(void **state)
+{
+    (void)state;
+    deft_dataset_t sub = train_set, tsub = test_set;
+    sub.n = 384;
+    tsub.n = 200;
+    deft_train_config_t cfg;
+    deft_train_config_init(&cfg);
+    cfg.model = DEFT_MODEL_PRERESNET20;
+    cfg.optim.ratio = 16;
+    cfg.optim.lr = 0.05f;
+    cfg.workers = 2;
+    cfg.batch = 64;
+    cfg.epochs = 2;
+    char ckpt[300], log_full[300], log_part[300];
+    snprintf(ckpt, sizeof ckpt, "%s/bn.ckpt", tmpdir);
+    snprintf(log_full, sizeof log_full, "%s/bn_full.jsonl", tmpdir);
+    snprintf(log_part, sizeof log_part, "%s/bn_part.jsonl", tmpdir);
+    deft_train_result_t res = {0}, part = {0};
+    cfg.log_path = log_full;
+    assert_status(deft_train_run_threads(&cfg, &sub, &tsub, &res), DEFT_OK);
+    cfg.log_path = log_part;
+    cfg.checkpoint_path = ckpt;
+    cfg.stop_after = 1;
+    assert_status(deft_train_run_threads(&cfg, &sub, &tsub, &part), DEFT_OK);
+    cfg.resume_path = ckpt;
+    cfg.stop_after = 0;
+    assert_status(deft_train_run_threads(&cfg, &sub, &tsub, &part), DEFT_OK);
+    assert_int_equal(part.epochs_done, 2);
+    char *a = slurp(log_full), *b = slurp(log_part);
+    char la[32], lb[32];
+    epoch_field(a, 2, "\"test_loss\": ", la, sizeof la);
+    epoch_field(b, 2, "\"test_loss\": ", lb, sizeof lb);
+    printf("  preresnet20, epoch 2 test loss: uninterrupted %s, resumed %s\n",
+           la, lb);
+    assert_string_equal(la, lb);
+    assert_non_null(strstr(a, "\"bn_stats\": \"running\""));
+    assert_non_null(strstr(a, "\"model\": \"preresnet20\", \"init\": \"torch\""));
+    free(a), free(b);
+
+    // recalibrated statistics are named in the log, and differ from the
+    // running ones; the model trained is the same either way
+    cfg.resume_path = NULL;
+    cfg.checkpoint_path = NULL;
+    cfg.epochs = 1;
+    cfg.bn_recalibrate = 2;
+    cfg.log_path = log_part;
+    assert_status(deft_train_run_threads(&cfg, &sub, &tsub, &part), DEFT_OK);
+    b = slurp(log_part);
+    assert_non_null(strstr(b, "\"bn_stats\": \"recalibrated\""));
+    free(b);
+    // a model without BN has none to name
+    cfg.model = DEFT_MODEL_LOGREG;
+    assert_status(deft_train_run_threads(&cfg, &sub, &tsub, &part), DEFT_OK);
+    b = slurp(log_part);
+    assert_non_null(strstr(b, "\"bn_stats\": \"none\""));
+    free(b);
+}
+
 static void test_divergence_is_logged(void **state)
 {
     (void)state;
@@ -238,6 +320,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_logreg_one_epoch_learns),
         cmocka_unit_test(test_resume_is_bitwise_equal),
+        cmocka_unit_test(test_bn_model_resume_and_stats),
         cmocka_unit_test(test_divergence_is_logged),
         cmocka_unit_test(test_config_errors_name_the_flag),
     };

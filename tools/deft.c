@@ -53,7 +53,15 @@ static void train_usage(FILE *f)
         "compressing what it sends; evaluates after every epoch.\n"
         "\n"
         "model and data:\n"
-        "  --model NAME         logreg, mlp, lenet, vgg (default lenet)\n"
+        "  --model NAME         logreg, mlp, lenet, vgg, preresnet20, vgg11bn\n"
+        "                       (default lenet; 'deft list' shows their sizes)\n"
+        "  --init NAME          torch: PyTorch's (nn's default; the DEF\n"
+        "                       paper code's for preresnet20 and vgg11bn),\n"
+        "                       or he: He normal, zero biases (default torch)\n"
+        "  --bn-recalibrate N   models with batch norm: evaluate with BN\n"
+        "                       statistics recomputed at the output model over\n"
+        "                       N training batches per worker (default 0: the\n"
+        "                       running statistics, averaged over workers)\n"
         "  --data-dir DIR       IDX files (default " DEFT_FASHION_MNIST_DIR ")\n"
         "  --augment            random crop (2-pixel padding) and flip\n"
         "optimizer:\n"
@@ -335,10 +343,12 @@ static int cmd_train(int argc, char **argv)
         O_SEED, O_WORKERS, O_BATCH, O_EPOCHS, O_STOP, O_BACKEND, O_LOG, O_CKPT,
         O_RESUME, O_DATA, O_AUGMENT, O_QUIET, O_HELP, O_NET_GBPS, O_NET_LAT,
         O_COMM_TIMEOUT, O_PSGD_RANK,
-        O_SAVE_MODEL, O_LIMIT_TRAIN, O_LIMIT_TEST
+        O_SAVE_MODEL, O_LIMIT_TRAIN, O_LIMIT_TEST, O_INIT, O_BN_RECAL
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},
+        {"init", required_argument, 0, O_INIT},
+        {"bn-recalibrate", required_argument, 0, O_BN_RECAL},
         {"algo", required_argument, 0, O_ALGO},
         {"compressor", required_argument, 0, O_COMP},
         {"ratio", required_argument, 0, O_RATIO},
@@ -384,8 +394,18 @@ static int cmd_train(int argc, char **argv)
         switch (c) {
         case O_MODEL:
             if (deft_model_parse(optarg, &cfg.model) != DEFT_OK)
-                return deft_cli_usage_error("--model '%s': expected logreg, mlp, lenet "
-                                   "or vgg", optarg);
+                return deft_cli_usage_error("--model '%s': expected logreg, mlp, lenet, "
+                                   "vgg, preresnet20 or vgg11bn", optarg);
+            break;
+        case O_INIT:
+            if (deft_init_parse(optarg, &cfg.init) != DEFT_OK)
+                return deft_cli_usage_error("--init '%s': expected torch or he",
+                                            optarg);
+            break;
+        case O_BN_RECAL:
+            if ((rc = deft_cli_parse_long("--bn-recalibrate", optarg, 0, 100000, &iv)))
+                return rc;
+            cfg.bn_recalibrate = (int)iv;
             break;
         case O_ALGO:
             if (deft_algo_parse(optarg, &cfg.optim.algo) != DEFT_OK)
@@ -601,14 +621,14 @@ static int cmd_list(void)
     for (int c = DEFT_COMP_NONE; c <= DEFT_COMP_RANDK_PRIVATE; c++)
         printf(" %s", deft_compressor_name((deft_compressor_kind_t)c));
     printf("\nmodels:");
-    for (int m = DEFT_MODEL_LOGREG; m <= DEFT_MODEL_VGG; m++)
+    for (int m = DEFT_MODEL_LOGREG; m <= DEFT_MODEL_VGG11BN; m++)
         printf(" %s", deft_model_name((deft_model_kind_t)m));
     printf("\nbackends: threads%s\n", deft_have_mpi() ? " mpi" : "");
     /* Each model's tensors on Fashion-MNIST (1x28x28, 10 classes), as
      * rows x cols for weight matrices (what powersgd compresses) and n
      * for vectors. */
     printf("\nmodel tensors (1x28x28 inputs, 10 classes):\n");
-    for (int k = DEFT_MODEL_LOGREG; k <= DEFT_MODEL_VGG; k++) {
+    for (int k = DEFT_MODEL_LOGREG; k <= DEFT_MODEL_VGG11BN; k++) {
         deft_model_t *m = NULL;
         if (deft_model_create(&m, (deft_model_kind_t)k, 1, 28, 28, 10, 1) != DEFT_OK) {
             fprintf(stderr, "deft list: %s\n", deft_last_error());
@@ -618,8 +638,11 @@ static int cmd_list(void)
         size_t total = 0;
         for (size_t t = 0; t < l->n_tensors; t++)
             total += l->sizes[t];
-        printf("  %-7s %8zu parameters:", deft_model_name((deft_model_kind_t)k),
-               total);
+        printf("  %-11s %8zu parameters in %zu tensors", deft_model_name((deft_model_kind_t)k),
+               total, l->n_tensors);
+        if (deft_model_num_buffers(m))
+            printf(" (+ %zu BN running statistics)", deft_model_num_buffers(m));
+        printf(":");
         for (size_t t = 0; t < l->n_tensors; t++)
             if (l->rows[t] > 1)
                 printf(" %zux%zu", l->rows[t], l->sizes[t] / l->rows[t]);

@@ -1,8 +1,11 @@
-/* 2-D convolution, stride 1, zero padding, one image at a time.
+/* 2-D convolution, zero padding, one image at a time.
  *
  * Every path first copies the image into a zero-padded plane set pin
  * (C, Hp, Wp), so that no inner loop tests bounds, and reads it in 8-float
  * vectors (pin has 8 floats of slack at its end for the over-reads).
+ *
+ * A stride S > 1 (a downsampling conv) takes the im2col + sgemm paths,
+ * with the strided gather and its adjoint; a NULL bias is no bias.
  *
  * Forward: im2col of the padded image into col (K, P), K = C*k*k,
  * P = OH*OW, then o (OC, P) = w (OC, K) * col (K, P) with sgemm. Working one
@@ -42,12 +45,17 @@ typedef int32_t v8i __attribute__((vector_size(32)));
 #define DIRECT_MAX_K 32
 
 int deft_conv2d_shape(deft_conv2d_shape_t *s, int c, int h, int w, int oc,
-                      int k, int pad)
+                      int k, int pad, int stride)
 {
     s->c = c, s->h = h, s->w = w, s->oc = oc, s->k = k, s->pad = pad;
-    s->oh = h + 2 * pad - k + 1;
-    s->ow = w + 2 * pad - k + 1;
-    return s->oh >= 1 && s->ow >= 1;
+    s->stride = stride;
+    if (stride < 1 || h + 2 * pad < k || w + 2 * pad < k) {
+        s->oh = s->ow = 0;
+        return 0;
+    }
+    s->oh = (h + 2 * pad - k) / stride + 1;
+    s->ow = (w + 2 * pad - k) / stride + 1;
+    return 1;
 }
 
 int deft_nn_vector_kernels(void)
@@ -63,7 +71,7 @@ int deft_nn_vector_kernels(void)
 
 int deft_conv2d_sparse_ok(const deft_conv2d_shape_t *s)
 {
-    return s->k <= VLANES && deft_nn_vector_kernels();
+    return s->k <= VLANES && s->stride == 1 && deft_nn_vector_kernels();
 }
 
 /* The scratch carve-up, shared by all paths (each uses a part):
@@ -168,19 +176,26 @@ INLINE void copy_run(float *dst, const float *src, int n)
     }
 }
 
-/* col (K, P): col[(c, ky, kx)][(oy, ox)] = pin[c][oy+ky][ox+kx]. */
+/* col (K, P): col[(c, ky, kx)][(oy, ox)] = pin[c][S*oy+ky][S*ox+kx], S the
+ * stride. */
 DEFT_HOT static void im2col(float *col, const float *pin,
                             const deft_conv2d_shape_t *s)
 {
-    const int k = s->k, OH = s->oh, OW = s->ow;
+    const int k = s->k, OH = s->oh, OW = s->ow, S = s->stride;
     const int Hp = s->h + 2 * s->pad, Wp = s->w + 2 * s->pad;
     float *dst = col;
     for (int c = 0; c < s->c; c++)
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
                 const float *src = pin + ((size_t)c * Hp + ky) * Wp + kx;
-                for (int oy = 0; oy < OH; oy++, dst += OW, src += Wp)
-                    copy_run(dst, src, OW);
+                if (S == 1) {
+                    for (int oy = 0; oy < OH; oy++, dst += OW, src += Wp)
+                        copy_run(dst, src, OW);
+                    continue;
+                }
+                for (int oy = 0; oy < OH; oy++, dst += OW, src += S * Wp)
+                    for (int ox = 0; ox < OW; ox++)
+                        dst[ox] = src[S * ox];
             }
 }
 
@@ -189,16 +204,16 @@ DEFT_HOT static void im2col(float *col, const float *pin,
 DEFT_HOT static void col2im(float *dpin, const float *dcol,
                             const deft_conv2d_shape_t *s)
 {
-    const int k = s->k, OH = s->oh, OW = s->ow;
+    const int k = s->k, OH = s->oh, OW = s->ow, S = s->stride;
     const int Hp = s->h + 2 * s->pad, Wp = s->w + 2 * s->pad;
     const float *src = dcol;
     for (int c = 0; c < s->c; c++)
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
                 float *dst = dpin + ((size_t)c * Hp + ky) * Wp + kx;
-                for (int oy = 0; oy < OH; oy++, src += OW, dst += Wp)
+                for (int oy = 0; oy < OH; oy++, src += OW, dst += S * Wp)
                     for (int ox = 0; ox < OW; ox++)
-                        dst[ox] += src[ox];
+                        dst[S * ox] += src[ox];
             }
 }
 
@@ -209,7 +224,7 @@ DEFT_HOT static void bias_act(float *out, const float *b, int OC, int P,
 {
     for (int o = 0; o < OC; o++) {
         float *row = out + (size_t)o * P;
-        const float bo = b[o];
+        const float bo = b ? b[o] : 0.0f;
         if (relu) {
             for (int p = 0; p < P; p++) {
                 float v = row[p] + bo;
@@ -238,7 +253,7 @@ INLINE void direct_block(float *out, const float *pin, const float *w,
     v8f acc[6][2];
     for (int o = 0; o < NO; o++)
         for (int x = 0; x < NX; x++)
-            acc[o][x] = zero + b[o0 + o];
+            acc[o][x] = zero + (b ? b[o0 + o] : 0.0f);
     const float *wo = w + (size_t)o0 * K;  // wo (NO, K)
     int t = 0;
     for (int c = 0; c < s->c; c++)
@@ -304,8 +319,8 @@ void deft_conv2d_forward(float *out, const float *inp, const float *w,
 {
     const int K = s->c * s->k * s->k, P = s->oh * s->ow;
     const size_t in_size = (size_t)s->c * s->h * s->w;
-    const int direct =
-        K <= DIRECT_MAX_K && s->ow >= VLANES && deft_nn_vector_kernels();
+    const int direct = K <= DIRECT_MAX_K && s->ow >= VLANES &&
+                       s->stride == 1 && deft_nn_vector_kernels();
     scratch_t t = carve(scratch, s);
     for (int i = 0; i < B; i++) {
         float *o = out + (size_t)i * s->oc * P;   // o (OC, P)
@@ -331,7 +346,7 @@ void deft_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
     const int K = s->c * s->k * s->k, P = s->oh * s->ow, OC = s->oc;
     const size_t in_size = (size_t)s->c * s->h * s->w;
     scratch_t t = carve(scratch, s);
-    for (int o = 0; o < OC; o++)
+    for (int o = 0; db && o < OC; o++)
         db[o] = 0.0f;
     for (int i = 0; i < B; i++) {
         const float *d = dout + (size_t)i * OC * P;      // d (OC, P)
@@ -340,7 +355,7 @@ void deft_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
         // dw (OC, K) (+)= d (OC, P) * col^T (P, K)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, K, P, 1.0f,
                     d, P, t.col, P, i ? 1.0f : 0.0f, dw, K);
-        for (int o = 0; o < OC; o++) {
+        for (int o = 0; db && o < OC; o++) {
             const float *row = d + (size_t)o * P;
             float acc = 0.0f;
             for (int p = 0; p < P; p++)
@@ -400,7 +415,8 @@ INLINE void sparse_image_k(float *dw, float *db, float *dpin, const float *g,
             bsum += go[j];
         for (int l = 0; l < VLANES; l++)
             bsum += bacc[l];
-        db[o] += bsum;
+        if (db)
+            db[o] += bsum;
         for (j = 0; j < q; j++) {
             gz[n] = go[j];
             off[n] = t->pmap[io[j]];
@@ -485,7 +501,8 @@ void deft_conv2d_backward_sparse(float *dinp, float *dw, float *db,
     const size_t in_size = (size_t)C * s->h * s->w;
     scratch_t t = carve(scratch, s);
     memset(dw, 0, (size_t)OC * C * k * k * sizeof(float));
-    memset(db, 0, (size_t)OC * sizeof(float));
+    if (db)
+        memset(db, 0, (size_t)OC * sizeof(float));
     // where output (oy, ox)'s window starts in a pin plane
     for (int oy = 0, p = 0; oy < s->oh; oy++)
         for (int ox = 0; ox < s->ow; ox++, p++)

@@ -41,18 +41,20 @@ void deft_dense_backward(float *dinp, float *dw, float *db, const float *dout,
                          const float *inp, const float *w, int B, int C,
                          int OC);
 
-/* ---- conv2d: stride 1, square kernel, zero padding ----------------------- */
+/* ---- conv2d: square kernel, zero padding, stride >= 1 ------------------- */
 
 typedef struct {
     int c, h, w;   /* input channels and size                                */
     int oc, k;     /* output channels, kernel size                           */
     int pad;       /* zeros on each side: 0 is 'valid', (k-1)/2 is 'same'    */
-    int oh, ow;    /* output size: h + 2*pad - k + 1, w + 2*pad - k + 1      */
+    int stride;    /* 1, or 2 for a downsampling conv                        */
+    int oh, ow;    /* output size: (h + 2*pad - k) / stride + 1, same for w  */
 } deft_conv2d_shape_t;
 
-/* Fills s; 0 if the output is empty (kernel larger than padded input). */
+/* Fills s; 0 if the output is empty (kernel larger than padded input) or
+ * stride < 1. */
 int deft_conv2d_shape(deft_conv2d_shape_t *s, int c, int h, int w, int oc,
-                      int k, int pad);
+                      int k, int pad, int stride);
 
 /* Floats of scratch any of the conv functions below needs (one image's
  * im2col buffers and padded planes). Layers may share one scratch. */
@@ -63,14 +65,14 @@ size_t deft_conv2d_scratch_floats(const deft_conv2d_shape_t *s);
 int deft_conv2d_sparse_ok(const deft_conv2d_shape_t *s);
 
 /* out (B, OC, OH, OW) = conv(inp (B, C, H, W), w (OC, C, k, k)) + b (OC),
- * followed by ReLU when relu != 0. */
+ * followed by ReLU when relu != 0. b may be NULL (no bias). */
 void deft_conv2d_forward(float *out, const float *inp, const float *w,
                          const float *b, int B, const deft_conv2d_shape_t *s,
                          float *scratch, int relu);
 
 /* Dense backward. dout (B, OC, OH, OW) is the gradient with respect to the
- * pre-activation output. Writes dw (OC, C, k, k), db (OC), and dinp
- * (B, C, H, W) unless dinp is NULL (first layer). */
+ * pre-activation output. Writes dw (OC, C, k, k), db (OC) unless db is
+ * NULL (no bias), and dinp (B, C, H, W) unless dinp is NULL (first layer). */
 void deft_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
                           const float *inp, const float *w, int B,
                           const deft_conv2d_shape_t *s, float *scratch);
@@ -80,8 +82,8 @@ void deft_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
  * holds those values (zeros allowed, and skipped) and idx (B, OC, Q) their
  * positions oy*OW + ox in the output plane. Same outputs as the dense
  * backward of the scattered dout, with about a quarter of the work.
- * Needs k <= 8; deft_conv2d_sparse_ok(s) says whether it is also the fast
- * choice here. */
+ * Needs k <= 8 and stride 1; deft_conv2d_sparse_ok(s) says whether it is
+ * also the fast choice here. db may be NULL (no bias). */
 void deft_conv2d_backward_sparse(float *dinp, float *dw, float *db,
                                  const float *g, const int32_t *idx, int q,
                                  const float *inp, const float *w, int B,
@@ -105,6 +107,47 @@ void deft_maxpool2_backward(float *dinp, const float *dout,
 void deft_relu_forward(float *x, size_t n);
 /* dx (n) *= (y > 0), where y (n) is the ReLU's output. */
 void deft_relu_backward(float *dx, const float *y, size_t n);
+
+/* ---- batch normalization (per channel, eps 1e-5) -------------------------- */
+
+/* Training mode. x, out (B, C, HW); 1-d BN is HW = 1. Normalizes with the
+ * batch's mean and biased variance, writes them as mean (C) and invstd (C)
+ * = 1/sqrt(var + eps) for the backward, and, unless run_mean is NULL,
+ * updates run_mean (C) and run_var (C) by r = (1 - momentum) r +
+ * momentum * stat with the unbiased variance (PyTorch's rule). ReLU
+ * follows when relu != 0. out may not alias x. */
+void deft_batchnorm_forward_train(float *out, float *mean, float *invstd,
+                                  const float *x, const float *gamma,
+                                  const float *beta, int B, int C, int HW,
+                                  float *run_mean, float *run_var,
+                                  float momentum, int relu);
+
+/* Evaluation mode: normalizes with run_mean (C) and run_var (C). */
+void deft_batchnorm_forward_eval(float *out, const float *x,
+                                 const float *gamma, const float *beta,
+                                 const float *run_mean, const float *run_var,
+                                 int B, int C, int HW, int relu);
+
+/* Backward of training mode. dout (B, C, HW) is the gradient with respect
+ * to the normalized output (before any ReLU: the caller masks it); mean
+ * and invstd are the forward's. Writes dgamma (C), dbeta (C) and, unless
+ * NULL, dinp (B, C, HW), which may alias dout. */
+void deft_batchnorm_backward(float *dinp, float *dgamma, float *dbeta,
+                             const float *dout, const float *x,
+                             const float *mean, const float *invstd,
+                             const float *gamma, int B, int C, int HW);
+
+/* ---- global average pooling, residual addition --------------------------- */
+
+/* out (B, C) = the mean of each plane of inp (B, C, HW). */
+void deft_gap_forward(float *out, const float *inp, int B, int C, int HW);
+/* dinp (B, C, HW) = dout (B, C) / HW spread over each plane. */
+void deft_gap_backward(float *dinp, const float *dout, int B, int C, int HW);
+
+/* out (n) = a (n) + b (n); out may alias either. */
+void deft_add_forward(float *out, const float *a, const float *b, size_t n);
+/* acc (n) += x (n). */
+void deft_add_inplace(float *acc, const float *x, size_t n);
 
 /* ---- softmax cross-entropy ------------------------------------------------ */
 

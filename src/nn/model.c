@@ -1,8 +1,13 @@
 /* Models as short lists of layers over one flat parameter vector.
  *
- * Each layer keeps its output for the whole batch (what backward needs);
- * ReLU is fused into the conv/dense layer before it (applied in place on
- * that layer's output), and a conv followed by a max-pool is differentiated
+ * Layers run in build order; each reads the output of an earlier layer
+ * (src; a residual addition also src2), so a list describes both the
+ * plain stacks and the pre-activation ResNet. Each layer keeps its output
+ * and the gradient with respect to it for the whole batch (what backward
+ * needs); an output that two layers read (the residual stream) gets the
+ * second gradient through a spare buffer and an add. ReLU is fused into
+ * the conv/dense/BN layer before it (applied in place on that layer's
+ * output), and a conv whose only reader is a max-pool is differentiated
  * through the pool's argmax with the sparse conv backward. All buffers are
  * allocated at create; loss_grad and evaluate never allocate. */
 #include "nn/nn.h"
@@ -15,22 +20,40 @@
 #include <math.h>
 #include <string.h>
 
-#define MAX_LAYERS 8
-#define MAX_TENSORS (2 * MAX_LAYERS)
+#define MAX_LAYERS 64
+#define MAX_TENSORS 128
+#define NO_BIAS ((size_t)-1)
 
-typedef enum { LAYER_DENSE, LAYER_CONV, LAYER_POOL } layer_kind_t;
+typedef enum {
+    LAYER_DENSE,
+    LAYER_CONV,
+    LAYER_POOL,  /* 2x2 max-pool                                          */
+    LAYER_BN,    /* batch norm per channel, 2-d (H, W > 1) or 1-d         */
+    LAYER_ADD,   /* residual: out = src + src2                            */
+    LAYER_GAP    /* global average pooling (C, H, W) -> (C, 1, 1)         */
+} layer_kind_t;
 
 typedef struct {
     layer_kind_t kind;
-    int relu;                  /* dense/conv: ReLU applied to the output      */
-    int c, h, w;               /* input (C, H, W); dense: (in, 1, 1)          */
-    int oc, oh, ow;            /* output (OC, OH, OW); dense: (out, 1, 1)     */
-    deft_conv2d_shape_t conv;  /* conv only                                   */
-    int tensor;                /* layout index of the weight (bias: +1), or -1 */
-    size_t w_off, b_off;       /* offsets of weight and bias in params        */
-    size_t in_size, out_size;  /* floats per example                          */
-    float *out;                /* (max_batch, out_size)                       */
-    int32_t *argmax;           /* pool only: (max_batch, out_size)            */
+    int src, src2;             /* input layers; -1 is the model's input x;
+                                  src2 for add only                       */
+    int consumers;             /* layers that read this one's output      */
+    int relu;                  /* dense/conv/bn: ReLU applied to output   */
+    int c, h, w;               /* input (C, H, W); dense: (in, 1, 1)      */
+    int oc, oh, ow;            /* output (OC, OH, OW); dense: (out, 1, 1) */
+    deft_conv2d_shape_t conv;  /* conv only                               */
+    int tensor;                /* layout index of the weight (bias, BN's
+                                  beta: +1), or -1                        */
+    size_t w_off, b_off;       /* weight (BN: gamma) and bias (BN: beta)
+                                  offsets in params; b_off NO_BIAS if none */
+    size_t buf_off;            /* BN: running mean at buf_off (C), running
+                                  variance at buf_off + C (C)             */
+    size_t in_size, out_size;  /* floats per example                      */
+    float *out;                /* (max_batch, out_size)                   */
+    float *grad;               /* (max_batch, out_size) d loss / d out    */
+    int32_t *argmax;           /* pool only: (max_batch, out_size)        */
+    float *mean, *invstd;      /* BN only: (C) of the last training pass  */
+    int has_grad;              /* backward: grad holds a value            */
 } layer_t;
 
 struct deft_model {
@@ -38,15 +61,18 @@ struct deft_model {
     int c, h, w, n_classes, max_batch;
     int n_layers;
     layer_t layers[MAX_LAYERS];
-    size_t n_params;
+    size_t n_params, n_buffers;
     size_t sizes[MAX_TENSORS];
-    size_t rows[MAX_TENSORS];  /* weight: out channels / features; bias: 0 */
+    size_t rows[MAX_TENSORS];  /* weight: out channels / features; else 0 */
     deft_layout_t layout;
-    float *grad_a, *grad_b;    /* (max_batch, max_act) gradient ping-pong     */
-    float *scratch;            /* conv im2col buffers, one image's worth      */
+    float *buffers;            /* (n_buffers,) BN running statistics      */
+    float *tmp;                /* (max_batch, max_act): a second gradient
+                                  for outputs that feed two layers        */
+    float *scratch;            /* conv im2col buffers, one image's worth  */
 };
 
-static const char *const model_names[] = {"logreg", "mlp", "lenet", "vgg"};
+static const char *const model_names[] = {"logreg", "mlp",         "lenet",
+                                          "vgg",    "preresnet20", "vgg11bn"};
 #define N_MODEL_KINDS ((int)(sizeof model_names / sizeof model_names[0]))
 
 const char *deft_model_name(deft_model_kind_t kind)
@@ -69,63 +95,113 @@ deft_status_t deft_model_parse(const char *name, deft_model_kind_t *out)
         }
     return deft_fail(DEFT_ERR_INVALID_ARG,
                      "deft_model_parse: unknown model \"%s\" (expected logreg, "
-                     "mlp, lenet or vgg)",
+                     "mlp, lenet, vgg, preresnet20 or vgg11bn)",
                      name);
+}
+
+static const char *const init_names[] = {"torch", "he"};
+
+const char *deft_init_name(deft_init_t init)
+{
+    return (int)init >= 0 && (int)init < 2 ? init_names[init] : "?";
+}
+
+deft_status_t deft_init_parse(const char *name, deft_init_t *out)
+{
+    if (!name || !out)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "deft_init_parse: %s is NULL",
+                         !name ? "name" : "out");
+    for (int i = 0; i < 2; i++)
+        if (strcmp(name, init_names[i]) == 0) {
+            *out = (deft_init_t)i;
+            return DEFT_OK;
+        }
+    return deft_fail(DEFT_ERR_INVALID_ARG, "--init %s: unknown initialization "
+                     "(expected torch or he)", name);
 }
 
 /* ---- building ------------------------------------------------------------- */
 
-/* Appends layers while tracking the current (C, H, W); the builder only
- * computes shapes, create() checks them and allocates afterwards. */
+/* Appends layers after the current one (cur, of output (C, H, W)); the
+ * builder only computes shapes, create() checks them and allocates
+ * afterwards. */
 typedef struct {
     deft_model_t *m;
+    int cur;
     int c, h, w;
     int ok;
 } builder_t;
 
+/* Makes layer idx's output (-1: the input) the current one. */
+static void set_cur(builder_t *b, int idx, int c, int h, int w)
+{
+    b->cur = idx;
+    if (idx >= 0) {
+        const layer_t *l = &b->m->layers[idx];
+        c = l->oc, h = l->oh, w = l->ow;
+    }
+    b->c = c, b->h = h, b->w = w;
+}
+
 static layer_t *push(builder_t *b, layer_kind_t kind)
 {
     deft_model_t *m = b->m;
-    if (m->n_layers >= MAX_LAYERS) {
+    if (!b->ok || m->n_layers >= MAX_LAYERS) {
         b->ok = 0;
         return NULL;
     }
     layer_t *l = &m->layers[m->n_layers++];
     memset(l, 0, sizeof *l);
     l->kind = kind;
+    l->src = b->cur;
+    l->src2 = -1;
     l->c = b->c, l->h = b->h, l->w = b->w;
+    l->oc = b->c, l->oh = b->h, l->ow = b->w;
     l->tensor = -1;
+    l->b_off = NO_BIAS;
     return l;
 }
 
-/* A weight of wsize floats as a bsize x (wsize / bsize) matrix (dense
- * (out, in), conv (oc, c kh kw)), then its bias of bsize. */
-static void add_params(builder_t *b, layer_t *l, size_t wsize, size_t bsize)
+/* The layer just pushed becomes the current one. */
+static void done(builder_t *b, layer_t *l)
 {
-    deft_model_t *m = b->m;
-    l->tensor = (int)m->layout.n_tensors;
-    l->w_off = m->n_params;
-    l->b_off = m->n_params + wsize;
-    m->rows[m->layout.n_tensors] = bsize;
-    m->sizes[m->layout.n_tensors++] = wsize;
-    m->rows[m->layout.n_tensors] = 0;
-    m->sizes[m->layout.n_tensors++] = bsize;
-    m->n_params += wsize + bsize;
+    b->cur = (int)(l - b->m->layers);
+    b->c = l->oc, b->h = l->oh, b->w = l->ow;
 }
 
-static void add_conv(builder_t *b, int oc, int k, int pad)
+/* Appends a tensor of n floats (rows: its out channels for a weight
+ * matrix, 0 for a vector) and returns its offset in params. */
+static size_t add_tensor(builder_t *b, layer_t *l, size_t n, size_t rows)
+{
+    deft_model_t *m = b->m;
+    if (m->layout.n_tensors >= MAX_TENSORS) {
+        b->ok = 0;
+        return 0;
+    }
+    if (l->tensor < 0)
+        l->tensor = (int)m->layout.n_tensors;
+    m->rows[m->layout.n_tensors] = rows;
+    m->sizes[m->layout.n_tensors++] = n;
+    m->n_params += n;
+    return m->n_params - n;
+}
+
+static void add_conv(builder_t *b, int oc, int k, int pad, int stride,
+                     int bias, int relu)
 {
     layer_t *l = push(b, LAYER_CONV);
     if (!l)
         return;
-    if (!deft_conv2d_shape(&l->conv, b->c, b->h, b->w, oc, k, pad)) {
+    if (!deft_conv2d_shape(&l->conv, b->c, b->h, b->w, oc, k, pad, stride)) {
         b->ok = 0;
         return;
     }
-    l->relu = 1;
+    l->relu = relu;
     l->oc = oc, l->oh = l->conv.oh, l->ow = l->conv.ow;
-    add_params(b, l, (size_t)oc * b->c * k * k, (size_t)oc);
-    b->c = l->oc, b->h = l->oh, b->w = l->ow;
+    l->w_off = add_tensor(b, l, (size_t)oc * b->c * k * k, (size_t)oc);
+    if (bias)
+        l->b_off = add_tensor(b, l, (size_t)oc, 0);
+    done(b, l);
 }
 
 static void add_pool(builder_t *b)
@@ -137,8 +213,8 @@ static void add_pool(builder_t *b)
         b->ok = 0;
         return;
     }
-    l->oc = b->c, l->oh = b->h / 2, l->ow = b->w / 2;
-    b->h = l->oh, b->w = l->ow;
+    l->oh = b->h / 2, l->ow = b->w / 2;
+    done(b, l);
 }
 
 static void add_dense(builder_t *b, int out, int relu)
@@ -155,8 +231,78 @@ static void add_dense(builder_t *b, int out, int relu)
     l->c = (int)in, l->h = 1, l->w = 1;
     l->relu = relu;
     l->oc = out, l->oh = 1, l->ow = 1;
-    add_params(b, l, (size_t)out * in, (size_t)out);
-    b->c = out, b->h = 1, b->w = 1;
+    l->w_off = add_tensor(b, l, (size_t)out * in, (size_t)out);
+    l->b_off = add_tensor(b, l, (size_t)out, 0);
+    done(b, l);
+}
+
+/* Batch norm over the current output's channels (2-d, or 1-d after a
+ * dense layer), gamma then beta in params, its running statistics in the
+ * buffers. */
+static void add_bn(builder_t *b, int relu)
+{
+    layer_t *l = push(b, LAYER_BN);
+    if (!l)
+        return;
+    l->relu = relu;
+    l->w_off = add_tensor(b, l, (size_t)b->c, 0);
+    l->b_off = add_tensor(b, l, (size_t)b->c, 0);
+    l->buf_off = b->m->n_buffers;
+    b->m->n_buffers += 2 * (size_t)b->c;
+    done(b, l);
+}
+
+static void add_gap(builder_t *b)
+{
+    layer_t *l = push(b, LAYER_GAP);
+    if (!l)
+        return;
+    l->oh = 1, l->ow = 1;
+    done(b, l);
+}
+
+/* current + layer other's output, which must have the same shape. */
+static void add_residual(builder_t *b, int other)
+{
+    layer_t *l = push(b, LAYER_ADD);
+    if (!l)
+        return;
+    const layer_t *o = &b->m->layers[other];
+    if (o->oc != b->c || o->oh != b->h || o->ow != b->w) {
+        b->ok = 0;
+        return;
+    }
+    l->src2 = other;
+    done(b, l);
+}
+
+/* Pre-activation basic block (He et al. 2016, as the DEF paper's
+ * models/preresnet.py): bn-relu-conv3x3(stride)-bn-relu-conv3x3, plus the
+ * block's input, through a 1x1 conv of that stride when the shape
+ * changes. The 1x1 conv comes after the second 3x3 in params, as PyTorch
+ * registers it. */
+static void add_preact_block(builder_t *b, int planes, int stride)
+{
+    const int x = b->cur, in_c = b->c, in_h = b->h, in_w = b->w;
+    add_bn(b, 1);
+    add_conv(b, planes, 3, 1, stride, 0, 0);
+    add_bn(b, 1);
+    add_conv(b, planes, 3, 1, 1, 0, 0);
+    if (!b->ok)
+        return;
+    const int main = b->cur, mc = b->c, mh = b->h, mw = b->w;
+    int shortcut = x;
+    if (stride != 1 || in_c != planes) {
+        set_cur(b, x, in_c, in_h, in_w);
+        add_conv(b, planes, 1, 0, stride, 0, 0);
+        shortcut = b->cur;
+    }
+    if (shortcut < 0) {  // a residual straight from the input: not built
+        b->ok = 0;
+        return;
+    }
+    set_cur(b, main, mc, mh, mw);
+    add_residual(b, shortcut);
 }
 
 static void build(builder_t *b, deft_model_kind_t kind, int n_classes)
@@ -171,32 +317,71 @@ static void build(builder_t *b, deft_model_kind_t kind, int n_classes)
         add_dense(b, n_classes, 0);
         break;
     case DEFT_MODEL_LENET:
-        add_conv(b, 6, 5, 2);
+        add_conv(b, 6, 5, 2, 1, 1, 1);
         add_pool(b);
-        add_conv(b, 16, 5, 0);
+        add_conv(b, 16, 5, 0, 1, 1, 1);
         add_pool(b);
         add_dense(b, 120, 1);
         add_dense(b, 84, 1);
         add_dense(b, n_classes, 0);
         break;
     case DEFT_MODEL_VGG:
-        add_conv(b, 32, 3, 1);
-        add_conv(b, 32, 3, 1);
+        add_conv(b, 32, 3, 1, 1, 1, 1);
+        add_conv(b, 32, 3, 1, 1, 1, 1);
         add_pool(b);
-        add_conv(b, 64, 3, 1);
-        add_conv(b, 64, 3, 1);
+        add_conv(b, 64, 3, 1, 1, 1, 1);
+        add_conv(b, 64, 3, 1, 1, 1, 1);
         add_pool(b);
         add_dense(b, 256, 1);
         add_dense(b, n_classes, 0);
         break;
+    case DEFT_MODEL_PRERESNET20:
+        // (1, 28, 28) -> conv 16 -> 3 blocks of 16 @ 28x28 -> 3 of 32 @
+        // 14x14 -> 3 of 64 @ 7x7 -> bn relu -> global average -> fc
+        add_conv(b, 16, 3, 1, 1, 0, 0);
+        for (int stage = 0; stage < 3; stage++)
+            for (int blk = 0; blk < 3; blk++)
+                add_preact_block(b, 16 << stage, stage > 0 && blk == 0 ? 2 : 1);
+        add_bn(b, 1);
+        add_gap(b);
+        add_dense(b, n_classes, 0);
+        break;
+    case DEFT_MODEL_VGG11BN: {
+        // VGG-11's layer pattern at half width, each conv followed by BN
+        // and ReLU: 28 -> 14 -> 7 -> 3 -> 1 through four max-pools (the
+        // fifth, on a 1x1 map, is dropped), then 256 -> 256 -> 256 -> 10
+        static const int cfg[] = {32, 0, 64, 0, 128, 128, 0, 256, 256, 0,
+                                  256, 256};
+        for (size_t i = 0; i < sizeof cfg / sizeof cfg[0]; i++) {
+            if (!cfg[i]) {
+                add_pool(b);
+                continue;
+            }
+            add_conv(b, cfg[i], 3, 1, 1, 1, 0);
+            add_bn(b, 1);
+        }
+        add_dense(b, 256, 1);
+        add_dense(b, 256, 1);
+        add_dense(b, n_classes, 0);
+        break;
+    }
     }
 }
 
 /* The smallest input side each model accepts (two pools, and lenet's
- * valid 5x5 conv between them). */
+ * valid 5x5 conv between them; vgg11bn's four pools). */
 static int min_side(deft_model_kind_t kind)
 {
-    return kind == DEFT_MODEL_LENET ? 12 : kind == DEFT_MODEL_VGG ? 4 : 1;
+    switch (kind) {
+    case DEFT_MODEL_LENET:
+        return 12;
+    case DEFT_MODEL_VGG:
+        return 4;
+    case DEFT_MODEL_VGG11BN:
+        return 16;
+    default:
+        return 1;
+    }
 }
 
 void deft_model_destroy(deft_model_t *m)
@@ -205,10 +390,13 @@ void deft_model_destroy(deft_model_t *m)
         return;
     for (int i = 0; i < m->n_layers; i++) {
         deft_free(m->layers[i].out);
+        deft_free(m->layers[i].grad);
         deft_free(m->layers[i].argmax);
+        deft_free(m->layers[i].mean);
+        deft_free(m->layers[i].invstd);
     }
-    deft_free(m->grad_a);
-    deft_free(m->grad_b);
+    deft_free(m->buffers);
+    deft_free(m->tmp);
     deft_free(m->scratch);
     deft_free(m);
 }
@@ -261,7 +449,7 @@ deft_status_t deft_model_create(deft_model_t **out, deft_model_kind_t kind,
     m->max_batch = max_batch;
     m->layout.sizes = m->sizes;
     m->layout.rows = m->rows;
-    builder_t b = {m, c, h, w, 1};
+    builder_t b = {m, -1, c, h, w, 1};
     build(&b, kind, n_classes);
     if (!b.ok) {
         deft_model_destroy(m);
@@ -272,6 +460,10 @@ deft_status_t deft_model_create(deft_model_t **out, deft_model_kind_t kind,
     size_t max_act = (size_t)c * h * w, scratch = 0;
     for (int i = 0; i < m->n_layers; i++) {
         layer_t *l = &m->layers[i];
+        if (l->src >= 0)
+            m->layers[l->src].consumers++;
+        if (l->src2 >= 0)
+            m->layers[l->src2].consumers++;
         l->in_size = (size_t)l->c * l->h * l->w;
         l->out_size = (size_t)l->oc * l->oh * l->ow;
         size_t col = 0;
@@ -294,21 +486,28 @@ deft_status_t deft_model_create(deft_model_t **out, deft_model_kind_t kind,
     for (int i = 0; i < m->n_layers; i++) {
         layer_t *l = &m->layers[i];
         l->out = deft_alloc(nb * l->out_size * sizeof(float));
-        fail |= !l->out;
+        l->grad = deft_alloc(nb * l->out_size * sizeof(float));
+        fail |= !l->out || !l->grad;
         if (l->kind == LAYER_POOL) {
             l->argmax = deft_alloc(nb * l->out_size * sizeof(int32_t));
             fail |= !l->argmax;
         }
+        if (l->kind == LAYER_BN) {
+            l->mean = deft_alloc((size_t)l->c * sizeof(float));
+            l->invstd = deft_alloc((size_t)l->c * sizeof(float));
+            fail |= !l->mean || !l->invstd;
+        }
     }
-    m->grad_a = deft_alloc(nb * max_act * sizeof(float));
-    m->grad_b = deft_alloc(nb * max_act * sizeof(float));
-    m->scratch = deft_alloc(scratch * sizeof(float));
-    if (fail || !m->grad_a || !m->grad_b || !m->scratch) {
+    m->buffers = deft_alloc((m->n_buffers ? m->n_buffers : 1) * sizeof(float));
+    m->tmp = deft_alloc(nb * max_act * sizeof(float));
+    m->scratch = deft_alloc((scratch ? scratch : 1) * sizeof(float));
+    if (fail || !m->buffers || !m->tmp || !m->scratch) {
         deft_model_destroy(m);
         return deft_fail(DEFT_ERR_NOMEM,
                          "%s: out of memory for %s with max_batch = %d", fn,
                          deft_model_name(kind), max_batch);
     }
+    deft_model_reset_buffers(m);
     *out = m;
     return DEFT_OK;
 }
@@ -321,6 +520,31 @@ size_t deft_model_num_params(const deft_model_t *m)
 const deft_layout_t *deft_model_layout(const deft_model_t *m)
 {
     return m ? &m->layout : NULL;
+}
+
+size_t deft_model_num_buffers(const deft_model_t *m)
+{
+    return m ? m->n_buffers : 0;
+}
+
+float *deft_model_buffers(deft_model_t *m)
+{
+    return m && m->n_buffers ? m->buffers : NULL;
+}
+
+void deft_model_reset_buffers(deft_model_t *m)
+{
+    if (!m)
+        return;
+    for (int i = 0; i < m->n_layers; i++) {
+        const layer_t *l = &m->layers[i];
+        if (l->kind != LAYER_BN)
+            continue;
+        for (int c = 0; c < l->c; c++) {
+            m->buffers[l->buf_off + (size_t)c] = 0.0f;             // mean
+            m->buffers[l->buf_off + (size_t)l->c + c] = 1.0f;      // var
+        }
+    }
 }
 
 /* ---- init ----------------------------------------------------------------- */
@@ -340,26 +564,78 @@ static void fill_normal(float *v, size_t n, double std, deft_rng_t *r)
     }
 }
 
+/* n uniforms in [-bound, bound). */
+static void fill_uniform(float *v, size_t n, double bound, deft_rng_t *r)
+{
+    for (size_t i = 0; i < n; i++)
+        v[i] = (float)((2.0 * deft_rng_uniform_f64(r) - 1.0) * bound);
+}
+
+static void fill_const(float *v, size_t n, float value)
+{
+    for (size_t i = 0; i < n; i++)
+        v[i] = value;
+}
+
+/* The models taken from the DEF paper's code keep that code's conv rule. */
+static int def_code_model(deft_model_kind_t kind)
+{
+    return kind == DEFT_MODEL_PRERESNET20 || kind == DEFT_MODEL_VGG11BN;
+}
+
+/* One conv or dense layer's weight and bias. tensor is the weight's layout
+ * index: each tensor draws from its own stream (seed, 0, tensor). */
+static void init_affine(const deft_model_t *m, const layer_t *l, int last,
+                        float *params, uint64_t seed, deft_init_t init)
+{
+    const int k = l->kind == LAYER_CONV ? l->conv.k : 1;
+    const double fan_in = (double)l->c * k * k;
+    const double fan_out = (double)l->oc * k * k;
+    float *w = params + l->w_off;
+    const size_t nw = m->sizes[l->tensor];
+    const size_t nb = l->b_off == NO_BIAS ? 0 : (size_t)l->oc;
+    float *b = nb ? params + l->b_off : NULL;
+    deft_rng_t r = deft_rng_make(seed, 0, (uint64_t)l->tensor, DEFT_STREAM_INIT);
+    if (init == DEFT_INIT_HE) {
+        // He keeps the activation scale through ReLUs; Glorot for the
+        // logits, which no ReLU follows
+        fill_normal(w, nw, last ? sqrt(2.0 / (fan_in + fan_out))
+                                : sqrt(2.0 / fan_in), &r);
+        if (nb)
+            fill_const(b, nb, 0.0f);
+        return;
+    }
+    if (l->kind == LAYER_CONV && def_code_model(m->kind)) {
+        // the DEF code's models: N(0, 2 / (k k out_channels)), zero bias
+        fill_normal(w, nw, sqrt(2.0 / fan_out), &r);
+        if (nb)
+            fill_const(b, nb, 0.0f);
+        return;
+    }
+    // PyTorch's Conv2d / Linear default: kaiming_uniform(a = sqrt 5) gives
+    // U(+-1/sqrt(fan_in)) for the weight, and the bias takes the same bound
+    const double bound = 1.0 / sqrt(fan_in);
+    fill_uniform(w, nw, bound, &r);
+    if (nb) {
+        deft_rng_t rb = deft_rng_make(seed, 0, (uint64_t)l->tensor + 1,
+                                      DEFT_STREAM_INIT);
+        fill_uniform(b, nb, bound, &rb);
+    }
+}
+
 void deft_model_init_params(const deft_model_t *m, float *params,
-                            uint64_t seed)
+                            uint64_t seed, deft_init_t init)
 {
     if (!m || !params)
         return;
     for (int i = 0; i < m->n_layers; i++) {
         const layer_t *l = &m->layers[i];
-        if (l->tensor < 0)
-            continue;
-        const int k = l->kind == LAYER_CONV ? l->conv.k : 1;
-        const double fan_in = (double)l->c * k * k;
-        const double fan_out = (double)l->oc * k * k;
-        // He keeps the activation scale through ReLUs; Glorot for the
-        // logits, which no ReLU follows
-        const double std = l->relu ? sqrt(2.0 / fan_in)
-                                   : sqrt(2.0 / (fan_in + fan_out));
-        deft_rng_t r = deft_rng_make(seed, 0, (uint64_t)l->tensor,
-                                     DEFT_STREAM_INIT);
-        fill_normal(params + l->w_off, m->sizes[l->tensor], std, &r);
-        memset(params + l->b_off, 0, m->sizes[l->tensor + 1] * sizeof(float));
+        if (l->kind == LAYER_BN) {
+            fill_const(params + l->w_off, (size_t)l->c, 1.0f);  // gamma
+            fill_const(params + l->b_off, (size_t)l->c, 0.0f);  // beta
+        } else if (l->tensor >= 0) {
+            init_affine(m, l, i == m->n_layers - 1, params, seed, init);
+        }
     }
 }
 
@@ -389,83 +665,170 @@ static deft_status_t check_batch(const deft_model_t *m, const char *fn,
     return DEFT_OK;
 }
 
-static void forward(deft_model_t *m, const float *params, const float *x,
-                    int B)
+static const float *output_of(const deft_model_t *m, int idx, const float *x)
 {
-    const float *in = x;
+    return idx < 0 ? x : m->layers[idx].out;
+}
+
+/* BN modes of a forward pass: training (batch statistics, running ones
+ * updated with the given momentum), or evaluation (running statistics). */
+typedef struct {
+    int train;
+    float momentum;
+} bn_mode_t;
+
+static void forward_bn(deft_model_t *m, layer_t *l, const float *params,
+                       const float *in, int B, bn_mode_t mode)
+{
+    const int HW = l->h * l->w;
+    float *rm = m->buffers + l->buf_off, *rv = rm + l->c;
+    if (mode.train)
+        deft_batchnorm_forward_train(l->out, l->mean, l->invstd, in,
+                                     params + l->w_off, params + l->b_off, B,
+                                     l->c, HW, rm, rv, mode.momentum, l->relu);
+    else
+        deft_batchnorm_forward_eval(l->out, in, params + l->w_off,
+                                    params + l->b_off, rm, rv, B, l->c, HW,
+                                    l->relu);
+}
+
+static void forward(deft_model_t *m, const float *params, const float *x,
+                    int B, bn_mode_t mode)
+{
     for (int i = 0; i < m->n_layers; i++) {
         layer_t *l = &m->layers[i];
+        const float *in = output_of(m, l->src, x);
+        const float *bias = l->b_off == NO_BIAS ? NULL : params + l->b_off;
         switch (l->kind) {
         case LAYER_DENSE:
-            deft_dense_forward(l->out, in, params + l->w_off,
-                               params + l->b_off, B, l->c, l->oc);
+            deft_dense_forward(l->out, in, params + l->w_off, bias, B, l->c,
+                               l->oc);
             if (l->relu)
                 deft_relu_forward(l->out, (size_t)B * l->out_size);
             break;
         case LAYER_CONV:
-            deft_conv2d_forward(l->out, in, params + l->w_off,
-                                params + l->b_off, B, &l->conv, m->scratch,
-                                l->relu);
+            deft_conv2d_forward(l->out, in, params + l->w_off, bias, B,
+                                &l->conv, m->scratch, l->relu);
             break;
         case LAYER_POOL:
             deft_maxpool2_forward(l->out, l->argmax, in, B, l->c, l->h, l->w);
             break;
+        case LAYER_BN:
+            forward_bn(m, l, params, in, B, mode);
+            break;
+        case LAYER_ADD:
+            deft_add_forward(l->out, in, output_of(m, l->src2, x),
+                             (size_t)B * l->out_size);
+            break;
+        case LAYER_GAP:
+            deft_gap_forward(l->out, in, B, l->c, l->h * l->w);
+            break;
         }
-        in = l->out;
     }
 }
 
-/* dlogits must be in m->grad_a. Writes every tensor of grad. */
+/* Where a layer writes the gradient for its input layer idx: straight into
+ * that layer's grad the first time, else into tmp, which accumulate()
+ * then adds (an output read by two layers: the residual stream). NULL
+ * for the model's input, which needs no gradient. */
+static float *grad_target(deft_model_t *m, int idx)
+{
+    if (idx < 0)
+        return NULL;
+    return m->layers[idx].has_grad ? m->tmp : m->layers[idx].grad;
+}
+
+static void accumulate(deft_model_t *m, int idx, int B)
+{
+    if (idx < 0)
+        return;
+    layer_t *t = &m->layers[idx];
+    if (t->has_grad)
+        deft_add_inplace(t->grad, m->tmp, (size_t)B * t->out_size);
+    t->has_grad = 1;
+}
+
+/* Through a 2x2 pool and the conv before it (whose output only the pool
+ * reads) in one go: the gradient reaches the conv only at the argmax, and
+ * passes its ReLU exactly where the pooled value is positive. */
+static void backward_pool_conv(deft_model_t *m, const layer_t *l,
+                               const layer_t *cv, const float *params,
+                               const float *x, int B, float *grad)
+{
+    float *dout = l->grad;
+    if (cv->relu)
+        deft_relu_backward(dout, l->out, (size_t)B * l->out_size);
+    float *dinp = grad_target(m, cv->src);
+    deft_conv2d_backward_sparse(
+        dinp, grad + cv->w_off, cv->b_off == NO_BIAS ? NULL : grad + cv->b_off,
+        dout, l->argmax, l->oh * l->ow, output_of(m, cv->src, x),
+        params + cv->w_off, B, &cv->conv, m->scratch);
+    accumulate(m, cv->src, B);
+}
+
+static void backward_layer(deft_model_t *m, layer_t *l, const float *params,
+                           const float *x, int B, float *grad)
+{
+    const size_t n_out = (size_t)B * l->out_size;
+    const float *in = output_of(m, l->src, x);
+    float *dout = l->grad;
+    float *dinp = grad_target(m, l->src);
+    float *db = l->b_off == NO_BIAS ? NULL : grad + l->b_off;
+    if (l->relu)
+        deft_relu_backward(dout, l->out, n_out);
+    switch (l->kind) {
+    case LAYER_DENSE:
+        deft_dense_backward(dinp, grad + l->w_off, db, dout, in,
+                            params + l->w_off, B, l->c, l->oc);
+        break;
+    case LAYER_CONV:
+        deft_conv2d_backward(dinp, grad + l->w_off, db, dout, in,
+                             params + l->w_off, B, &l->conv, m->scratch);
+        break;
+    case LAYER_POOL:
+        if (dinp)
+            deft_maxpool2_backward(dinp, dout, l->argmax, B, l->c, l->h, l->w);
+        break;
+    case LAYER_BN:
+        deft_batchnorm_backward(dinp, grad + l->w_off, db, dout, in, l->mean,
+                                l->invstd, params + l->w_off, B, l->c,
+                                l->h * l->w);
+        break;
+    case LAYER_ADD:
+        if (dinp)
+            memcpy(dinp, dout, n_out * sizeof(float));
+        accumulate(m, l->src, B);
+        dinp = grad_target(m, l->src2);
+        if (dinp)
+            memcpy(dinp, dout, n_out * sizeof(float));
+        accumulate(m, l->src2, B);
+        return;
+    case LAYER_GAP:
+        if (dinp)
+            deft_gap_backward(dinp, dout, B, l->c, l->h * l->w);
+        break;
+    }
+    accumulate(m, l->src, B);
+}
+
+/* dlogits must be in the last layer's grad. Writes every tensor of grad. */
 static void backward(deft_model_t *m, const float *params, const float *x,
                      int B, float *grad)
 {
-    float *dout = m->grad_a, *dnext = m->grad_b;
+    for (int i = 0; i < m->n_layers - 1; i++)
+        m->layers[i].has_grad = 0;
+    m->layers[m->n_layers - 1].has_grad = 1;
     for (int i = m->n_layers - 1; i >= 0; i--) {
         layer_t *l = &m->layers[i];
-        const float *in = i ? m->layers[i - 1].out : x;
-        float *dinp = i ? dnext : NULL;  // the input needs no gradient
-        const size_t n_out = (size_t)B * l->out_size;
-        switch (l->kind) {
-        case LAYER_DENSE:
-            if (l->relu)
-                deft_relu_backward(dout, l->out, n_out);
-            deft_dense_backward(dinp, grad + l->w_off, grad + l->b_off, dout,
-                                in, params + l->w_off, B, l->c, l->oc);
-            break;
-        case LAYER_CONV:
-            if (l->relu)
-                deft_relu_backward(dout, l->out, n_out);
-            deft_conv2d_backward(dinp, grad + l->w_off, grad + l->b_off, dout,
-                                 in, params + l->w_off, B, &l->conv,
-                                 m->scratch);
-            break;
-        case LAYER_POOL: {
-            const layer_t *cv = i ? &m->layers[i - 1] : NULL;
-            if (!cv || cv->kind != LAYER_CONV ||
-                !deft_conv2d_sparse_ok(&cv->conv)) {
-                if (dinp)
-                    deft_maxpool2_backward(dinp, dout, l->argmax, B, l->c,
-                                           l->h, l->w);
-                break;
-            }
-            // Through the pool and the conv's ReLU in one go: the gradient
-            // reaches the conv only at the argmax, and passes its ReLU
-            // exactly where the pooled value is positive.
-            if (cv->relu)
-                deft_relu_backward(dout, l->out, n_out);
-            i--;
-            const float *cin = i ? m->layers[i - 1].out : x;
-            deft_conv2d_backward_sparse(i ? dnext : NULL, grad + cv->w_off,
-                                        grad + cv->b_off, dout, l->argmax,
-                                        l->oh * l->ow, cin,
-                                        params + cv->w_off, B, &cv->conv,
-                                        m->scratch);
-            break;
+        const layer_t *cv = l->src >= 0 ? &m->layers[l->src] : NULL;
+        if (l->kind == LAYER_POOL && l->src == i - 1 && cv &&
+            cv->kind == LAYER_CONV && cv->consumers == 1 &&
+            deft_conv2d_sparse_ok(&cv->conv)) {
+            backward_pool_conv(m, l, cv, params, x, B, grad);
+            i--;  // the conv is done
+            continue;
         }
-        }
-        float *t = dout;
-        dout = dnext;
-        dnext = t;
+        backward_layer(m, l, params, x, B, grad);
     }
 }
 
@@ -498,11 +861,11 @@ deft_status_t deft_model_loss_grad(deft_model_t *m, const float *params,
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: grad is NULL", fn);
     if (!loss)
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: loss is NULL", fn);
-    forward(m, params, x, batch);
-    const layer_t *last = &m->layers[m->n_layers - 1];
+    forward(m, params, x, batch, (bn_mode_t){1, DEFT_BN_MOMENTUM});
+    layer_t *last = &m->layers[m->n_layers - 1];
     double sum = 0.0;
     int hits = 0;
-    deft_softmax_xent(m->grad_a, &sum, &hits, last->out, labels, batch,
+    deft_softmax_xent(last->grad, &sum, &hits, last->out, labels, batch,
                       m->n_classes, 1.0f / (float)batch);
     backward(m, params, x, batch, grad);
     *loss = sum / batch;
@@ -523,7 +886,7 @@ deft_status_t deft_model_evaluate(deft_model_t *m, const float *params,
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: loss_sum is NULL", fn);
     if (!correct)
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: correct is NULL", fn);
-    forward(m, params, x, batch);
+    forward(m, params, x, batch, (bn_mode_t){0, 0.0f});
     const layer_t *last = &m->layers[m->n_layers - 1];
     double sum = 0.0;
     int hits = 0;
@@ -532,4 +895,33 @@ deft_status_t deft_model_evaluate(deft_model_t *m, const float *params,
     *loss_sum = sum;
     *correct = hits;
     return DEFT_OK;
+}
+
+deft_status_t deft_model_recalibrate(deft_model_t *m, const float *params,
+                                     const float *x, int batch, int index)
+{
+    static const char fn[] = "deft_model_recalibrate";
+    if (!m)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: m is NULL", fn);
+    if (!params || !x)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: %s is NULL", fn,
+                         !params ? "params" : "x");
+    if (batch < 1 || batch > m->max_batch)
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "%s: batch = %d, must be in [1, max_batch = %d]", fn,
+                         batch, m->max_batch);
+    if (index < 0)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: index = %d, must be >= 0",
+                         fn, index);
+    if (!m->n_buffers)
+        return DEFT_OK;
+    // momentum 1/(index+1): after batch `index` each statistic is the plain
+    // mean of the batches 0..index (PyTorch's momentum = None)
+    forward(m, params, x, batch, (bn_mode_t){1, 1.0f / (float)(index + 1)});
+    return DEFT_OK;
+}
+
+const float *deft_model_logits(const deft_model_t *m)
+{
+    return m && m->n_layers ? m->layers[m->n_layers - 1].out : NULL;
 }

@@ -24,8 +24,33 @@ typedef enum {
     DEFT_MODEL_MLP,        /* dense 784-512-512-10 with ReLU                */
     DEFT_MODEL_LENET,      /* conv5x5(6) pool conv5x5(16) pool fc120 fc84
                               fc10, ReLU; ~62k parameters on 28x28 input    */
-    DEFT_MODEL_VGG         /* conv3x3 32-32 pool 64-64 pool, fc256, fc10    */
+    DEFT_MODEL_VGG,        /* conv3x3 32-32 pool 64-64 pool, fc256, fc10    */
+    DEFT_MODEL_PRERESNET20, /* pre-activation ResNet-20 (the DEF paper's
+                              models/preresnet.py at depth 20), stages of
+                              16/32/64 channels at 28/14/7 pixels, batch
+                              norm, global average pool, fc10            */
+    DEFT_MODEL_VGG11BN     /* VGG-11 with batch norm at half width: conv3x3
+                              32 pool 64 pool 128-128 pool 256-256 pool
+                              256-256, fc256 fc256 fc10                   */
 } deft_model_kind_t;
+
+/* Initializations (deft_model_init_params). */
+typedef enum {
+    DEFT_INIT_TORCH = 0, /* as the PyTorch model is built: conv and dense
+                            weights and biases U(+-1/sqrt(fan_in)) (nn's
+                            default); preresnet20 and vgg11bn keep the DEF
+                            code's conv rule N(0, 2/(k*k*out_channels)),
+                            zero conv bias. BN gamma = 1, beta = 0.      */
+    DEFT_INIT_HE         /* He normal for every layer but the last, Glorot
+                            normal for the last, zero biases             */
+} deft_init_t;
+
+/* "torch", "he"; parse names the bad string. */
+const char *deft_init_name(deft_init_t init);
+deft_status_t deft_init_parse(const char *name, deft_init_t *out);
+
+/* Momentum of the BN running statistics in training (PyTorch's 0.1). */
+#define DEFT_BN_MOMENTUM 0.1f
 
 typedef struct deft_model deft_model_t;
 
@@ -37,7 +62,8 @@ deft_status_t deft_model_create(deft_model_t **out, deft_model_kind_t kind,
 /* NULL-safe. */
 void deft_model_destroy(deft_model_t *m);
 
-/* "logreg", "mlp", "lenet", "vgg"; "?" for unknown. Parse returns
+/* "logreg", "mlp", "lenet", "vgg", "preresnet20", "vgg11bn"; "?" for
+ * unknown. Parse returns
  * DEFT_ERR_INVALID_ARG naming the unknown string. */
 const char *deft_model_name(deft_model_kind_t kind);
 deft_status_t deft_model_parse(const char *name, deft_model_kind_t *out);
@@ -47,21 +73,46 @@ deft_status_t deft_model_parse(const char *name, deft_model_kind_t *out);
 size_t deft_model_num_params(const deft_model_t *m);
 const deft_layout_t *deft_model_layout(const deft_model_t *m);
 
-/* Writes an initialization into params (P,): He-normal weights for layers
- * followed by ReLU, Xavier for the last layer, zero biases, drawn from
- * deft's counter-based RNG keyed by seed (same seed -> same bits). */
+/* Writes the initialization `init` into params (P,), drawn from deft's
+ * counter-based RNG keyed by (seed, tensor): the same seed gives the same
+ * bits on every backend and worker count. */
 void deft_model_init_params(const deft_model_t *m, float *params,
-                            uint64_t seed);
+                            uint64_t seed, deft_init_t init);
+
+/* Buffers outside the optimizer: the BN running statistics, for each BN
+ * layer in build order its running mean (C) then running variance (C);
+ * 0 floats (and NULL) for models without BN. deft_model_loss_grad updates
+ * them (momentum DEFT_BN_MOMENTUM, unbiased variance), deft_model_evaluate
+ * reads them. The caller may overwrite them (averaging over workers,
+ * checkpoints). Reset sets every mean to 0 and variance to 1, as at
+ * create. */
+size_t deft_model_num_buffers(const deft_model_t *m);
+float *deft_model_buffers(deft_model_t *m);
+void deft_model_reset_buffers(deft_model_t *m);
+
+/* BN recalibration: a training-mode forward of x (B, C, H, W) at params
+ * that folds this batch's statistics into the buffers as batch number
+ * `index` (0-based) of a plain mean, so that after batches 0..n-1 the
+ * buffers hold their average (call deft_model_reset_buffers first).
+ * Computes no gradient; a no-op for models without BN. */
+deft_status_t deft_model_recalibrate(deft_model_t *m, const float *params,
+                                     const float *x, int batch, int index);
+
+/* The logits (batch, n_classes) of the last forward pass (for tests and
+ * tools); valid until the next call on m. */
+const float *deft_model_logits(const deft_model_t *m);
 
 /* Mean softmax cross-entropy over the batch and its gradient with respect
- * to params: x (B, C, H, W), labels (B,), 1 <= B <= max_batch. grad (P,) is
+ * to params, in training mode (BN uses the batch's statistics and updates
+ * the running ones): x (B, C, H, W), labels (B,), 1 <= B <= max_batch. grad (P,) is
  * overwritten. *correct (may be NULL) gets the number of argmax hits. */
 deft_status_t deft_model_loss_grad(deft_model_t *m, const float *params,
                                    const float *x, const int32_t *labels,
                                    int batch, float *grad, double *loss,
                                    int *correct);
 
-/* Forward only: summed (not mean) cross-entropy into *loss_sum and the
+/* Forward only, in evaluation mode (BN uses the running statistics):
+ * summed (not mean) cross-entropy into *loss_sum and the
  * number of correct argmax predictions into *correct. */
 deft_status_t deft_model_evaluate(deft_model_t *m, const float *params,
                                   const float *x, const int32_t *labels,

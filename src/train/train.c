@@ -51,6 +51,12 @@ deft_status_t deft_train_config_check(const deft_train_config_t *cfg,
     if (cfg->epochs < 1)
         return deft_fail(DEFT_ERR_INVALID_ARG, "--epochs %d: must be >= 1",
                          cfg->epochs);
+    if (cfg->bn_recalibrate < 0 || cfg->bn_recalibrate > 100000)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "--bn-recalibrate %d: must be "
+                         "in [0, 100000] batches", cfg->bn_recalibrate);
+    if ((int)cfg->init < 0 || (int)cfg->init > (int)DEFT_INIT_HE)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "--init: %d is not an "
+                         "initialization", (int)cfg->init);
     if (cfg->stop_after < 0)
         return deft_fail(DEFT_ERR_INVALID_ARG, "--stop-after %d: must be >= 0",
                          cfg->stop_after);
@@ -98,6 +104,9 @@ typedef struct {
     int32_t *yb;     /* (b,)                                    */
     float *grad;     /* (P,)                                    */
     float *eval;     /* (P,) output model                       */
+    float *bufs;     /* (NB,) BN running statistics, saved while
+                        the recalibrated ones are evaluated     */
+    size_t n_bufs;
     void *states;    /* (K, state_size) for checkpoints         */
     size_t state_size;
     FILE *log;
@@ -112,6 +121,7 @@ static void worker_free(worker_state_t *w)
     free(w->yb);
     free(w->grad);
     free(w->eval);
+    free(w->bufs);
     free(w->states);
     if (w->log)
         fclose(w->log);
@@ -187,6 +197,57 @@ static deft_status_t evaluate(deft_comm_t *comm, worker_state_t *w,
     return DEFT_OK;
 }
 
+/* The BN statistics every worker evaluates with: each worker's running
+ * statistics averaged over workers (and kept: training goes on from the
+ * average). With bn_recalibrate > 0, the statistics are then recomputed
+ * at the output model w->eval over that many of this worker's training
+ * batches (those of the epoch's first steps) and averaged in turn; the
+ * running ones are saved in w->bufs and restored by restore_bn(). *used
+ * names the statistics. */
+static deft_status_t prepare_bn(deft_comm_t *comm, worker_state_t *w,
+                                const deft_train_config_t *cfg,
+                                const deft_dataset_t *train, uint64_t step0,
+                                const char **used)
+{
+    *used = "none";
+    if (!w->n_bufs)
+        return DEFT_OK;
+    float *bufs = deft_model_buffers(w->model);
+    const float inv_k = 1.0f / (float)deft_comm_size(comm);
+    deft_status_t st = deft_comm_allreduce_sum_f32(comm, bufs, w->n_bufs);
+    if (st != DEFT_OK)
+        return st;
+    for (size_t i = 0; i < w->n_bufs; i++)
+        bufs[i] *= inv_k;
+    *used = "running";
+    if (cfg->bn_recalibrate == 0)
+        return DEFT_OK;
+    memcpy(w->bufs, bufs, w->n_bufs * sizeof(float));
+    deft_model_reset_buffers(w->model);
+    const int b = cfg->batch / deft_comm_size(comm);
+    for (int j = 0; j < cfg->bn_recalibrate; j++) {
+        const uint64_t step = step0 + (uint64_t)j;
+        const uint32_t *idx = deft_sampler_batch(&w->sampler, step);
+        deft_dataset_gather(train, idx, b, cfg->augment, cfg->optim.seed, step,
+                            deft_comm_rank(comm), w->xb, w->yb);
+        if ((st = deft_model_recalibrate(w->model, w->eval, w->xb, b, j)))
+            return st;
+    }
+    if ((st = deft_comm_allreduce_sum_f32(comm, bufs, w->n_bufs)) != DEFT_OK)
+        return st;
+    for (size_t i = 0; i < w->n_bufs; i++)
+        bufs[i] *= inv_k;
+    *used = "recalibrated";
+    return DEFT_OK;
+}
+
+/* Puts back the running statistics prepare_bn() replaced, if it did. */
+static void restore_bn(worker_state_t *w, const char *used)
+{
+    if (strcmp(used, "recalibrated") == 0)
+        memcpy(deft_model_buffers(w->model), w->bufs, w->n_bufs * sizeof(float));
+}
+
 static void log_epoch(FILE *f, const deft_train_config_t *cfg,
                       const deft_epoch_report_t *r)
 {
@@ -200,7 +261,8 @@ static void log_epoch(FILE *f, const deft_train_config_t *cfg,
             "\"comm_s\": %.3f, \"comm_modeled_s\": %.4f, \"modeled_s\": %.3f, "
             "\"algo\": \"%s\", "
             "\"compressor\": \"%s\", \"ratio\": %g, \"powersgd_rank\": %d, "
-            "\"workers\": %d}\n",
+            "\"workers\": %d, \"model\": \"%s\", \"init\": \"%s\", "
+            "\"bn_stats\": \"%s\"}\n",
             r->epoch, (unsigned long long)r->step, r->train_loss, r->test_loss,
             r->test_acc, (unsigned long long)r->bytes_per_worker,
             (unsigned long long)r->payload_per_worker, r->lr, r->wall_s,
@@ -209,7 +271,8 @@ static void log_epoch(FILE *f, const deft_train_config_t *cfg,
             deft_compressor_name(cfg->optim.compressor), cfg->optim.ratio,
             cfg->optim.compressor == DEFT_COMP_POWERSGD ? cfg->optim.powersgd_rank
                                                         : 0,
-            cfg->workers);
+            cfg->workers, deft_model_name(cfg->model), deft_init_name(cfg->init),
+            r->bn_stats);
     fflush(f);
 }
 
@@ -323,7 +386,9 @@ deft_status_t deft_train_worker(deft_comm_t *comm, void *arg)
     w.yb = malloc(sizeof(int32_t) * (size_t)b);
     w.grad = malloc(sizeof(float) * P);
     w.eval = malloc(sizeof(float) * P);
-    if (st == DEFT_OK && (!w.xb || !w.yb || !w.grad || !w.eval))
+    w.n_bufs = st == DEFT_OK ? deft_model_num_buffers(w.model) : 0;
+    w.bufs = malloc(sizeof(float) * (w.n_bufs ? w.n_bufs : 1));
+    if (st == DEFT_OK && (!w.xb || !w.yb || !w.grad || !w.eval || !w.bufs))
         st = deft_fail(DEFT_ERR_NOMEM, "train: out of memory");
     /* Every worker learns whether all could set up, so none is left
      * waiting in the optimizer's first collective. */
@@ -331,7 +396,7 @@ deft_status_t deft_train_worker(deft_comm_t *comm, void *arg)
         worker_free(&w);
         return st;
     }
-    deft_model_init_params(w.model, w.eval, cfg->optim.seed);
+    deft_model_init_params(w.model, w.eval, cfg->optim.seed, cfg->init);
     st = deft_optim_create(&w.opt, comm, deft_model_layout(w.model), w.eval,
                            &cfg->optim);
     if (st == DEFT_OK)
@@ -341,7 +406,10 @@ deft_status_t deft_train_worker(deft_comm_t *comm, void *arg)
         worker_free(&w);
         return st;
     }
-    w.state_size = deft_optim_state_size(w.opt);
+    /* A worker's checkpoint state: the optimizer's, then its BN running
+     * statistics (none for models without BN). */
+    const size_t optim_size = deft_optim_state_size(w.opt);
+    w.state_size = optim_size + w.n_bufs * sizeof(float);
     if (cfg->checkpoint_path || cfg->resume_path) {
         w.states = malloc(w.state_size * (size_t)K);
         if (!w.states) {
@@ -388,10 +456,12 @@ deft_status_t deft_train_worker(deft_comm_t *comm, void *arg)
             st = deft_comm_broadcast(comm, &got, sizeof got, 0);
         if (st == DEFT_OK)
             st = deft_comm_broadcast(comm, w.states, w.state_size * (size_t)K, 0);
+        const char *mine = (char *)w.states + (size_t)r * w.state_size;
         if (st == DEFT_OK)
-            st = deft_optim_state_load(w.opt, (char *)w.states +
-                                                  (size_t)r * w.state_size,
-                                       w.state_size);
+            st = deft_optim_state_load(w.opt, mine, optim_size);
+        if (st == DEFT_OK && w.n_bufs)
+            memcpy(deft_model_buffers(w.model), mine + optim_size,
+                   w.n_bufs * sizeof(float));
         if (st != DEFT_OK) {
             worker_free(&w);
             return st;
@@ -488,8 +558,14 @@ deft_status_t deft_train_worker(deft_comm_t *comm, void *arg)
         if ((st = deft_comm_allreduce_sum_f32(comm, ls, 2)) != DEFT_OK)
             break;
         double acc = 0, test_loss = 0;
+        const char *bn_stats = "none";
         if ((st = deft_optim_output(w.opt, w.eval)) != DEFT_OK ||
-            (st = evaluate(comm, &w, test, eval_batch, &acc, &test_loss)) != DEFT_OK)
+            (st = prepare_bn(comm, &w, cfg, train, (uint64_t)epoch * spe,
+                             &bn_stats)) != DEFT_OK)
+            break;
+        st = evaluate(comm, &w, test, eval_batch, &acc, &test_loss);
+        restore_bn(&w, bn_stats);
+        if (st != DEFT_OK)
             break;
         if (!isfinite(test_loss)) {
             res.diverged = 1;
@@ -504,7 +580,7 @@ deft_status_t deft_train_worker(deft_comm_t *comm, void *arg)
             ((double)ls[0] + (double)ls[1]) / (double)(spe * (uint64_t)K),
             test_loss, acc, bytes, payload, lr,
             wall_before + deft_wall_s() - t_start, (double)spe * cfg->batch / t_train,
-            compute, comm_wall, comm_model, compute + comm_model,
+            compute, comm_wall, comm_model, compute + comm_model, bn_stats,
         };
         res.epochs_done = epoch + 1;
         res.steps = rep.step;
@@ -519,7 +595,10 @@ deft_status_t deft_train_worker(deft_comm_t *comm, void *arg)
         }
         if (cfg->checkpoint_path) {
             void *mine = (char *)w.states + (size_t)r * w.state_size;
-            st = deft_optim_state_save(w.opt, mine, w.state_size);
+            st = deft_optim_state_save(w.opt, mine, optim_size);
+            if (st == DEFT_OK && w.n_bufs)
+                memcpy((char *)mine + optim_size, deft_model_buffers(w.model),
+                       w.n_bufs * sizeof(float));
             if (st == DEFT_OK)
                 st = deft_comm_allgather(comm, mine, w.state_size, w.states);
             if (st != DEFT_OK)

@@ -33,6 +33,8 @@ typedef struct {
                                   the --net-gbps link (0 without one)     */
     double modeled_s;          /* compute_s + comm_modeled_s: the time on
                                   a cluster with one core per worker      */
+    const char *bn_stats;      /* statistics the evaluation used: "none"
+                                  (no BN), "running" or "recalibrated"    */
 } deft_epoch_report_t;
 
 /* Progress inside an epoch (for a terminal display). */
@@ -46,6 +48,13 @@ typedef struct {
 
 typedef struct {
     deft_model_kind_t model;
+    deft_init_t init;          /* default DEFT_INIT_TORCH                 */
+    int bn_recalibrate;        /* models with BN: before each evaluation,
+                                  recompute the running statistics at the
+                                  output model over this many training
+                                  batches per worker (0 = off: evaluate
+                                  with the statistics training gathered,
+                                  averaged over workers)                  */
     deft_optim_config_t optim; /* algo, compressor, ratio, lambda, lr...  */
     int workers;               /* K >= 1                                   */
     int batch;                 /* global batch B, B % K == 0               */
