@@ -36,7 +36,7 @@ while [[ $# -gt 0 ]]; do
 done
 cluster_need_root
 [[ -x build/deft ]] || cluster_die "bench: build/deft is missing (run make)"
-common=(--model "$model" --epochs "$epochs" --lr 0.02 --batch 128 --seed 0)
+common=(--model "$model" --epochs "$epochs" --lr 0.02 --init he --batch 128 --seed 0)
 [[ $limit -gt 0 ]] && common+=(--limit-train "$limit")
 
 job() { # method log

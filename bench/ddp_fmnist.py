@@ -12,7 +12,10 @@ PowerSGD's defaults, compressing from the 2nd step, all gradients in one
 bucket: see the comment in main). The model, data,
 initialization, global batch split over the ranks, learning-rate schedule
 and evaluation are examples/torch_fmnist.py's, so they match deft train's
-and deft.torch's runs. --log FILE writes deft train's JSON-lines fields;
+and deft.torch's runs: --init torch (the default) is the model's own
+initialization (PyTorch's defaults, as deft's), --init he is He normal with
+Glorot normal for the last layer ("deft" is accepted as its old name).
+--log FILE writes deft train's JSON-lines fields;
 compute_s is the main thread's CPU seconds in the steps (forward, backward,
 the hook's own work, update: what a host with one core of its own would
 spend), comm_s the rest of the steps' wall time (waiting for Gloo).
@@ -51,7 +54,9 @@ def parse(argv):
     p.add_argument("--batch", type=int, default=128, help="global batch")
     p.add_argument("--lr-decay", default="0.5,0.75")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--init", choices=("deft", "torch"), default="deft")
+    p.add_argument("--init", choices=tf.INITS, default="torch",
+                   help="torch: the model's own; he: He normal, Glorot for the "
+                        "last layer ('deft' is an alias)")
     p.add_argument("--data-dir", default=tf.DATA_DIR)
     p.add_argument("--limit-train", type=int, default=0)
     p.add_argument("--limit-test", type=int, default=0)
@@ -83,8 +88,8 @@ def main(argv=None):
                             timeout=datetime.timedelta(seconds=300))
     torch.manual_seed(args.seed)
     net = tf.MODELS[args.model]()
-    if args.init == "deft":
-        tf.deft_init(net, args.seed)
+    if args.init in ("he", "deft"):
+        tf.he_init(net, args.seed)
     if args.hook == "powersgd":
         # One bucket: with several, powerSGD_hook's overlapping Gloo
         # allreduces abort in this torch (gloo "enforce fail ... pair.cc:510

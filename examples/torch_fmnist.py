@@ -14,9 +14,13 @@
 
 The settings are `deft train`'s: a global batch of 128 split over the
 workers (each gets disjoint examples of every epoch), learning rate cut 10x
-at 50% and 75% of the steps, standardized pixels, deft's initialization
-(--init torch for PyTorch's), and after every epoch the output model (DEF:
-x - avg(e)) evaluated on the test set, split over the workers. --log FILE
+at 50% and 75% of the steps, standardized pixels, PyTorch's default
+initialization, as deft's (--init torch; for preresnet20 and vgg11bn the
+DEF paper's code's conv init, which their constructors apply; --init he:
+He normal, Glorot normal for the last layer, zero biases, deft's former
+default, "deft" being its old name), and after every epoch the output
+model (DEF: x - avg(e)) evaluated on the test set, split over the workers;
+BatchNorm statistics are averaged over the workers first. --log FILE
 writes `deft train`'s JSON-lines fields. Exit status 3 if the run diverged,
 2 for bad arguments.
 """
@@ -36,8 +40,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "python"))
-import deft  # noqa: E402
-import deft.torch  # noqa: E402
+try:
+    import deft  # noqa: E402
+    import deft.torch  # noqa: E402
+    DEFT_IMPORT_ERROR = None
+except (ImportError, AttributeError, OSError) as e:
+    # The models below are plain torch: scripts that only need them (the
+    # nn check, the model benchmark) work while libdeft is missing or being
+    # rebuilt. Training needs deft, and says so in main().
+    deft, DEFT_IMPORT_ERROR = None, e
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 _init_lock = threading.Lock()
@@ -123,13 +134,113 @@ def resnet18():
     return m
 
 
-MODELS = {"lenet": lenet, "vgg": vgg, "resnet18": resnet18}
+def def_conv_init(model):
+    """The DEF paper's code's initialization (bearpaw's pytorch-classification,
+    models/cifar): conv weights N(0, 2 / (k*k*out_channels)), conv biases 0,
+    BatchNorm gamma 1 and beta 0; Linear layers keep PyTorch's default."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                m.weight.normal_(0, math.sqrt(2.0 / n))
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, nn.BatchNorm2d):
+                m.weight.fill_(1)
+                m.bias.zero_()
+    return model
 
 
-def deft_init(model, seed):
-    """deft's initialization: He normal for layers a ReLU follows, Glorot
-    normal for the last, zero biases (torch's generator, so the numbers
-    differ from deft train's; the distribution is the same)."""
+class PreActBlock(nn.Module):
+    """bearpaw's preresnet.py BasicBlock: out = conv2(relu(bn2(conv1(relu(
+    bn1(x)))))) + (downsample(x) or x), the shortcut taken from the raw x.
+    Modules (so parameters) in the order bn1, conv1, bn2, conv2, downsample."""
+
+    def __init__(self, inplanes, planes, stride=1):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1,
+                               bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Conv2d(inplanes, planes, 1, stride=stride,
+                                        bias=False)
+
+    def forward(self, x):
+        out = self.conv1(F.relu(self.bn1(x)))
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + (self.downsample(x) if self.downsample is not None else x)
+
+
+class PreResNet20(nn.Module):
+    """Pre-activation ResNet-20 as the DEF paper's code builds it (bearpaw's
+    models/cifar/preresnet.py at depth 20) for 1 channel: conv 16 ->
+    3 blocks of 16 -> 3 of 32 (first stride 2) -> 3 of 64 (first stride 2)
+    -> BN, ReLU, global average pool -> fc 10."""
+
+    def __init__(self, in_channels=1, num_classes=10, n=3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
+        blocks, inplanes = [], 16
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(n):
+                blocks.append(PreActBlock(inplanes, planes, stride if i == 0 else 1))
+                inplanes = planes
+        self.layers = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(64)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+        def_conv_init(self)
+
+    def forward(self, x):
+        x = self.layers(self.conv1(x))
+        return self.fc(torch.flatten(self.pool(F.relu(self.bn(x))), 1))
+
+
+def preresnet20():
+    # (N,1,28,28) -> conv 16 (3x3 pad 1, no bias) -> 3 pre-activation blocks
+    # @16x28x28 -> 3 @32x14x14 -> 3 @64x7x7 (1x1 stride-2 conv shortcuts
+    # where the shape changes) -> BN, ReLU -> global average pool 64 -> 10,
+    # as deft's preresnet20 (271,994 params in 61 tensors; 19 BatchNorms,
+    # 1,376 running-stat floats)
+    return PreResNet20()
+
+
+VGG11BN_CFG = [32, "M", 64, "M", 128, 128, "M", 256, 256, "M", 256, 256]
+
+
+def vgg11bn():
+    # (N,1,28,28) -> VGG-11 with BN at half widths: conv 32 -> pool -> 64 ->
+    # pool -> 128, 128 -> pool -> 256, 256 -> pool -> 256, 256 (each conv
+    # 3x3 pad 1 + BN + ReLU; pools 28 -> 14 -> 7 -> 3 -> 1, VGG's fifth pool
+    # dropped) -> 256 -> 256 -> 256 -> 10, as deft's vgg11bn (2,442,570
+    # params in 38 tensors; 8 BatchNorms, 2,752 running-stat floats)
+    layers, c = [], 1
+    for v in VGG11BN_CFG:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(c, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
+            c = v
+    return def_conv_init(nn.Sequential(
+        *layers, nn.Flatten(), nn.Linear(256, 256), nn.ReLU(),
+        nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)))
+
+
+MODELS = {"lenet": lenet, "vgg": vgg, "resnet18": resnet18,
+          "preresnet20": preresnet20, "vgg11bn": vgg11bn}
+INITS = ("torch", "he", "deft")  # "deft": the old name of "he"
+
+
+def he_init(model, seed):
+    """He normal for layers a ReLU follows, Glorot normal for the last,
+    zero biases: deft's former default initialization, deft train --init he
+    (torch's generator, so the numbers differ from deft's; the distribution
+    is the same). Conv and Linear layers only; BatchNorm keeps its 1 and 0.
+    "The last" is the last in modules() order: a downsample conv registered
+    after a block's convs is not the last, fc is."""
     g = torch.Generator().manual_seed(seed)
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     with torch.no_grad():
@@ -142,6 +253,9 @@ def deft_init(model, seed):
             m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
             if m.bias is not None:
                 m.bias.zero_()
+
+
+deft_init = he_init  # the old name
 
 
 # -- one worker ------------------------------------------------------------------------
@@ -183,8 +297,8 @@ def train(comm, args, data, log):
     with _init_lock:  # torch's generator is shared by the worker threads
         torch.manual_seed(args.seed)
         model = MODELS[args.model]()
-    if args.init == "deft":
-        deft_init(model, args.seed)
+    if args.init in ("he", "deft"):
+        he_init(model, args.seed)
     opt = deft.torch.Optimizer(model.parameters(), comm=comm, algo=args.algo,
                                compressor=args.compressor, ratio=args.ratio,
                                lr=args.lr, momentum=args.momentum,
@@ -270,7 +384,10 @@ def parse(argv):
     p.add_argument("--lr-decay", default="0.5,0.75",
                    help="fractions of training where lr drops 10x ('none' = constant)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--init", choices=("deft", "torch"), default="deft")
+    p.add_argument("--init", choices=INITS, default="torch",
+                   help="torch: the model's own (PyTorch's defaults; the DEF "
+                        "code's conv init for preresnet20 and vgg11bn); he: He "
+                        "normal, Glorot for the last layer ('deft' is an alias)")
     p.add_argument("--workers", type=int, default=8,
                    help="threads of this process, when not launched by mpirun "
                         "or with RANK/WORLD_SIZE")
@@ -306,6 +423,10 @@ def launcher():
 
 
 def main(argv=None):
+    if deft is None:
+        print("torch_fmnist: cannot import deft: %s" % DEFT_IMPORT_ERROR,
+              file=sys.stderr)
+        return 2
     args = parse(argv)
     mode, procs = launcher()
     # Threads mode: one torch thread, each worker being a thread itself.

@@ -2,7 +2,8 @@
 # The compressors the peers ship, side by side on Fashion-MNIST: powersgd at
 # rank 1, 2 and 4 under ef and def next to rbgs at about the same bytes per
 # step, fp16 and bf16 under ef next to sgd. Runs `deft train` for every
-# cell (8 workers, global batch 128, lr 0.02, momentum 0.9, wd 5e-4, decay
+# cell (8 workers, global batch 128, lr 0.02 and He initialization, the
+# settings docs/compressors.md was measured with; momentum 0.9, wd 5e-4, decay
 # 10x at 50% and 75%), one after another, skipping runs whose complete log
 # exists (an interrupted sweep resumes), then writes DIR/table.md with
 # bench/compressors_table.py.
@@ -69,7 +70,7 @@ for s in $seeds; do
     set +e
     "$deft" train --model "$model" --algo "$algo" --compressor "$comp" \
       --ratio "$ratio" --powersgd-rank "${rank/#0/1}" --seed "$s" --workers 8 \
-      --batch 128 --epochs "$epochs" --lr 0.02 "${extra[@]}" --quiet \
+      --batch 128 --epochs "$epochs" --lr 0.02 --init he "${extra[@]}" --quiet \
       --log "$log.part" > "$out/$n.out" 2>&1
     rc=$?
     set -e

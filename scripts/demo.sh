@@ -10,7 +10,7 @@ deft=${DEFT:-build/deft}
 epochs=${1:-10}
 ratio=256
 workers=8
-lr=0.02
+lr=0.05
 out=results/demo
 mkdir -p "$out"
 

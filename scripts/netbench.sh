@@ -60,7 +60,7 @@ for run in "${runs[@]}"; do
   set -- $run
   echo "== $1 ratio $2"
   mpirun_ns "$deft" train --backend mpi --model "$model" --algo "$1" \
-    --compressor rbgs --ratio "$2" --epochs "$epochs" --lr "$lr" --quiet \
+    --compressor rbgs --ratio "$2" --epochs "$epochs" --lr "$lr" --init he --quiet \
     --log "$out/$1-$2.jsonl"
 done
 

@@ -15,7 +15,7 @@ dir=${1:?usage: scripts/report.sh DIR [options]}
 shift
 tables="1 3 4 lr" model1=lenet ratios1="16 64 256 512 1024" models3="mlp lenet vgg"
 lambdas="0.1 0.2 0.3 0.4 0.6 0.8" seeds="0 1 2" epochs="" target=""
-netbench=results/netbench lr=0.02 lrs="0.01 0.005 0.002"
+netbench=results/netbench lr=0.05 lrs="0.01 0.005 0.002"
 while [[ $# -gt 0 ]]; do
   case $1 in
     --tables) tables=$2; shift 2 ;;

@@ -7,19 +7,26 @@
 #
 # usage: scripts/reproduce.sh [--quick] [--out DIR] [--epochs E] [--seeds "0 1 2"]
 #                             [--tables "1 3 4 lr"] [--models3 "mlp lenet vgg"]
-#                             [--model-epochs "vgg=4"] [--dry-run]
+#                             [--model-epochs "vgg=4"] [--model1 lenet]
+#                             [--ratios1 "16 64 256 512 1024"] [--lr 0.05]
+#                             [--limit-train N] [--dry-run]
 #   --tables  which grids: the paper's Tables 1, 3, 4, and "lr": EF and DEF
 #             at ratio 64 for smaller learning rates (the paper tunes the
-#             learning rate per method; the other tables use one, 0.02)
+#             learning rate per method; the other tables use one, --lr)
 #   --quick   a tiny grid (logreg/mlp, 1 epoch, 2 ratios, a slice of the
 #             data) that checks the whole pipeline in a few minutes
 #   --model-epochs  per-model epoch counts overriding --epochs (the LR still
 #             decays at 50% and 75% of each run); a log counts as done when
 #             it ran the epoch count asked for or diverged
+#   --model1  the model of Tables 1 and 4 and the lr grid (default lenet);
+#   --ratios1 Table 1's ratios; --lr the learning rate of every run but
+#             the lr grid's (default 0.05); --limit-train N trains on the
+#             first N examples only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deft=${DEFT:-build/deft}
 out=results/repro epochs=20 seeds="0 1 2" tables="1 3 4 lr" quick=0 dry=0 models3_opt=
+model1_opt= ratios1_opt= lr_opt= limit_opt=
 model_epochs=""
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -30,8 +37,12 @@ while [[ $# -gt 0 ]]; do
     --tables) tables=$2; shift 2 ;;
     --models3) models3_opt=$2; shift 2 ;;
     --model-epochs) model_epochs=$2; shift 2 ;;
+    --model1) model1_opt=$2; shift 2 ;;
+    --ratios1) ratios1_opt=$2; shift 2 ;;
+    --lr) lr_opt=$2; shift 2 ;;
+    --limit-train) limit_opt=$2; shift 2 ;;
     --dry-run) dry=1; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "reproduce: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -40,7 +51,7 @@ done
 if [[ -z ${DEFT:-} && $dry -eq 0 ]]; then make build; fi
 [[ -x $deft ]] || { echo "reproduce: $deft not built (run make)" >&2; exit 1; }
 
-workers=8 lr=0.02 model1=lenet ratios1="16 64 256 512 1024"
+workers=8 lr=0.05 model1=lenet ratios1="16 64 256 512 1024"
 models3="mlp lenet vgg" lambdas="0.1 0.2 0.3 0.4 0.6 0.8" extra=()
 lrs="0.01 0.005 0.002"
 if [[ $quick -eq 1 ]]; then
@@ -49,6 +60,10 @@ if [[ $quick -eq 1 ]]; then
   lambdas="0.1 0.6" lrs="0.005" extra=(--limit-train 6400 --limit-test 2000)
 fi
 [[ -n $models3_opt ]] && models3=$models3_opt
+[[ -n $model1_opt ]] && model1=$model1_opt
+[[ -n $ratios1_opt ]] && ratios1=$ratios1_opt
+[[ -n $lr_opt ]] && lr=$lr_opt
+[[ -n $limit_opt ]] && extra+=(--limit-train "$limit_opt")
 declare -A epochs_of
 for me in $model_epochs; do
   m=${me%%=*} e=${me#*=}

@@ -78,7 +78,7 @@ static void train_usage(FILE *f)
         "                       (unbiased)\n"
         "  --powersgd-rank R    powersgd: rank of each weight matrix's\n"
         "                       approximation, 1..1024 (default 1)\n"
-        "  --lr LR              learning rate (default 0.02)\n"
+        "  --lr LR              learning rate (default 0.05)\n"
         "  --lr-decay F,F,...   multiply lr by the decay factor at these\n"
         "                       fractions of training (default 0.5,0.75;\n"
         "                       'none' for a constant rate)\n"

@@ -19,7 +19,7 @@ void deft_train_config_init(deft_train_config_t *cfg)
     memset(cfg, 0, sizeof *cfg);
     deft_optim_config_t o = DEFT_OPTIM_CONFIG_INIT;
     o.weight_decay = 5e-4f;
-    o.lr = 0.02f;
+    o.lr = 0.05f;
     o.avg_period = 0;
     cfg->optim = o;
     cfg->model = DEFT_MODEL_LENET;

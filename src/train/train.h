@@ -80,7 +80,7 @@ typedef struct {
     void *user;
 } deft_train_config_t;
 
-/* Defaults: lenet, def/rbgs(256), K = 8, B = 128, 10 epochs, lr 0.02,
+/* Defaults: lenet, def/rbgs(256), K = 8, B = 128, 10 epochs, lr 0.05,
  * momentum 0.9, wd 5e-4, decay x0.1 at 50% and 75%. */
 void deft_train_config_init(deft_train_config_t *cfg);
 
