@@ -45,9 +45,11 @@ bench: build
 	@$(BUILD)/bench_optim
 	@$(BUILD)/bench_train
 
-# deft.torch's step against torch.optim.SGD and deft's C step (ResNet-18).
+# deft.torch's step against torch.optim.SGD and deft's C step (ResNet-18),
+# and deft's models against their PyTorch twins (images/s, one thread).
 bench-torch: build
 	@/usr/bin/python3 bench/bench_torch.py
+	@bench/bench_models.sh
 
 # MPI allreduce benchmark for K = 2, 4, 8 ranks (oversubscribed on small
 # machines); bench_allreduce is built only when CMake finds MPI.

@@ -162,6 +162,7 @@ static int compare_double(const void *a, const void *b)
 }
 
 static void sgemm_table(double best, int reps);
+static void preresnet_sgemm(double best, int batch, int reps);
 
 int main(int argc, char **argv)
 {
@@ -222,6 +223,8 @@ int main(int argc, char **argv)
     trainer_free(&t);
     if (g_kind == DEFT_MODEL_LENET && batch == BATCH)
         sgemm_table(best, reps);
+    if (g_kind == DEFT_MODEL_PRERESNET20)
+        preresnet_sgemm(best, batch, reps);
 
     // two workers, each its own model and half the batch, started together
     pthread_barrier_t start;
@@ -286,5 +289,45 @@ static void sgemm_table(double best, int reps)
     printf("  a plain im2col+sgemm step's calls: %.3f ms; step / sgemm = "
            "%.2f\n",
            1e3 * g_plain, best / g_plain);
+    deft_free(a), deft_free(b), deft_free(c);
+}
+
+/* preresnet20: the sgemm calls of one step made alone, per image, for
+ * every conv (im2col + sgemm: forward o = w col, backward dw = d col^T and
+ * dcol = w^T d). Their sum bounds what any im2col + sgemm implementation
+ * of this step can reach on this machine's OpenBLAS. */
+static void preresnet_sgemm(double best, int batch, int reps)
+{
+    // convs as (C, H, W, OC, k, stride, count): the stem, 2 x 3 blocks'
+    // 3x3 convs per stage, the strided first convs and 1x1 shortcuts
+    static const int convs[][7] = {
+        {1, 28, 28, 16, 3, 1, 1},  {16, 28, 28, 16, 3, 1, 6},
+        {16, 28, 28, 32, 3, 2, 1}, {32, 14, 14, 32, 3, 1, 5},
+        {16, 28, 28, 32, 1, 2, 1}, {32, 14, 14, 64, 3, 2, 1},
+        {64, 7, 7, 64, 3, 1, 5},   {32, 14, 14, 64, 1, 2, 1},
+    };
+    gemm_call_t calls[3 * 8];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++) {
+        const int *c = convs[i];
+        const int K = c[0] * c[4] * c[4], oh = (c[1] + 2 * (c[4] / 2) - c[4]) / c[5] + 1;
+        const int P = oh * oh, count = c[6] * batch;
+        calls[n++] = (gemm_call_t){0, 0, c[3], P, K, count};  // forward
+        calls[n++] = (gemm_call_t){0, 1, c[3], K, P, count};  // dw
+        if (i > 0)                                             // dcol
+            calls[n++] = (gemm_call_t){1, 0, K, P, c[3], count};
+    }
+    const size_t big = 1 << 20;
+    float *a = deft_alloc(big * sizeof(float)), *b = deft_alloc(big * sizeof(float));
+    float *c = deft_alloc(big * sizeof(float));
+    if (a && b && c) {
+        for (size_t i = 0; i < big; i++)
+            a[i] = b[i] = 0.01f * (float)(i % 97);
+        const double g = time_gemms(calls, n, a, b, c, reps < 3 ? reps : 3);
+        printf("same run, the conv sgemm calls of one step alone: %.1f ms; "
+               "step / sgemm = %.2f;\n  an im2col + sgemm step cannot beat "
+               "%.0f images/s here\n",
+               1e3 * g, best / g, batch / g);
+    }
     deft_free(a), deft_free(b), deft_free(c);
 }

@@ -419,15 +419,7 @@ def parse(argv):
                    help="check the exact identities on a few float64 steps and exit")
     p.add_argument("--selftest-steps", type=int, default=40)
     args = p.parse_args(argv)
-    try:
-        args.lr_decay = [] if args.lr_decay.strip() in ("", "none") else \
-            [float(f) for f in args.lr_decay.split(",") if f.strip()]
-    except ValueError:
-        p.error("--lr-decay %r: a comma-separated list of fractions" % args.lr_decay)
-    if any(not 0 < f < 1 for f in args.lr_decay):
-        p.error("--lr-decay: fractions must be in (0, 1)")
-    if args.epochs < 1 or args.batch < 1 or args.workers < 1:
-        p.error("--epochs, --batch and --workers must be >= 1")
+    tf.check_schedule(p, args)
     if args.batch % args.workers:
         p.error("--batch %d is not divisible by --workers %d"
                 % (args.batch, args.workers))

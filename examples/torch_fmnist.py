@@ -259,6 +259,21 @@ deft_init = he_init  # the old name
 
 
 # -- one worker ------------------------------------------------------------------------
+def check_schedule(p, args):
+    """Parses args.lr_decay ("0.5,0.75", "none") into a list of fractions
+    and checks epochs, batch and workers, through the parser p's error()
+    (exit 2). Shared with bench/torch_reference.py."""
+    try:
+        args.lr_decay = [] if args.lr_decay.strip() in ("", "none") else \
+            [float(f) for f in args.lr_decay.split(",") if f.strip()]
+    except ValueError:
+        p.error("--lr-decay %r: a comma-separated list of fractions" % args.lr_decay)
+    if any(not 0 < f < 1 for f in args.lr_decay):
+        p.error("--lr-decay: fractions must be in (0, 1)")
+    if args.epochs < 1 or args.batch < 1 or args.workers < 1:
+        p.error("--epochs, --batch and --workers must be >= 1")
+
+
 def lr_at(args, step, total):
     lr = args.lr
     for f in args.lr_decay:
@@ -402,15 +417,7 @@ def parse(argv):
     p.add_argument("--log", help="JSON lines, written by rank 0")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    try:
-        args.lr_decay = [] if args.lr_decay.strip() in ("", "none") else \
-            [float(f) for f in args.lr_decay.split(",") if f.strip()]
-    except ValueError:
-        p.error("--lr-decay %r: a comma-separated list of fractions" % args.lr_decay)
-    if any(not 0 < f < 1 for f in args.lr_decay):
-        p.error("--lr-decay: fractions must be in (0, 1)")
-    if args.epochs < 1 or args.batch < 1 or args.workers < 1:
-        p.error("--epochs, --batch and --workers must be >= 1")
+    check_schedule(p, args)
     return args
 
 

@@ -408,12 +408,14 @@ def final_record(path):
     return recs
 
 
-def test_example_lenet_one_epoch_lands_near_deft_train(tmp_path):
-    """One epoch of LeNet with DEF (ratio 64, lr 0.01, 4 workers), mean over
-    three seeds: at these settings a seed moves either tool by about a
-    point, at ratio 256 by several (see the closing note)."""
+def test_example_lenet_lands_near_deft_train(tmp_path):
+    """Two epochs of LeNet with DEF (ratio 64, lr 0.05, 4 workers), mean over
+    three seeds. One epoch (from PyTorch's initialization) leaves a seed
+    moving either tool by one to two points, too much for the mean of
+    three to separate; two epochs, ending at the decayed rate, by a few
+    tenths (measured: torch 84.9-85.1, deft 85.3-86.3)."""
     cli = os.environ.get("DEFT_CLI", os.path.join(build_dir(), "deft"))
-    common = ["--epochs", "1", "--workers", "4", "--ratio", "64", "--lr", "0.01"]
+    common = ["--epochs", "2", "--workers", "4", "--ratio", "64", "--lr", "0.05"]
     torch_acc, deft_acc = [], []
     for seed in (0, 1, 2):
         tlog, dlog = tmp_path / ("t%d" % seed), tmp_path / ("d%d" % seed)
