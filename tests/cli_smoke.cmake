@@ -39,7 +39,8 @@ foreach(bad "--ratio;0" "--ratio;abc" "--workers;0" "--lambda;1.5" "--lr;-1"
             "--batch;100;--workers;8" "--model;resnet" "--algo;adam"
             "--compressor;zip" "--no-such-flag" "--epochs" "--backend;tcp"
             "--algo;psync;--compressor;topk" "--lr-decay;0.5,2" "extra-arg"
-            "--init;kaiming" "--bn-recalibrate;-1" "--model;preresnet")
+            "--init;kaiming" "--bn-recalibrate;-1" "--model;preresnet"
+            "--bn-recalibrate;3;--model;lenet")
   run(2 train ${bad})
   list(GET bad 0 flag)
   string(REPLACE "--" "" name "${flag}")

@@ -1053,6 +1053,16 @@ static void test_bn_buffers(void **state)
             off += 2 * C;
         }
         assert_int_equal(off, NB);
+        // vgg11bn's last BN layers see a 1x1 map: a batch of one is refused
+        const int min = deft_model_min_train_batch(m);
+        assert_int_equal(min, k == DEFT_MODEL_VGG11BN ? 2 : 1);
+        if (min > 1) {
+            assert_status(deft_model_loss_grad(m, p, x, y, 1, g, &loss, NULL),
+                          DEFT_ERR_INVALID_ARG);
+            assert_non_null(strstr(deft_last_error(), "one value per channel"));
+            assert_status(deft_model_recalibrate(m, p, x, 1, 0),
+                          DEFT_ERR_INVALID_ARG);
+        }
         // bad arguments are named
         assert_status(deft_model_recalibrate(m, p, x, B + 1, 0),
                       DEFT_ERR_INVALID_ARG);
@@ -1063,6 +1073,37 @@ static void test_bn_buffers(void **state)
         deft_model_destroy(m);
     }
     deft_free(x);
+}
+
+/* deft_model_create_sized: gradients for up to max_train_batch, forward
+ * passes for up to max_batch. */
+static void test_train_batch_sizing(void **state)
+{
+    (void)state;
+    enum { B = 8 };
+    float *x = falloc(B * 784);
+    int32_t y[B];
+    make_batch(x, y, B, 784, 3);
+    deft_model_t *m;
+    assert_status(deft_model_create_sized(&m, DEFT_MODEL_PRERESNET20, 1, 28,
+                                          28, 10, B, 4),
+                  DEFT_OK);
+    const size_t P = deft_model_num_params(m);
+    float *p = falloc(P), *g = falloc(P);
+    deft_model_init_params(m, p, 1, DEFT_INIT_TORCH);
+    double loss, ls;
+    int hits;
+    assert_status(deft_model_loss_grad(m, p, x, y, 4, g, &loss, NULL), DEFT_OK);
+    assert_status(deft_model_loss_grad(m, p, x, y, 5, g, &loss, NULL),
+                  DEFT_ERR_INVALID_ARG);
+    assert_non_null(strstr(deft_last_error(), "max_train_batch = 4"));
+    assert_status(deft_model_evaluate(m, p, x, y, B, &ls, &hits), DEFT_OK);
+    deft_model_destroy(m);
+    assert_status(deft_model_create_sized(&m, DEFT_MODEL_LENET, 1, 28, 28, 10,
+                                          4, 5),
+                  DEFT_ERR_INVALID_ARG);
+    assert_non_null(strstr(deft_last_error(), "max_train_batch"));
+    deft_free(p), deft_free(g), deft_free(x);
 }
 
 static void test_errors(void **state)
@@ -1187,6 +1228,7 @@ int main(void)
         cmocka_unit_test(test_batchnorm_gradients),
         cmocka_unit_test(test_gap_and_add),
         cmocka_unit_test(test_bn_buffers),
+        cmocka_unit_test(test_train_batch_sizing),
         cmocka_unit_test(test_param_counts_and_layout),
         cmocka_unit_test(test_init),
         cmocka_unit_test(test_fresh_loss_near_ln10),

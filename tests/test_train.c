@@ -248,23 +248,53 @@ static void test_bn_model_resume_and_stats(void **state)
     assert_non_null(strstr(a, "\"model\": \"preresnet20\", \"init\": \"torch\""));
     free(a), free(b);
 
-    // recalibrated statistics are named in the log, and differ from the
-    // running ones; the model trained is the same either way
+    // recalibrated statistics are named in the log and returned with the
+    // model; the model trained is the same either way, its statistics not
+    deft_model_t *m;
+    assert_status(deft_model_create(&m, cfg.model, 1, 28, 28, 10, 1), DEFT_OK);
+    const size_t P = deft_model_num_params(m), NB = deft_model_num_buffers(m);
+    deft_model_destroy(m);
+    float *pa = calloc(P, sizeof(float)), *pb = calloc(P, sizeof(float));
+    float *ba = calloc(NB, sizeof(float)), *bb = calloc(NB, sizeof(float));
     cfg.resume_path = NULL;
     cfg.checkpoint_path = NULL;
     cfg.epochs = 1;
-    cfg.bn_recalibrate = 2;
     cfg.log_path = log_part;
+    res.model = pa, res.buffers = ba;
+    assert_status(deft_train_run_threads(&cfg, &sub, &tsub, &res), DEFT_OK);
+    cfg.bn_recalibrate = 2;
+    part.model = pb, part.buffers = bb;
     assert_status(deft_train_run_threads(&cfg, &sub, &tsub, &part), DEFT_OK);
+    assert_memory_equal(pa, pb, P * sizeof(float));
+    assert_memory_not_equal(ba, bb, NB * sizeof(float));
     b = slurp(log_part);
     assert_non_null(strstr(b, "\"bn_stats\": \"recalibrated\""));
-    free(b);
+    free(b), free(pa), free(pb), free(ba), free(bb);
+    // more recalibration batches than an epoch's steps (6 here), or a model
+    // without batch norm, are refused by name
+    cfg.bn_recalibrate = 7;
+    assert_status(deft_train_run_threads(&cfg, &sub, &tsub, &part),
+                  DEFT_ERR_INVALID_ARG);
+    assert_error_mentions("--bn-recalibrate");
+    cfg.bn_recalibrate = 1;
+    cfg.model = DEFT_MODEL_LENET;
+    assert_status(deft_train_run_threads(&cfg, &sub, &tsub, &part),
+                  DEFT_ERR_INVALID_ARG);
+    assert_error_mentions("no batch norm");
     // a model without BN has none to name
+    cfg.bn_recalibrate = 0;
     cfg.model = DEFT_MODEL_LOGREG;
     assert_status(deft_train_run_threads(&cfg, &sub, &tsub, &part), DEFT_OK);
     b = slurp(log_part);
     assert_non_null(strstr(b, "\"bn_stats\": \"none\""));
     free(b);
+    // vgg11bn's last BN layers see a 1x1 map: one example per worker would
+    // normalize them to beta; refused on every worker, naming the batch
+    cfg.model = DEFT_MODEL_VGG11BN;
+    cfg.batch = 2;
+    assert_status(deft_train_run_threads(&cfg, &sub, &tsub, &part),
+                  DEFT_ERR_INVALID_ARG);
+    assert_error_mentions("per worker");
 }
 
 static void test_divergence_is_logged(void **state)

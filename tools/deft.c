@@ -107,7 +107,10 @@ static void train_usage(FILE *f)
         "                       a peer is stopped, dead or unreachable\n"
         "                       (default 300, 0 = wait forever)\n"
         "  --save-model FILE    write the final output model: P float32\n"
-        "                       values in the model's layout order\n"
+        "                       values in the model's layout order, then,\n"
+        "                       for models with batch norm, the BN statistics\n"
+        "                       its last evaluation used (mean, variance per\n"
+        "                       BN layer)\n"
         "  --limit-train N      use only the first N training examples\n"
         "  --limit-test N       evaluate on only the first N test examples\n"
         "  --quiet              print only the final line\n"
@@ -245,12 +248,16 @@ static int run_training(deft_train_config_t *cfg, ui_t *ui,
     deft_train_result_t res;
     memset(&res, 0, sizeof res);
     float *model = NULL;
+    size_t n_save = 0;  /* P parameters, then the BN statistics */
     if (rc == 0 && save_model) {
         deft_model_t *m;
         if ((st = deft_model_create(&m, cfg->model, train.c, train.h, train.w,
                                     train.n_classes, 1)) == DEFT_OK) {
-            model = calloc(deft_model_num_params(m), sizeof(float));
+            const size_t P = deft_model_num_params(m);
+            n_save = P + deft_model_num_buffers(m);
+            model = calloc(n_save, sizeof(float));
             res.model = model;
+            res.buffers = model ? model + P : NULL;
             deft_model_destroy(m);
         }
     }
@@ -294,15 +301,8 @@ static int run_training(deft_train_config_t *cfg, ui_t *ui,
                        100 * res.final_test_acc, 100 * res.best_test_acc,
                        res.epochs_done, sent, res.wall_s);
             if (rank == 0 && model) {
-                size_t P = 0;
-                deft_model_t *m;
-                if (deft_model_create(&m, cfg->model, train.c, train.h, train.w,
-                                      train.n_classes, 1) == DEFT_OK) {
-                    P = deft_model_num_params(m);
-                    deft_model_destroy(m);
-                }
                 FILE *f = fopen(save_model, "wb");
-                if (!f || fwrite(model, sizeof(float), P, f) != P) {
+                if (!f || fwrite(model, sizeof(float), n_save, f) != n_save) {
                     fprintf(stderr, "deft train: cannot write %s: %s\n",
                             save_model, strerror(errno));
                     rc = EXIT_RUN_FAILED;

@@ -59,6 +59,10 @@ typedef struct {
 struct deft_model {
     deft_model_kind_t kind;
     int c, h, w, n_classes, max_batch;
+    int max_train_batch;       /* loss_grad's limit: gradients are sized
+                                  for it (evaluation takes max_batch)     */
+    int min_bn_hw;             /* fewest values per channel and example
+                                  any BN layer sees (0: no BN)            */
     int n_layers;
     layer_t layers[MAX_LAYERS];
     size_t n_params, n_buffers;
@@ -406,14 +410,11 @@ void deft_model_destroy(deft_model_t *m)
 #define MAX_EXAMPLE_FLOATS ((size_t)1 << 28)
 #define MAX_BATCH (1 << 20)
 
-deft_status_t deft_model_create(deft_model_t **out, deft_model_kind_t kind,
-                                int c, int h, int w, int n_classes,
-                                int max_batch)
+/* Checks create's arguments, naming the bad one. */
+static deft_status_t check_create(const char *fn, deft_model_kind_t kind, int c,
+                                  int h, int w, int n_classes, int max_batch,
+                                  int max_train_batch)
 {
-    static const char fn[] = "deft_model_create";
-    if (!out)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: out is NULL", fn);
-    *out = NULL;
     if ((int)kind < 0 || (int)kind >= N_MODEL_KINDS)
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: kind = %d is not a model",
                          fn, (int)kind);
@@ -439,25 +440,20 @@ deft_status_t deft_model_create(deft_model_t **out, deft_model_kind_t kind,
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "%s: max_batch = %d, must be in [1, %d]", fn,
                          max_batch, MAX_BATCH);
+    if (max_train_batch < 1 || max_train_batch > max_batch)
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "%s: max_train_batch = %d, must be in [1, max_batch "
+                         "= %d]", fn, max_train_batch, max_batch);
+    return DEFT_OK;
+}
 
-    deft_model_t *m = deft_alloc(sizeof *m);
-    if (!m)
-        return deft_fail(DEFT_ERR_NOMEM, "%s: out of memory", fn);
-    m->kind = kind;
-    m->c = c, m->h = h, m->w = w;
-    m->n_classes = n_classes;
-    m->max_batch = max_batch;
-    m->layout.sizes = m->sizes;
-    m->layout.rows = m->rows;
-    builder_t b = {m, -1, c, h, w, 1};
-    build(&b, kind, n_classes);
-    if (!b.ok) {
-        deft_model_destroy(m);
-        return deft_fail(DEFT_ERR_INTERNAL, "%s: %s on (%d, %d, %d) has an "
-                         "empty layer", fn, deft_model_name(kind), c, h, w);
-    }
-
-    size_t max_act = (size_t)c * h * w, scratch = 0;
+/* Sizes every layer after build(): consumers, floats per example, the
+ * largest activation and conv scratch, the fewest values per channel a BN
+ * layer sees per example. 0, or -1 if a layer is too large. */
+static int size_layers(deft_model_t *m, size_t *max_act, size_t *scratch)
+{
+    *max_act = (size_t)m->c * m->h * m->w, *scratch = 0;
+    m->min_bn_hw = 0;
     for (int i = 0; i < m->n_layers; i++) {
         layer_t *l = &m->layers[i];
         if (l->src >= 0)
@@ -469,24 +465,27 @@ deft_status_t deft_model_create(deft_model_t **out, deft_model_kind_t kind,
         size_t col = 0;
         if (l->kind == LAYER_CONV) {
             col = deft_conv2d_scratch_floats(&l->conv);
-            scratch = col > scratch ? col : scratch;
+            *scratch = col > *scratch ? col : *scratch;
         }
-        if (l->out_size > MAX_EXAMPLE_FLOATS || col > MAX_EXAMPLE_FLOATS) {
-            deft_model_destroy(m);
-            return deft_fail(DEFT_ERR_INVALID_ARG,
-                             "%s: %s on input (%d, %d, %d) needs layers too "
-                             "large for this implementation",
-                             fn, deft_model_name(kind), c, h, w);
-        }
-        max_act = l->out_size > max_act ? l->out_size : max_act;
+        if (l->kind == LAYER_BN && (!m->min_bn_hw || l->h * l->w < m->min_bn_hw))
+            m->min_bn_hw = l->h * l->w;
+        if (l->out_size > MAX_EXAMPLE_FLOATS || col > MAX_EXAMPLE_FLOATS)
+            return -1;
+        *max_act = l->out_size > *max_act ? l->out_size : *max_act;
     }
+    return 0;
+}
 
-    const size_t nb = (size_t)max_batch;
+/* Allocates every buffer: outputs for max_batch examples, gradients (and
+ * the spare one) for max_train_batch. 0, or -1 out of memory. */
+static int alloc_buffers(deft_model_t *m, size_t max_act, size_t scratch)
+{
+    const size_t nb = (size_t)m->max_batch, nt = (size_t)m->max_train_batch;
     int fail = 0;
     for (int i = 0; i < m->n_layers; i++) {
         layer_t *l = &m->layers[i];
         l->out = deft_alloc(nb * l->out_size * sizeof(float));
-        l->grad = deft_alloc(nb * l->out_size * sizeof(float));
+        l->grad = deft_alloc(nt * l->out_size * sizeof(float));
         fail |= !l->out || !l->grad;
         if (l->kind == LAYER_POOL) {
             l->argmax = deft_alloc(nb * l->out_size * sizeof(int32_t));
@@ -499,9 +498,50 @@ deft_status_t deft_model_create(deft_model_t **out, deft_model_kind_t kind,
         }
     }
     m->buffers = deft_alloc((m->n_buffers ? m->n_buffers : 1) * sizeof(float));
-    m->tmp = deft_alloc(nb * max_act * sizeof(float));
+    m->tmp = deft_alloc(nt * max_act * sizeof(float));
     m->scratch = deft_alloc((scratch ? scratch : 1) * sizeof(float));
-    if (fail || !m->buffers || !m->tmp || !m->scratch) {
+    return fail || !m->buffers || !m->tmp || !m->scratch ? -1 : 0;
+}
+
+deft_status_t deft_model_create_sized(deft_model_t **out,
+                                      deft_model_kind_t kind, int c, int h,
+                                      int w, int n_classes, int max_batch,
+                                      int max_train_batch)
+{
+    static const char fn[] = "deft_model_create";
+    if (!out)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: out is NULL", fn);
+    *out = NULL;
+    deft_status_t st = check_create(fn, kind, c, h, w, n_classes, max_batch,
+                                    max_train_batch);
+    if (st != DEFT_OK)
+        return st;
+    deft_model_t *m = deft_alloc(sizeof *m);
+    if (!m)
+        return deft_fail(DEFT_ERR_NOMEM, "%s: out of memory", fn);
+    m->kind = kind;
+    m->c = c, m->h = h, m->w = w;
+    m->n_classes = n_classes;
+    m->max_batch = max_batch;
+    m->max_train_batch = max_train_batch;
+    m->layout.sizes = m->sizes;
+    m->layout.rows = m->rows;
+    builder_t b = {m, -1, c, h, w, 1};
+    build(&b, kind, n_classes);
+    if (!b.ok) {
+        deft_model_destroy(m);
+        return deft_fail(DEFT_ERR_INTERNAL, "%s: %s on (%d, %d, %d) has an "
+                         "empty layer", fn, deft_model_name(kind), c, h, w);
+    }
+    size_t max_act, scratch;
+    if (size_layers(m, &max_act, &scratch) != 0) {
+        deft_model_destroy(m);
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "%s: %s on input (%d, %d, %d) needs layers too "
+                         "large for this implementation",
+                         fn, deft_model_name(kind), c, h, w);
+    }
+    if (alloc_buffers(m, max_act, scratch) != 0) {
         deft_model_destroy(m);
         return deft_fail(DEFT_ERR_NOMEM,
                          "%s: out of memory for %s with max_batch = %d", fn,
@@ -510,6 +550,26 @@ deft_status_t deft_model_create(deft_model_t **out, deft_model_kind_t kind,
     deft_model_reset_buffers(m);
     *out = m;
     return DEFT_OK;
+}
+
+deft_status_t deft_model_create(deft_model_t **out, deft_model_kind_t kind,
+                                int c, int h, int w, int n_classes,
+                                int max_batch)
+{
+    return deft_model_create_sized(out, kind, c, h, w, n_classes, max_batch,
+                                   max_batch);
+}
+
+int deft_model_min_train_batch(const deft_model_t *m)
+{
+    if (!m || !m->min_bn_hw)
+        return 1;
+    return m->min_bn_hw >= 2 ? 1 : 2;
+}
+
+int deft_model_kind_has_bn(deft_model_kind_t kind)
+{
+    return kind == DEFT_MODEL_PRERESNET20 || kind == DEFT_MODEL_VGG11BN;
 }
 
 size_t deft_model_num_params(const deft_model_t *m)
@@ -848,6 +908,25 @@ uint64_t deft_model_pattern_hash(const deft_model_t *m, int batch)
     return h;
 }
 
+/* Training-mode passes: the gradients are sized for max_train_batch, and
+ * a BN layer must see at least two values per channel (one would
+ * normalize to beta whatever the input, and pass no gradient). */
+static deft_status_t check_train_batch(const deft_model_t *m, const char *fn,
+                                       int batch)
+{
+    if (batch > m->max_train_batch)
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "%s: batch = %d, must be <= max_train_batch = %d", fn,
+                         batch, m->max_train_batch);
+    if (batch < deft_model_min_train_batch(m))
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "%s: batch = %d gives a batch-norm layer of %s one "
+                         "value per channel; training needs batch >= %d", fn,
+                         batch, deft_model_name(m->kind),
+                         deft_model_min_train_batch(m));
+    return DEFT_OK;
+}
+
 deft_status_t deft_model_loss_grad(deft_model_t *m, const float *params,
                                    const float *x, const int32_t *labels,
                                    int batch, float *grad, double *loss,
@@ -861,6 +940,8 @@ deft_status_t deft_model_loss_grad(deft_model_t *m, const float *params,
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: grad is NULL", fn);
     if (!loss)
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: loss is NULL", fn);
+    if ((st = check_train_batch(m, fn, batch)) != DEFT_OK)
+        return st;
     forward(m, params, x, batch, (bn_mode_t){1, DEFT_BN_MOMENTUM});
     layer_t *last = &m->layers[m->n_layers - 1];
     double sum = 0.0;
@@ -915,9 +996,11 @@ deft_status_t deft_model_recalibrate(deft_model_t *m, const float *params,
                          fn, index);
     if (!m->n_buffers)
         return DEFT_OK;
+    if (batch < deft_model_min_train_batch(m))
+        return check_train_batch(m, fn, batch);
     // momentum 1/(index+1): after batch `index` each statistic is the plain
     // mean of the batches 0..index (PyTorch's momentum = None)
-    forward(m, params, x, batch, (bn_mode_t){1, 1.0f / (float)(index + 1)});
+    forward(m, params, x, batch, (bn_mode_t){1, 1.0f / ((float)index + 1.0f)});
     return DEFT_OK;
 }
 

@@ -59,8 +59,24 @@ typedef struct deft_model deft_model_t;
 deft_status_t deft_model_create(deft_model_t **out, deft_model_kind_t kind,
                                 int c, int h, int w, int n_classes,
                                 int max_batch);
+/* The same, with the gradient buffers sized for training batches of at
+ * most max_train_batch <= max_batch (deft_model_loss_grad's limit), while
+ * evaluation takes up to max_batch: the trainer evaluates in larger
+ * chunks than it trains, and the gradients of a deep model are as large
+ * as its activations. */
+deft_status_t deft_model_create_sized(deft_model_t **out,
+                                      deft_model_kind_t kind, int c, int h,
+                                      int w, int n_classes, int max_batch,
+                                      int max_train_batch);
 /* NULL-safe. */
 void deft_model_destroy(deft_model_t *m);
+
+/* The smallest batch deft_model_loss_grad and deft_model_recalibrate take:
+ * 2 when a batch-norm layer sees a 1x1 map (vgg11bn's last ones on
+ * 28x28), else 1. */
+int deft_model_min_train_batch(const deft_model_t *m);
+/* 1 for the models with batch norm (preresnet20, vgg11bn). */
+int deft_model_kind_has_bn(deft_model_kind_t kind);
 
 /* "logreg", "mlp", "lenet", "vgg", "preresnet20", "vgg11bn"; "?" for
  * unknown. Parse returns
@@ -104,16 +120,17 @@ const float *deft_model_logits(const deft_model_t *m);
 
 /* Mean softmax cross-entropy over the batch and its gradient with respect
  * to params, in training mode (BN uses the batch's statistics and updates
- * the running ones): x (B, C, H, W), labels (B,), 1 <= B <= max_batch. grad (P,) is
+ * the running ones): x (B, C, H, W), labels (B,),
+ * deft_model_min_train_batch(m) <= B <= max_train_batch. grad (P,) is
  * overwritten. *correct (may be NULL) gets the number of argmax hits. */
 deft_status_t deft_model_loss_grad(deft_model_t *m, const float *params,
                                    const float *x, const int32_t *labels,
                                    int batch, float *grad, double *loss,
                                    int *correct);
 
-/* Forward only, in evaluation mode (BN uses the running statistics):
- * summed (not mean) cross-entropy into *loss_sum and the
- * number of correct argmax predictions into *correct. */
+/* Forward only, in evaluation mode (BN uses the running statistics), of
+ * 1 <= B <= max_batch examples: summed (not mean) cross-entropy into
+ * *loss_sum and the number of correct argmax predictions into *correct. */
 deft_status_t deft_model_evaluate(deft_model_t *m, const float *params,
                                   const float *x, const int32_t *labels,
                                   int batch, double *loss_sum, int *correct);

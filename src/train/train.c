@@ -54,6 +54,10 @@ deft_status_t deft_train_config_check(const deft_train_config_t *cfg,
     if (cfg->bn_recalibrate < 0 || cfg->bn_recalibrate > 100000)
         return deft_fail(DEFT_ERR_INVALID_ARG, "--bn-recalibrate %d: must be "
                          "in [0, 100000] batches", cfg->bn_recalibrate);
+    if (cfg->bn_recalibrate > 0 && !deft_model_kind_has_bn(cfg->model))
+        return deft_fail(DEFT_ERR_INVALID_ARG, "--bn-recalibrate: %s has no "
+                         "batch norm (preresnet20 and vgg11bn have)",
+                         deft_model_name(cfg->model));
     if ((int)cfg->init < 0 || (int)cfg->init > (int)DEFT_INIT_HE)
         return deft_fail(DEFT_ERR_INVALID_ARG, "--init: %d is not an "
                          "initialization", (int)cfg->init);
@@ -82,6 +86,12 @@ deft_status_t deft_train_config_check(const deft_train_config_t *cfg,
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "--batch %d is larger than the training set (%zu "
                          "examples)", cfg->batch, train->n);
+    if (train && cfg->batch >= 1 &&
+        (size_t)cfg->bn_recalibrate > train->n / (size_t)cfg->batch)
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "--bn-recalibrate %d: more batches than the %zu "
+                         "steps of an epoch", cfg->bn_recalibrate,
+                         train->n / (size_t)cfg->batch);
     return DEFT_OK;
 }
 
@@ -106,6 +116,8 @@ typedef struct {
     float *eval;     /* (P,) output model                       */
     float *bufs;     /* (NB,) BN running statistics, saved while
                         the recalibrated ones are evaluated     */
+    float *eval_bufs;/* (NB,) the statistics the last evaluation
+                        used                                    */
     size_t n_bufs;
     void *states;    /* (K, state_size) for checkpoints         */
     size_t state_size;
@@ -122,6 +134,7 @@ static void worker_free(worker_state_t *w)
     free(w->grad);
     free(w->eval);
     free(w->bufs);
+    free(w->eval_bufs);
     free(w->states);
     if (w->log)
         fclose(w->log);
@@ -225,15 +238,16 @@ static deft_status_t prepare_bn(deft_comm_t *comm, worker_state_t *w,
     memcpy(w->bufs, bufs, w->n_bufs * sizeof(float));
     deft_model_reset_buffers(w->model);
     const int b = cfg->batch / deft_comm_size(comm);
-    for (int j = 0; j < cfg->bn_recalibrate; j++) {
+    for (int j = 0; j < cfg->bn_recalibrate && st == DEFT_OK; j++) {
         const uint64_t step = step0 + (uint64_t)j;
         const uint32_t *idx = deft_sampler_batch(&w->sampler, step);
         deft_dataset_gather(train, idx, b, cfg->augment, cfg->optim.seed, step,
                             deft_comm_rank(comm), w->xb, w->yb);
-        if ((st = deft_model_recalibrate(w->model, w->eval, w->xb, b, j)))
-            return st;
+        st = deft_model_recalibrate(w->model, w->eval, w->xb, b, j);
     }
-    if ((st = deft_comm_allreduce_sum_f32(comm, bufs, w->n_bufs)) != DEFT_OK)
+    // all workers learn whether all recalibrated before the allreduce
+    if ((st = all_ok(comm, st)) != DEFT_OK ||
+        (st = deft_comm_allreduce_sum_f32(comm, bufs, w->n_bufs)) != DEFT_OK)
         return st;
     for (size_t i = 0; i < w->n_bufs; i++)
         bufs[i] *= inv_k;
@@ -379,8 +393,14 @@ deft_status_t deft_train_worker(deft_comm_t *comm, void *arg)
                          "workers but --workers is %d", K, cfg->workers);
     if ((st = deft_comm_set_timeout(comm, cfg->comm_timeout_s)) != DEFT_OK)
         return st;
-    st = deft_model_create(&w.model, cfg->model, train->c, train->h, train->w,
-                           train->n_classes, eval_batch);
+    st = deft_model_create_sized(&w.model, cfg->model, train->c, train->h,
+                                 train->w, train->n_classes, eval_batch, b);
+    if (st == DEFT_OK && b < deft_model_min_train_batch(w.model))
+        st = deft_fail(DEFT_ERR_INVALID_ARG, "--batch %d over %d workers "
+                       "leaves %d example(s) per worker; %s needs at least %d "
+                       "per worker (a batch-norm layer sees a 1x1 map)",
+                       cfg->batch, K, b, deft_model_name(cfg->model),
+                       deft_model_min_train_batch(w.model));
     size_t P = st == DEFT_OK ? deft_model_num_params(w.model) : 1;
     w.xb = malloc(sizeof(float) * per * (size_t)b);
     w.yb = malloc(sizeof(int32_t) * (size_t)b);
@@ -388,7 +408,9 @@ deft_status_t deft_train_worker(deft_comm_t *comm, void *arg)
     w.eval = malloc(sizeof(float) * P);
     w.n_bufs = st == DEFT_OK ? deft_model_num_buffers(w.model) : 0;
     w.bufs = malloc(sizeof(float) * (w.n_bufs ? w.n_bufs : 1));
-    if (st == DEFT_OK && (!w.xb || !w.yb || !w.grad || !w.eval || !w.bufs))
+    w.eval_bufs = malloc(sizeof(float) * (w.n_bufs ? w.n_bufs : 1));
+    if (st == DEFT_OK &&
+        (!w.xb || !w.yb || !w.grad || !w.eval || !w.bufs || !w.eval_bufs))
         st = deft_fail(DEFT_ERR_NOMEM, "train: out of memory");
     /* Every worker learns whether all could set up, so none is left
      * waiting in the optimizer's first collective. */
@@ -564,6 +586,9 @@ deft_status_t deft_train_worker(deft_comm_t *comm, void *arg)
                              &bn_stats)) != DEFT_OK)
             break;
         st = evaluate(comm, &w, test, eval_batch, &acc, &test_loss);
+        if (w.n_bufs)
+            memcpy(w.eval_bufs, deft_model_buffers(w.model),
+                   w.n_bufs * sizeof(float));
         restore_bn(&w, bn_stats);
         if (st != DEFT_OK)
             break;
@@ -630,10 +655,14 @@ deft_status_t deft_train_worker(deft_comm_t *comm, void *arg)
             log_final(w.log, &res);
             if (job->result) {
                 float *model = job->result->model;
+                float *buffers = job->result->buffers;
                 *job->result = res;
                 job->result->model = model;
+                job->result->buffers = buffers;
                 if (model && !res.diverged)
                     memcpy(model, w.eval, sizeof(float) * P);
+                if (buffers && !res.diverged && w.n_bufs)
+                    memcpy(buffers, w.eval_bufs, sizeof(float) * w.n_bufs);
             }
         }
     }

@@ -52,9 +52,10 @@ typedef struct {
     int bn_recalibrate;        /* models with BN: before each evaluation,
                                   recompute the running statistics at the
                                   output model over this many training
-                                  batches per worker (0 = off: evaluate
-                                  with the statistics training gathered,
-                                  averaged over workers)                  */
+                                  batches per worker, those of the epoch's
+                                  first steps (at most an epoch's; 0 = off:
+                                  evaluate with the statistics training
+                                  gathered, averaged over workers)        */
     deft_optim_config_t optim; /* algo, compressor, ratio, lambda, lr...  */
     int workers;               /* K >= 1                                   */
     int batch;                 /* global batch B, B % K == 0               */
@@ -94,6 +95,9 @@ typedef struct {
     uint64_t diverged_step;
     float *model;              /* if not NULL (P floats, caller's): the
                                   final output model                      */
+    float *buffers;            /* if not NULL (deft_model_num_buffers
+                                  floats, caller's): the BN statistics the
+                                  final evaluation used                   */
 } deft_train_result_t;
 
 /* Everything one worker needs; shared read-only by all workers. */
