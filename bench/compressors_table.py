@@ -30,7 +30,10 @@ def shapes(model):
     out = subprocess.run([deft, "list"], check=True, capture_output=True,
                          text=True).stdout
     for line in out.splitlines():
-        m = re.match(r"\s+(\w+)\s+\d+ parameters: (.*)", line)
+        # "  lenet  61706 parameters in 10 tensors: 6x25 6 ..." (models
+        # with batch norm add "(+ N BN running statistics)" before the colon)
+        m = re.match(r"\s+(\w+)\s+\d+ parameters in \d+ tensors"
+                     r"(?: \([^)]*\))?: (.*)", line)
         if m and m.group(1) == model:
             res = []
             for tok in m.group(2).split():
