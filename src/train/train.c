@@ -210,6 +210,16 @@ static deft_status_t evaluate(deft_comm_t *comm, worker_state_t *w,
     return DEFT_OK;
 }
 
+/* bufs (n) = their mean over the workers. */
+static deft_status_t average_bufs(deft_comm_t *comm, float *bufs, size_t n)
+{
+    deft_status_t st = deft_comm_allreduce_sum_f32(comm, bufs, n);
+    const float inv_k = 1.0f / (float)deft_comm_size(comm);
+    for (size_t i = 0; st == DEFT_OK && i < n; i++)
+        bufs[i] *= inv_k;
+    return st;
+}
+
 /* The BN statistics every worker evaluates with: each worker's running
  * statistics averaged over workers (and kept: training goes on from the
  * average). With bn_recalibrate > 0, the statistics are then recomputed
@@ -226,12 +236,9 @@ static deft_status_t prepare_bn(deft_comm_t *comm, worker_state_t *w,
     if (!w->n_bufs)
         return DEFT_OK;
     float *bufs = deft_model_buffers(w->model);
-    const float inv_k = 1.0f / (float)deft_comm_size(comm);
-    deft_status_t st = deft_comm_allreduce_sum_f32(comm, bufs, w->n_bufs);
+    deft_status_t st = average_bufs(comm, bufs, w->n_bufs);
     if (st != DEFT_OK)
         return st;
-    for (size_t i = 0; i < w->n_bufs; i++)
-        bufs[i] *= inv_k;
     *used = "running";
     if (cfg->bn_recalibrate == 0)
         return DEFT_OK;
@@ -247,10 +254,8 @@ static deft_status_t prepare_bn(deft_comm_t *comm, worker_state_t *w,
     }
     // all workers learn whether all recalibrated before the allreduce
     if ((st = all_ok(comm, st)) != DEFT_OK ||
-        (st = deft_comm_allreduce_sum_f32(comm, bufs, w->n_bufs)) != DEFT_OK)
+        (st = average_bufs(comm, bufs, w->n_bufs)) != DEFT_OK)
         return st;
-    for (size_t i = 0; i < w->n_bufs; i++)
-        bufs[i] *= inv_k;
     *used = "recalibrated";
     return DEFT_OK;
 }
