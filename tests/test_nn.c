@@ -136,6 +136,121 @@ static void test_conv2d_gradients(void **state)
     check_conv(2, 5, 17, 13, 3, 1, 2);
 }
 
+/* Direct sums in double, for one batch: y (B, OC, OH, OW) = conv(x, w) + b
+ * and, for an output gradient r, dx (B, C, H, W), dw (OC, C, k, k) and
+ * db (OC). */
+static void conv_reference(double *y, double *dx, double *dw, double *db,
+                           const float *x, const float *w, const float *b,
+                           const float *r, int B, const deft_conv2d_shape_t *s)
+{
+    const int C = s->c, H = s->h, W = s->w, OC = s->oc, k = s->k;
+    const int OH = s->oh, OW = s->ow;
+    memset(dx, 0, sizeof(double) * B * C * H * W);
+    memset(dw, 0, sizeof(double) * OC * C * k * k);
+    memset(db, 0, sizeof(double) * OC);
+    for (int i = 0; i < B; i++)
+        for (int o = 0; o < OC; o++)
+            for (int oy = 0; oy < OH; oy++)
+                for (int ox = 0; ox < OW; ox++) {
+                    const size_t yi = (((size_t)i * OC + o) * OH + oy) * OW + ox;
+                    double acc = b[o];
+                    const double g = r[yi];
+                    db[o] += g;
+                    for (int c = 0; c < C; c++)
+                        for (int ky = 0; ky < k; ky++)
+                            for (int kx = 0; kx < k; kx++) {
+                                const int iy = oy - s->pad + ky;
+                                const int ix = ox - s->pad + kx;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W)
+                                    continue;
+                                const size_t xi =
+                                    (((size_t)i * C + c) * H + iy) * W + ix;
+                                const size_t wi =
+                                    (((size_t)o * C + c) * k + ky) * k + kx;
+                                acc += (double)x[xi] * w[wi];
+                                dx[xi] += g * w[wi];
+                                dw[wi] += g * x[xi];
+                            }
+                    y[yi] = acc;
+                }
+}
+
+/* Largest |got - want| over n, relative to the largest |want|; prints the
+ * worst pair. */
+static double max_rel_err(const char *what, const float *got,
+                          const double *want, size_t n)
+{
+    double err = 0.0, scale = 1e-30;
+    size_t worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        scale = fmax(scale, fabs(want[i]));
+        if (fabs(got[i] - want[i]) > err)
+            err = fabs(got[i] - want[i]), worst = i;
+    }
+    if (err / scale > 1e-5)
+        print_error("%s: index %zu of %zu: got %.9g, want %.9g (scale %g)\n",
+                    what, worst, n, got[worst], want[worst], scale);
+    return err / scale;
+}
+
+/* The Winograd F(2x2, 3x3) forward and backward against the direct sums
+ * in double: even and odd output sizes (whole and partial tiles), 'same'
+ * and 'valid', with and without a bias and an input gradient. */
+static void check_winograd(int C, int H, int W, int OC, int pad, int B)
+{
+    deft_conv2d_shape_t s;
+    assert_true(deft_conv2d_shape(&s, C, H, W, OC, 3, pad, 1));
+    assert_true(deft_conv2d_winograd_ok(&s));
+    const size_t nx = (size_t)B * C * H * W, nw = (size_t)OC * C * 9;
+    const size_t ny = (size_t)B * OC * s.oh * s.ow;
+    float *x = falloc(nx), *w = falloc(nw), *b = falloc(OC), *r = falloc(ny);
+    float *y = falloc(ny), *dx = falloc(nx), *dw = falloc(nw), *db = falloc(OC);
+    float *scratch = falloc(deft_conv2d_scratch_floats(&s));
+    double *ry = calloc(ny, sizeof(double)), *rdx = calloc(nx, sizeof(double));
+    double *rdw = calloc(nw, sizeof(double)), *rdb = calloc(OC, sizeof(double));
+    assert_non_null(ry), assert_non_null(rdx), assert_non_null(rdw);
+    assert_non_null(rdb);
+    deft_test_fill(x, nx, 11), deft_test_fill(w, nw, 12);
+    deft_test_fill(b, OC, 13), deft_test_fill(r, ny, 14);
+    conv_reference(ry, rdx, rdw, rdb, x, w, b, r, B, &s);
+
+    deft_conv2d_forward(y, x, w, b, B, &s, scratch, 0);
+    assert_true(max_rel_err("forward", y, ry, ny) < 1e-5);
+    deft_conv2d_backward(dx, dw, db, r, x, w, B, &s, scratch);
+    assert_true(max_rel_err("dx", dx, rdx, nx) < 1e-5);
+    assert_true(max_rel_err("dw", dw, rdw, nw) < 1e-5);
+    assert_true(max_rel_err("db", db, rdb, OC) < 1e-5);
+    // no input gradient asked: the same dw
+    float *dw2 = falloc(nw);
+    deft_conv2d_backward(NULL, dw2, NULL, r, x, w, B, &s, scratch);
+    assert_memory_equal(dw2, dw, nw * sizeof(float));
+    // no bias: the reference less b
+    deft_conv2d_forward(y, x, w, NULL, B, &s, scratch, 0);
+    const size_t plane = (size_t)s.oh * s.ow;
+    for (size_t i = 0; i < ny; i++)
+        ry[i] -= b[(i / plane) % OC];
+    assert_true(max_rel_err("forward, no bias", y, ry, ny) < 1e-5);
+
+    deft_free(x), deft_free(w), deft_free(b), deft_free(r), deft_free(y);
+    deft_free(dx), deft_free(dw), deft_free(db), deft_free(dw2);
+    deft_free(scratch);
+    free(ry), free(rdx), free(rdw), free(rdb);
+}
+
+static void test_conv2d_winograd(void **state)
+{
+    (void)state;
+    check_winograd(4, 6, 6, 5, 1, 2);     // whole tiles
+    check_winograd(5, 7, 5, 3, 1, 2);     // odd: partial tiles both ways
+    check_winograd(4, 8, 9, 6, 0, 2);     // 'valid', 6x7 output
+    check_winograd(6, 3, 3, 4, 1, 1);     // one image, 2x2 tiles
+    check_winograd(4, 1, 1, 2, 1, 2);     // 1x1 image: one partial tile
+    check_winograd(16, 28, 28, 16, 1, 2); // preresnet20's first stage
+    check_winograd(64, 7, 7, 64, 1, 2);   // and its last, 7x7
+    // finite differences too, through the public dispatch
+    check_conv(4, 5, 6, 3, 3, 1, 2);
+}
+
 /* The sparse backward equals the dense one on the scattered gradient, with
  * and without an input gradient, for pooled outputs with odd sizes. */
 static void check_conv_sparse(int C, int H, int W, int OC, int k, int pad,
@@ -889,12 +1004,14 @@ static void test_fresh_loss_near_ln10(void **state)
 /* Plain SGD on one fixed batch must drive its loss down: the gradient is a
  * descent direction and the whole pipeline learns. He initialization:
  * from PyTorch's smaller one lenet sits on its initial plateau for longer
- * than these 25 steps on labels that have nothing to do with the
- * images. */
+ * than these steps on labels that have nothing to do with the images.
+ * 40 steps: preresnet20's loss falls steadily but slowly (2.45 to 0.65),
+ * and after 25 it sat within 2% of the halfway mark, where float rounding
+ * (Winograd against im2col convs) moved it across. */
 static void test_sgd_reduces_loss(void **state)
 {
     (void)state;
-    enum { B = 20 };
+    enum { B = 20, STEPS = 40 };
     const size_t d = 784;
     float *x = falloc(B * d);
     int32_t y[B];
@@ -911,7 +1028,7 @@ static void test_sgd_reduces_loss(void **state)
         const float lr = deft_model_num_buffers(m) ? 0.1f : 0.05f;
         double first = 0, loss = 0;
         int correct = 0;
-        for (int step = 0; step < 25; step++) {
+        for (int step = 0; step < STEPS; step++) {
             assert_status(deft_model_loss_grad(m, p, x, y, B, g, &loss,
                                                &correct),
                           DEFT_OK);
@@ -921,8 +1038,9 @@ static void test_sgd_reduces_loss(void **state)
                 p[i] -= lr * g[i];
         }
         if (!(loss < 0.5 * first))
-            fail_msg("%s: loss %.4f after 25 steps, from %.4f",
-                     deft_model_name((deft_model_kind_t)k), loss, first);
+            fail_msg("%s: loss %.4f after %d steps, from %.4f",
+                     deft_model_name((deft_model_kind_t)k), loss, STEPS,
+                     first);
         deft_free(p), deft_free(g);
         deft_model_destroy(m);
     }
@@ -1214,6 +1332,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv2d_gradients),
+        cmocka_unit_test(test_conv2d_winograd),
         cmocka_unit_test(test_conv2d_sparse_backward),
         cmocka_unit_test(test_dense_gradients),
         cmocka_unit_test(test_maxpool_gradients),

@@ -60,6 +60,27 @@ int deft_conv2d_shape(deft_conv2d_shape_t *s, int c, int h, int w, int oc,
  * im2col buffers and padded planes). Layers may share one scratch. */
 size_t deft_conv2d_scratch_floats(const deft_conv2d_shape_t *s);
 
+/* 1 if s is a 3x3, stride-1 conv of 4 or more input channels: then
+ * deft_conv2d_forward (unless the direct kernel takes it) and
+ * deft_conv2d_backward use Winograd's F(2x2, 3x3), conv2d_winograd.c. */
+int deft_conv2d_winograd_ok(const deft_conv2d_shape_t *s);
+
+/* Floats of scratch the two Winograd functions below need. */
+size_t deft_conv2d_winograd_floats(const deft_conv2d_shape_t *s);
+
+/* The forward and dense backward of deft_conv2d_forward/_backward, by
+ * Winograd's F(2x2, 3x3); s must pass deft_conv2d_winograd_ok. Same
+ * arguments and outputs; equal to the direct sums up to float rounding. */
+void deft_conv2d_winograd_forward(float *out, const float *inp, const float *w,
+                                  const float *b, int B,
+                                  const deft_conv2d_shape_t *s, float *scratch,
+                                  int relu);
+void deft_conv2d_winograd_backward(float *dinp, float *dw, float *db,
+                                   const float *dout, const float *inp,
+                                   const float *w, int B,
+                                   const deft_conv2d_shape_t *s,
+                                   float *scratch);
+
 /* 1 if deft_conv2d_backward_sparse handles s (kernel size k <= 8) and is
  * the fast choice on this machine (deft_nn_vector_kernels). */
 int deft_conv2d_sparse_ok(const deft_conv2d_shape_t *s);

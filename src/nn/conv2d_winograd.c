@@ -1,0 +1,472 @@
+/* 3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3)
+ * (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks").
+ *
+ * The output is cut into 2x2 tiles; tile (ty, tx) reads the 4x4 input
+ * window at (2ty, 2tx) of the padded plane. With d that window and g a
+ * 3x3 kernel,
+ *     y (2x2) = A^T [ (G g G^T) .* (B^T d B) ] A,
+ * 16 multiplies per tile and channel pair where the direct sum takes 36.
+ * The 16 positions xi = (a, b) of the 4x4 transformed tile become 16
+ * independent matrix products over the channels, done by sgemm:
+ *     M[xi] (OC, T) = U[xi] (OC, C) * V[xi] (C, T),
+ * with U the transformed kernels, V the transformed input tiles and T the
+ * number of tiles of one image.
+ *
+ * The backward pass is the exact adjoint of that forward: with
+ * dM = A dY A^T per tile,
+ *     dU[xi] (OC, C) += dM[xi] (OC, T) * V[xi]^T,  dw = G^T dU G,
+ *     dV[xi] (C, T)   = U[xi]^T (C, OC) * dM[xi],   dx = B dV B^T,
+ * the last one added into the overlapping input windows. So the gradient
+ * is the gradient of exactly the function the forward computes; both
+ * agree with the direct convolution up to float rounding (the transforms
+ * only add, subtract and halve).
+ *
+ * The transforms are vectorized across tiles (DEFT_HOT clones them for
+ * AVX2), see gather_windows. One image at a time, like the im2col path: a
+ * stage-1 image of preresnet20 (16 channels, 14x14 tiles) keeps V and M in
+ * L2. */
+#include "nn/layers.h"
+
+#include <cblas.h>
+#include <string.h>
+
+#define NXI 16 /* positions of a transformed 4x4 tile */
+
+/* The elementwise passes work on 8 tiles at once in GCC's generic vectors
+ * (AVX in the x86-64-v3 clones); the last n < 8 go through the same code
+ * with partial loads and stores. n is a constant 8 in the main loops, so
+ * those compile to single vector moves. */
+typedef float v8f __attribute__((vector_size(32)));
+#define INLINE static inline __attribute__((always_inline))
+
+/* (macros, not functions: a vector argument or result would change the
+ * ABI between the clones) */
+#define LD(v, p, n)                                                            \
+    do {                                                                       \
+        (v) = (v8f){0};                                                        \
+        memcpy(&(v), (p), (size_t)(n) * sizeof(float));                        \
+    } while (0)
+#define ST(p, v, n)                                                            \
+    do {                                                                       \
+        const v8f st_ = (v);                                                   \
+        memcpy((p), &st_, (size_t)(n) * sizeof(float));                        \
+    } while (0)
+
+/* Calls f(j, 8) over [0, count) in steps of 8, then f(j, rest). */
+#define FOR_LANES(count, f)                                                    \
+    do {                                                                       \
+        size_t j_ = 0;                                                         \
+        for (; j_ + 8 <= (count); j_ += 8)                                     \
+            f(j_, 8);                                                          \
+        if (j_ < (count))                                                      \
+            f(j_, (int)((count) - j_));                                        \
+    } while (0)
+
+typedef struct {
+    int th, tw;   /* tile rows and columns: ceil(OH / 2), ceil(OW / 2)       */
+    int t;        /* tiles per image, th * tw                                */
+    int hq, wq;   /* the padded plane the tiles read: 2 th + 2, 2 tw + 2      */
+} tiling_t;
+
+static tiling_t tiling(const deft_conv2d_shape_t *s)
+{
+    tiling_t g;
+    g.th = (s->oh + 1) / 2, g.tw = (s->ow + 1) / 2;
+    g.t = g.th * g.tw;
+    g.hq = 2 * g.th + 2, g.wq = 2 * g.tw + 2;
+    return g;
+}
+
+/* Every model conv with 3x3 kernels and stride 1 past the first layer
+ * (C >= 4; the first layers of 1-3 channels go to the direct kernel). */
+int deft_conv2d_winograd_ok(const deft_conv2d_shape_t *s)
+{
+    return s->k == 3 && s->stride == 1 && s->c >= 4 && s->oh > 0 && s->ow > 0;
+}
+
+/* The scratch carve-up:
+ *   P   (C, hq, wq)      padded input; in the backward, its gradient
+ *   V   (16, C, T)       transformed input tiles; their gradient
+ *   M   (16, OC, T)      transformed output tiles; their gradient
+ *   U   (16, OC, C)      transformed kernels
+ *   dU  (16, OC, C)      their gradient
+ *   Y   (OC, 2th, 2tw)   output (or its gradient) with whole tiles, when OH
+ *                        or OW is odd
+ *   D   (16, max(C, OC), T)  the transforms' gathered windows */
+typedef struct {
+    float *P, *V, *M, *U, *dU, *Y, *D;
+} wscratch_t;
+
+size_t deft_conv2d_winograd_floats(const deft_conv2d_shape_t *s)
+{
+    const tiling_t g = tiling(s);
+    const size_t C = (size_t)s->c, OC = (size_t)s->oc, T = (size_t)g.t;
+    return C * g.hq * g.wq + NXI * (C * T + OC * T + 2 * OC * C) +
+           OC * 4 * T + NXI * (C > OC ? C : OC) * T;
+}
+
+static wscratch_t wcarve(float *base, const deft_conv2d_shape_t *s,
+                         const tiling_t *g)
+{
+    const size_t C = (size_t)s->c, OC = (size_t)s->oc, T = (size_t)g->t;
+    wscratch_t w;
+    w.P = base;
+    w.V = w.P + C * g->hq * g->wq;
+    w.M = w.V + NXI * C * T;
+    w.U = w.M + NXI * OC * T;
+    w.dU = w.U + NXI * OC * C;
+    w.Y = w.dU + NXI * OC * C;
+    w.D = w.Y + OC * 4 * T;
+    return w;
+}
+
+/* P (C, hq, wq) = one image (C, H, W) at offset (pad, pad), zeros around. */
+static void pad_plane(float *P, const float *in, const deft_conv2d_shape_t *s,
+                      const tiling_t *g)
+{
+    const int H = s->h, W = s->w, pad = s->pad;
+    memset(P, 0, (size_t)s->c * g->hq * g->wq * sizeof(float));
+    for (int c = 0; c < s->c; c++)
+        for (int y = 0; y < H; y++)
+            memcpy(P + ((size_t)c * g->hq + y + pad) * g->wq + pad,
+                   in + ((size_t)c * H + y) * W, (size_t)W * sizeof(float));
+}
+
+/* U[xi] (OC, C) = G g G^T for every kernel g = w[o][c] (3, 3). */
+static void kernel_transform(float *U, const float *w, int OC, int C)
+{
+    const size_t occ = (size_t)OC * C;
+    for (size_t oc = 0; oc < occ; oc++) {
+        const float *k = w + oc * 9;  // k (3, 3)
+        float t[4][3];                // t = G k
+        for (int v = 0; v < 3; v++) {
+            t[0][v] = k[v];
+            t[1][v] = 0.5f * (k[v] + k[3 + v] + k[6 + v]);
+            t[2][v] = 0.5f * (k[v] - k[3 + v] + k[6 + v]);
+            t[3][v] = k[6 + v];
+        }
+        for (int a = 0; a < 4; a++) {
+            U[(a * 4 + 0) * occ + oc] = t[a][0];
+            U[(a * 4 + 1) * occ + oc] = 0.5f * (t[a][0] + t[a][1] + t[a][2]);
+            U[(a * 4 + 2) * occ + oc] = 0.5f * (t[a][0] - t[a][1] + t[a][2]);
+            U[(a * 4 + 3) * occ + oc] = t[a][2];
+        }
+    }
+}
+
+/* dw (OC, C, 3, 3) = G^T dU[.][o][c] G: the adjoint of kernel_transform. */
+static void kernel_adjoint(float *dw, const float *dU, int OC, int C)
+{
+    const size_t occ = (size_t)OC * C;
+    for (size_t oc = 0; oc < occ; oc++) {
+        float t[4][3];  // t = dU G
+        for (int a = 0; a < 4; a++) {
+            const float u0 = dU[(a * 4 + 0) * occ + oc];
+            const float u1 = dU[(a * 4 + 1) * occ + oc];
+            const float u2 = dU[(a * 4 + 2) * occ + oc];
+            const float u3 = dU[(a * 4 + 3) * occ + oc];
+            t[a][0] = u0 + 0.5f * (u1 + u2);
+            t[a][1] = 0.5f * (u1 - u2);
+            t[a][2] = 0.5f * (u1 + u2) + u3;
+        }
+        float *k = dw + oc * 9;
+        for (int v = 0; v < 3; v++) {
+            k[v] = t[0][v] + 0.5f * (t[1][v] + t[2][v]);
+            k[3 + v] = 0.5f * (t[1][v] - t[2][v]);
+            k[6 + v] = 0.5f * (t[1][v] + t[2][v]) + t[3][v];
+        }
+    }
+}
+
+/* Each transform is a gather (or scatter) between the planes and D, whose
+ * rows hold one value of every tile window (D[xi][j] for the flat tile
+ * index j = (c, ty, tx)), and an elementwise pass over j. Both are long
+ * loops over contiguous floats that the compiler vectorizes; the 4x4
+ * windows overlap, which the stride-2 gathers and scatters absorb. */
+
+/* D[(a, b)] (C, T) = the window entries (a, b): P[c][2ty + a][2tx + b]. */
+DEFT_HOT static void gather_windows(float *restrict D, const float *restrict P,
+                                    int C, const tiling_t *g)
+{
+    const size_t ct = (size_t)C * g->t;
+    const int tw = g->tw;
+    for (int c = 0; c < C; c++)
+        for (int ty = 0; ty < g->th; ty++)
+            for (int a = 0; a < 4; a++) {
+                const float *row = P + ((size_t)c * g->hq + 2 * ty + a) * g->wq;
+                float *d = D + (size_t)a * 4 * ct + (size_t)c * g->t +
+                           (size_t)ty * tw;
+                for (int tx = 0; tx < tw; tx++) {
+                    d[tx] = row[2 * tx];
+                    d[ct + tx] = row[2 * tx + 1];
+                    d[2 * ct + tx] = row[2 * tx + 2];
+                    d[3 * ct + tx] = row[2 * tx + 3];
+                }
+            }
+}
+
+/* V[.][j..j+n) = B^T d B of the windows D[.][j..j+n). */
+INLINE void input_tx8(float *V, const float *D, size_t ct, size_t j, int n)
+{
+    v8f u[4][4];  // u = B^T d: the columns first
+    for (int b = 0; b < 4; b++) {
+        v8f d0, d1, d2, d3;
+        LD(d0, D + (0 + b) * ct + j, n);
+        LD(d1, D + (4 + b) * ct + j, n);
+        LD(d2, D + (8 + b) * ct + j, n);
+        LD(d3, D + (12 + b) * ct + j, n);
+        u[0][b] = d0 - d2, u[1][b] = d1 + d2;
+        u[2][b] = d2 - d1, u[3][b] = d1 - d3;
+    }
+    for (int a = 0; a < 4; a++) {
+        ST(V + (a * 4 + 0) * ct + j, u[a][0] - u[a][2], n);
+        ST(V + (a * 4 + 1) * ct + j, u[a][1] + u[a][2], n);
+        ST(V + (a * 4 + 2) * ct + j, u[a][2] - u[a][1], n);
+        ST(V + (a * 4 + 3) * ct + j, u[a][1] - u[a][3], n);
+    }
+}
+
+/* V[xi] (C, T) = B^T d B for every tile window d of P; D is scratch. */
+DEFT_HOT static void input_transform(float *restrict V, const float *P,
+                                     float *restrict D, int C,
+                                     const tiling_t *g)
+{
+    const size_t ct = (size_t)C * g->t;
+    gather_windows(D, P, C, g);
+#define INPUT_TX(j, n) input_tx8(V, D, ct, j, n)
+    FOR_LANES(ct, INPUT_TX);
+#undef INPUT_TX
+}
+
+/* D[.][j..j+n) = B dV B^T of the tiles dV[.][j..j+n). */
+INLINE void input_adj8(float *D, const float *dV, size_t ct, size_t j, int n)
+{
+    v8f e[4][4];  // e = dV B^T: the rows first
+    for (int a = 0; a < 4; a++) {
+        v8f v0, v1, v2, v3;
+        LD(v0, dV + (a * 4 + 0) * ct + j, n);
+        LD(v1, dV + (a * 4 + 1) * ct + j, n);
+        LD(v2, dV + (a * 4 + 2) * ct + j, n);
+        LD(v3, dV + (a * 4 + 3) * ct + j, n);
+        e[a][0] = v0, e[a][1] = v1 - v2 + v3;
+        e[a][2] = v1 + v2 - v0, e[a][3] = -v3;
+    }
+    for (int b = 0; b < 4; b++) {
+        ST(D + (0 + b) * ct + j, e[0][b], n);
+        ST(D + (4 + b) * ct + j, e[1][b] - e[2][b] + e[3][b], n);
+        ST(D + (8 + b) * ct + j, e[1][b] + e[2][b] - e[0][b], n);
+        ST(D + (12 + b) * ct + j, -e[3][b], n);
+    }
+}
+
+/* dP (C, hq, wq) = the sum over tiles of B dV B^T placed at each tile's
+ * window: the adjoint of input_transform. D is scratch. Windows overlap
+ * by two rows and columns: the columns 2tx, 2tx+1 and then 2tx+2, 2tx+3
+ * are added in separate passes, which do not collide within themselves. */
+DEFT_HOT static void input_adjoint(float *restrict dP, const float *restrict dV,
+                                   float *restrict D, int C,
+                                   const tiling_t *g)
+{
+    const size_t ct = (size_t)C * g->t;
+    const int tw = g->tw;
+#define INPUT_ADJ(j, n) input_adj8(D, dV, ct, j, n)
+    FOR_LANES(ct, INPUT_ADJ);
+#undef INPUT_ADJ
+    memset(dP, 0, (size_t)C * g->hq * g->wq * sizeof(float));
+    for (int c = 0; c < C; c++)
+        for (int ty = 0; ty < g->th; ty++)
+            for (int a = 0; a < 4; a++) {
+                float *row = dP + ((size_t)c * g->hq + 2 * ty + a) * g->wq;
+                const float *d = D + (size_t)a * 4 * ct + (size_t)c * g->t +
+                                 (size_t)ty * tw;
+                for (int tx = 0; tx < tw; tx++) {
+                    row[2 * tx] += d[tx];
+                    row[2 * tx + 1] += d[ct + tx];
+                }
+                for (int tx = 0; tx < tw; tx++) {
+                    row[2 * tx + 2] += d[2 * ct + tx];
+                    row[2 * tx + 3] += d[3 * ct + tx];
+                }
+            }
+}
+
+/* D[(i, j)][k..k+n) = (A^T M A)(i, j) of the tiles M[.][k..k+n). */
+INLINE void output_tx8(float *D, const float *M, size_t ot, size_t k, int n)
+{
+    v8f z[2][4];  // z = A^T M: the columns first
+    for (int c = 0; c < 4; c++) {
+        v8f m0, m1, m2, m3;
+        LD(m0, M + (0 + c) * ot + k, n);
+        LD(m1, M + (4 + c) * ot + k, n);
+        LD(m2, M + (8 + c) * ot + k, n);
+        LD(m3, M + (12 + c) * ot + k, n);
+        z[0][c] = m0 + m1 + m2, z[1][c] = m1 - m2 - m3;
+    }
+    for (int i = 0; i < 2; i++) {
+        ST(D + (2 * i) * ot + k, z[i][0] + z[i][1] + z[i][2], n);
+        ST(D + (2 * i + 1) * ot + k, z[i][1] - z[i][2] - z[i][3], n);
+    }
+}
+
+/* Y (OC, 2th, 2tw) = A^T M A per tile, + b[o], then ReLU if asked. D is
+ * scratch: D[(i, j)] (OC, T) holds output (i, j) of every tile. */
+DEFT_HOT static void output_transform(float *restrict Y,
+                                      const float *restrict M,
+                                      float *restrict D, const float *b,
+                                      int OC, const tiling_t *g, int relu)
+{
+    const size_t ot = (size_t)OC * g->t;
+    const int tw = g->tw, yw = 2 * tw;
+#define OUTPUT_TX(j, n) output_tx8(D, M, ot, j, n)
+    FOR_LANES(ot, OUTPUT_TX);
+#undef OUTPUT_TX
+    for (int o = 0; o < OC; o++) {
+        const float bo = b ? b[o] : 0.0f;
+        for (int ty = 0; ty < g->th; ty++)
+            for (int i = 0; i < 2; i++) {
+                float *row = Y + ((size_t)o * 2 * g->th + 2 * ty + i) * yw;
+                const float *d = D + (size_t)2 * i * ot + (size_t)o * g->t +
+                                 (size_t)ty * tw;
+                for (int tx = 0; tx < tw; tx++) {
+                    float r0 = d[tx] + bo, r1 = d[ot + tx] + bo;
+                    if (relu) {  // v < 0 ? 0 : v keeps a NaN
+                        r0 = r0 < 0.0f ? 0.0f : r0;
+                        r1 = r1 < 0.0f ? 0.0f : r1;
+                    }
+                    row[2 * tx] = r0, row[2 * tx + 1] = r1;
+                }
+            }
+    }
+}
+
+/* dM[.][k..k+n) = A dY A^T of the tiles' gradients D[.][k..k+n). */
+INLINE void output_adj8(float *dM, const float *D, size_t ot, size_t k, int n)
+{
+    v8f h[2][4];  // h = dY A^T: the rows first
+    for (int i = 0; i < 2; i++) {
+        v8f y0, y1;
+        LD(y0, D + (2 * i) * ot + k, n);
+        LD(y1, D + (2 * i + 1) * ot + k, n);
+        h[i][0] = y0, h[i][1] = y0 + y1, h[i][2] = y0 - y1, h[i][3] = -y1;
+    }
+    for (int c = 0; c < 4; c++) {
+        ST(dM + (0 + c) * ot + k, h[0][c], n);
+        ST(dM + (4 + c) * ot + k, h[0][c] + h[1][c], n);
+        ST(dM + (8 + c) * ot + k, h[0][c] - h[1][c], n);
+        ST(dM + (12 + c) * ot + k, -h[1][c], n);
+    }
+}
+
+/* dM[xi] (OC, T) = A dY A^T per tile: the adjoint of output_transform
+ * (without its bias and ReLU). dY is (OC, 2th, 2tw); D is scratch. */
+DEFT_HOT static void output_adjoint(float *restrict dM, const float *restrict dY,
+                                    float *restrict D, int OC,
+                                    const tiling_t *g)
+{
+    const size_t ot = (size_t)OC * g->t;
+    const int tw = g->tw, yw = 2 * tw;
+    for (int o = 0; o < OC; o++)
+        for (int ty = 0; ty < g->th; ty++)
+            for (int i = 0; i < 2; i++) {
+                const float *row = dY + ((size_t)o * 2 * g->th + 2 * ty + i) * yw;
+                float *d = D + (size_t)2 * i * ot + (size_t)o * g->t +
+                           (size_t)ty * tw;
+                for (int tx = 0; tx < tw; tx++) {
+                    d[tx] = row[2 * tx];
+                    d[ot + tx] = row[2 * tx + 1];
+                }
+            }
+#define OUTPUT_ADJ(j, n) output_adj8(dM, D, ot, j, n)
+    FOR_LANES(ot, OUTPUT_ADJ);
+#undef OUTPUT_ADJ
+}
+
+/* dst (n, h, w) = the top-left h x w of every plane of src (n, sh, sw). */
+static void crop_planes(float *dst, const float *src, int n, int h, int w,
+                        int sh, int sw, int y0, int x0)
+{
+    for (int p = 0; p < n; p++)
+        for (int y = 0; y < h; y++)
+            memcpy(dst + ((size_t)p * h + y) * w,
+                   src + ((size_t)p * sh + y + y0) * sw + x0,
+                   (size_t)w * sizeof(float));
+}
+
+void deft_conv2d_winograd_forward(float *out, const float *inp, const float *w,
+                                  const float *b, int B,
+                                  const deft_conv2d_shape_t *s, float *scratch,
+                                  int relu)
+{
+    const tiling_t g = tiling(s);
+    const int C = s->c, OC = s->oc, T = g.t, P = s->oh * s->ow;
+    const int whole = s->oh == 2 * g.th && s->ow == 2 * g.tw;
+    const wscratch_t t = wcarve(scratch, s, &g);
+    kernel_transform(t.U, w, OC, C);
+    for (int i = 0; i < B; i++) {
+        float *o = out + (size_t)i * OC * P;  // o (OC, OH, OW)
+        pad_plane(t.P, inp + (size_t)i * C * s->h * s->w, s, &g);
+        input_transform(t.V, t.P, t.D, C, &g);
+        for (int x = 0; x < NXI; x++)  // M[x] (OC, T) = U[x] (OC, C) V[x] (C, T)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, T, C,
+                        1.0f, t.U + (size_t)x * OC * C, C,
+                        t.V + (size_t)x * C * T, T, 0.0f,
+                        t.M + (size_t)x * OC * T, T);
+        output_transform(whole ? o : t.Y, t.M, t.D, b, OC, &g, relu);
+        if (!whole)
+            crop_planes(o, t.Y, OC, s->oh, s->ow, 2 * g.th, 2 * g.tw, 0, 0);
+    }
+}
+
+void deft_conv2d_winograd_backward(float *dinp, float *dw, float *db,
+                                   const float *dout, const float *inp,
+                                   const float *w, int B,
+                                   const deft_conv2d_shape_t *s, float *scratch)
+{
+    const tiling_t g = tiling(s);
+    const int C = s->c, OC = s->oc, T = g.t, P = s->oh * s->ow;
+    const int whole = s->oh == 2 * g.th && s->ow == 2 * g.tw;
+    const size_t in_size = (size_t)C * s->h * s->w;
+    const wscratch_t t = wcarve(scratch, s, &g);
+    kernel_transform(t.U, w, OC, C);
+    memset(t.dU, 0, (size_t)NXI * OC * C * sizeof(float));
+    if (!whole)  // the partial tiles' extra row or column stays zero
+        memset(t.Y, 0, (size_t)OC * 4 * T * sizeof(float));
+    for (int o = 0; db && o < OC; o++)
+        db[o] = 0.0f;
+    for (int i = 0; i < B; i++) {
+        const float *d = dout + (size_t)i * OC * P;  // d (OC, OH, OW)
+        for (int o = 0; db && o < OC; o++) {
+            float acc = 0.0f;
+            for (int p = 0; p < P; p++)
+                acc += d[(size_t)o * P + p];
+            db[o] += acc;
+        }
+        if (!whole) {
+            for (int o = 0; o < OC; o++)
+                for (int y = 0; y < s->oh; y++)
+                    memcpy(t.Y + ((size_t)o * 2 * g.th + y) * 2 * g.tw,
+                           d + ((size_t)o * s->oh + y) * s->ow,
+                           (size_t)s->ow * sizeof(float));
+            d = t.Y;
+        }
+        output_adjoint(t.M, d, t.D, OC, &g);
+        pad_plane(t.P, inp + i * in_size, s, &g);
+        input_transform(t.V, t.P, t.D, C, &g);
+        for (int x = 0; x < NXI; x++)  // dU[x] (OC, C) += dM[x] V[x]^T
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, C, T,
+                        1.0f, t.M + (size_t)x * OC * T, T,
+                        t.V + (size_t)x * C * T, T, 1.0f,
+                        t.dU + (size_t)x * OC * C, C);
+        if (!dinp)
+            continue;
+        for (int x = 0; x < NXI; x++)  // dV[x] (C, T) = U[x]^T dM[x]
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, T, OC,
+                        1.0f, t.U + (size_t)x * OC * C, C,
+                        t.M + (size_t)x * OC * T, T, 0.0f,
+                        t.V + (size_t)x * C * T, T);
+        input_adjoint(t.P, t.V, t.D, C, &g);
+        crop_planes(dinp + i * in_size, t.P, C, s->h, s->w, g.hq, g.wq,
+                    s->pad, s->pad);
+    }
+    kernel_adjoint(dw, t.dU, OC, C);
+}
