@@ -245,8 +245,12 @@ static void test_conv2d_winograd(void **state)
     check_winograd(4, 8, 9, 6, 0, 2);     // 'valid', 6x7 output
     check_winograd(6, 3, 3, 4, 1, 1);     // one image, 2x2 tiles
     check_winograd(4, 1, 1, 2, 1, 2);     // 1x1 image: one partial tile
-    check_winograd(16, 28, 28, 16, 1, 2); // preresnet20's first stage
-    check_winograd(64, 7, 7, 64, 1, 2);   // and its last, 7x7
+    check_winograd(4, 5, 17, 3, 1, 2);    // 9 tiles a row: 8 + 1 (vectors)
+    // preresnet20's three stages: 14, 7 and 4 tiles a row, which take
+    // code specialized for those lengths
+    check_winograd(16, 28, 28, 16, 1, 2);
+    check_winograd(8, 14, 14, 8, 1, 2);
+    check_winograd(64, 7, 7, 64, 1, 2);
     // finite differences too, through the public dispatch
     check_conv(4, 5, 6, 3, 3, 1, 2);
 }

@@ -39,18 +39,146 @@
 typedef float v8f __attribute__((vector_size(32)));
 #define INLINE static inline __attribute__((always_inline))
 
+/* dst[0..n) = src[0..n), n <= 8 floats, as a move of constant size (a
+ * memcpy of variable size would be a library call per row tail). */
+INLINE void copy_upto8(void *dst, const void *src, int n)
+{
+    switch (n) {
+    case 8: memcpy(dst, src, 8 * sizeof(float)); break;
+    case 7: memcpy(dst, src, 7 * sizeof(float)); break;
+    case 6: memcpy(dst, src, 6 * sizeof(float)); break;
+    case 5: memcpy(dst, src, 5 * sizeof(float)); break;
+    case 4: memcpy(dst, src, 4 * sizeof(float)); break;
+    case 3: memcpy(dst, src, 3 * sizeof(float)); break;
+    case 2: memcpy(dst, src, 2 * sizeof(float)); break;
+    case 1: memcpy(dst, src, 1 * sizeof(float)); break;
+    default: break;
+    }
+}
+
 /* (macros, not functions: a vector argument or result would change the
  * ABI between the clones) */
+#define LOAD8(v, p) memcpy(&(v), (p), sizeof(v8f))
+#define STORE8(p, v) memcpy((p), &(v), sizeof(v8f))
 #define LD(v, p, n)                                                            \
     do {                                                                       \
         (v) = (v8f){0};                                                        \
-        memcpy(&(v), (p), (size_t)(n) * sizeof(float));                        \
+        copy_upto8(&(v), (p), (n));                                            \
     } while (0)
 #define ST(p, v, n)                                                            \
     do {                                                                       \
         const v8f st_ = (v);                                                   \
-        memcpy((p), &st_, (size_t)(n) * sizeof(float));                        \
+        copy_upto8((p), &st_, (n));                                            \
     } while (0)
+
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+static const v8i EVENS = {0, 2, 4, 6, 8, 10, 12, 14};
+static const v8i ODDS = {1, 3, 5, 7, 9, 11, 13, 15};
+static const v8i ZIP_LO = {0, 8, 1, 9, 2, 10, 3, 11};
+static const v8i ZIP_HI = {4, 12, 5, 13, 6, 14, 7, 15};
+
+/* The windows of a row of tiles start at every other column, and a row
+ * holds only 4 to 14 tiles here: too short for vectors. So the planes are
+ * first taken apart into their even and odd columns in one long vector
+ * pass over all their rows (unzip_planes; rows have even length), after
+ * which every window row is a contiguous run of tw floats in one of them
+ * (copy_run, add_run); zip_planes puts them back together. */
+
+/* e[f] = src[2f], o[f] = src[2f + 1] for f < n. */
+INLINE void unzip_planes(float *e, float *o, const float *src, size_t n)
+{
+    size_t f = 0;
+    for (; f + 8 <= n; f += 8) {
+        v8f lo, hi;
+        LOAD8(lo, src + 2 * f);
+        LOAD8(hi, src + 2 * f + 8);
+        const v8f ve = __builtin_shuffle(lo, hi, EVENS);
+        const v8f vo = __builtin_shuffle(lo, hi, ODDS);
+        STORE8(e + f, ve);
+        STORE8(o + f, vo);
+    }
+    for (; f < n; f++)
+        e[f] = src[2 * f], o[f] = src[2 * f + 1];
+}
+
+/* dst[2f] = act(e[f] + bias), dst[2f + 1] = act(o[f] + bias) for f < n,
+ * act ReLU (v < 0 ? 0 : v, which keeps a NaN) or nothing. */
+INLINE void zip_planes(float *dst, const float *e, const float *o, size_t n,
+                       float bias, int relu)
+{
+    size_t f = 0;
+    const v8f zero = {0};
+    for (; f + 8 <= n; f += 8) {
+        v8f ve, vo;
+        LOAD8(ve, e + f);
+        LOAD8(vo, o + f);
+        ve += bias, vo += bias;
+        v8f lo = __builtin_shuffle(ve, vo, ZIP_LO);
+        v8f hi = __builtin_shuffle(ve, vo, ZIP_HI);
+        if (relu) {
+            lo = (v8f)((v8i)lo & ~(lo < zero));
+            hi = (v8f)((v8i)hi & ~(hi < zero));
+        }
+        STORE8(dst + 2 * f, lo);
+        STORE8(dst + 2 * f + 8, hi);
+    }
+    for (; f < n; f++) {
+        float r0 = e[f] + bias, r1 = o[f] + bias;
+        if (relu)
+            r0 = r0 < 0.0f ? 0.0f : r0, r1 = r1 < 0.0f ? 0.0f : r1;
+        dst[2 * f] = r0, dst[2 * f + 1] = r1;
+    }
+}
+
+/* dst[0..n) = src[0..n): vectors of 8 or 4, the last one overlapping the
+ * one before (harmless for a copy); scalar when n < 4. */
+INLINE void copy_run(float *dst, const float *src, int n)
+{
+    if (n >= 8) {
+        v8f v;
+        for (int i = 0;; i += 8) {
+            i = i > n - 8 ? n - 8 : i;
+            LOAD8(v, src + i);
+            STORE8(dst + i, v);
+            if (i == n - 8)
+                return;
+        }
+    }
+    if (n >= 4) {
+        v4f a, b;
+        memcpy(&a, src, sizeof a);
+        memcpy(&b, src + n - 4, sizeof b);
+        memcpy(dst, &a, sizeof a);
+        memcpy(dst + n - 4, &b, sizeof b);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        dst[i] = src[i];
+}
+
+/* dst[0..n) += src[0..n): vectors of 8, then of 4, then scalars. */
+INLINE void add_run(float *dst, const float *src, int n)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f a, b;
+        LOAD8(a, dst + i);
+        LOAD8(b, src + i);
+        a += b;
+        STORE8(dst + i, a);
+    }
+    if (i + 4 <= n) {
+        v4f a, b;
+        memcpy(&a, dst + i, sizeof a);
+        memcpy(&b, src + i, sizeof b);
+        a += b;
+        memcpy(dst + i, &a, sizeof a);
+        i += 4;
+    }
+    for (; i < n; i++)
+        dst[i] += src[i];
+}
 
 /* Calls f(j, 8) over [0, count) in steps of 8, then f(j, rest). */
 #define FOR_LANES(count, f)                                                    \
@@ -92,9 +220,10 @@ int deft_conv2d_winograd_ok(const deft_conv2d_shape_t *s)
  *   dU  (16, OC, C)      their gradient
  *   Y   (OC, 2th, 2tw)   output (or its gradient) with whole tiles, when OH
  *                        or OW is odd
- *   D   (16, max(C, OC), T)  the transforms' gathered windows */
+ *   D   (16, max(C, OC), T)  the transforms' gathered windows
+ *   Z   max(C hq wq, 4 OC T)  the even and odd columns of P or Y */
 typedef struct {
-    float *P, *V, *M, *U, *dU, *Y, *D;
+    float *P, *V, *M, *U, *dU, *Y, *D, *Z;
 } wscratch_t;
 
 size_t deft_conv2d_winograd_floats(const deft_conv2d_shape_t *s)
@@ -102,7 +231,8 @@ size_t deft_conv2d_winograd_floats(const deft_conv2d_shape_t *s)
     const tiling_t g = tiling(s);
     const size_t C = (size_t)s->c, OC = (size_t)s->oc, T = (size_t)g.t;
     return C * g.hq * g.wq + NXI * (C * T + OC * T + 2 * OC * C) +
-           OC * 4 * T + NXI * (C > OC ? C : OC) * T;
+           OC * 4 * T + NXI * (C > OC ? C : OC) * T +
+           (C * g.hq * g.wq > OC * 4 * T ? C * g.hq * g.wq : OC * 4 * T);
 }
 
 static wscratch_t wcarve(float *base, const deft_conv2d_shape_t *s,
@@ -117,6 +247,7 @@ static wscratch_t wcarve(float *base, const deft_conv2d_shape_t *s,
     w.dU = w.U + NXI * OC * C;
     w.Y = w.dU + NXI * OC * C;
     w.D = w.Y + OC * 4 * T;
+    w.Z = w.D + NXI * (C > OC ? C : OC) * T;
     return w;
 }
 
@@ -178,31 +309,54 @@ static void kernel_adjoint(float *dw, const float *dU, int OC, int C)
     }
 }
 
+/* Runs call(n) with n = tw, a compile-time constant for the row lengths
+ * of preresnet20's three stages (14, 7 and 4 tiles), so that the runs of
+ * copy_run and add_run compile to straight moves. */
+#define BY_TW(tw, call)                                                        \
+    do {                                                                       \
+        switch (tw) {                                                          \
+        case 14: call(14); break;                                              \
+        case 7: call(7); break;                                                \
+        case 4: call(4); break;                                                \
+        default: call(tw); break;                                              \
+        }                                                                      \
+    } while (0)
+
 /* Each transform is a gather (or scatter) between the planes and D, whose
  * rows hold one value of every tile window (D[xi][j] for the flat tile
- * index j = (c, ty, tx)), and an elementwise pass over j. Both are long
- * loops over contiguous floats that the compiler vectorizes; the 4x4
- * windows overlap, which the stride-2 gathers and scatters absorb. */
+ * index j = (c, ty, tx)), and an elementwise pass over j. Z holds the
+ * planes' even and odd columns (see unzip_planes). */
 
-/* D[(a, b)] (C, T) = the window entries (a, b): P[c][2ty + a][2tx + b]. */
-DEFT_HOT static void gather_windows(float *restrict D, const float *restrict P,
-                                    int C, const tiling_t *g)
+/* D[(a, b)] (C, T) = E or O (C, hq, tw + 1) at [c][2ty + a][tx + b / 2]. */
+INLINE void gather_rows(float *restrict D, const float *E, const float *O,
+                        int C, const tiling_t *g, const int tw)
 {
     const size_t ct = (size_t)C * g->t;
-    const int tw = g->tw;
     for (int c = 0; c < C; c++)
         for (int ty = 0; ty < g->th; ty++)
             for (int a = 0; a < 4; a++) {
-                const float *row = P + ((size_t)c * g->hq + 2 * ty + a) * g->wq;
+                const size_t r = ((size_t)c * g->hq + 2 * ty + a) * (tw + 1);
                 float *d = D + (size_t)a * 4 * ct + (size_t)c * g->t +
                            (size_t)ty * tw;
-                for (int tx = 0; tx < tw; tx++) {
-                    d[tx] = row[2 * tx];
-                    d[ct + tx] = row[2 * tx + 1];
-                    d[2 * ct + tx] = row[2 * tx + 2];
-                    d[3 * ct + tx] = row[2 * tx + 3];
-                }
+                copy_run(d, E + r, tw);               // columns 2tx
+                copy_run(d + ct, O + r, tw);          // 2tx + 1
+                copy_run(d + 2 * ct, E + r + 1, tw);  // 2tx + 2
+                copy_run(d + 3 * ct, O + r + 1, tw);  // 2tx + 3
             }
+}
+
+/* D[(a, b)] (C, T) = the window entries (a, b): P[c][2ty + a][2tx + b]. */
+DEFT_HOT static void gather_windows(float *restrict D, const float *restrict P,
+                                    float *restrict Z, int C,
+                                    const tiling_t *g)
+{
+    const int tw = g->tw, hw = tw + 1;  // hw: a row's even (odd) columns
+    const size_t half = (size_t)C * g->hq * hw;
+    float *E = Z, *O = Z + half;        // E, O (C, hq, hw)
+    unzip_planes(E, O, P, half);
+#define ROWS(n) gather_rows(D, E, O, C, g, n)
+    BY_TW(tw, ROWS);
+#undef ROWS
 }
 
 /* V[.][j..j+n) = B^T d B of the windows D[.][j..j+n). */
@@ -226,13 +380,13 @@ INLINE void input_tx8(float *V, const float *D, size_t ct, size_t j, int n)
     }
 }
 
-/* V[xi] (C, T) = B^T d B for every tile window d of P; D is scratch. */
+/* V[xi] (C, T) = B^T d B for every tile window d of P; D, Z scratch. */
 DEFT_HOT static void input_transform(float *restrict V, const float *P,
-                                     float *restrict D, int C,
-                                     const tiling_t *g)
+                                     float *restrict D, float *restrict Z,
+                                     int C, const tiling_t *g)
 {
     const size_t ct = (size_t)C * g->t;
-    gather_windows(D, P, C, g);
+    gather_windows(D, P, Z, C, g);
 #define INPUT_TX(j, n) input_tx8(V, D, ct, j, n)
     FOR_LANES(ct, INPUT_TX);
 #undef INPUT_TX
@@ -259,35 +413,45 @@ INLINE void input_adj8(float *D, const float *dV, size_t ct, size_t j, int n)
     }
 }
 
-/* dP (C, hq, wq) = the sum over tiles of B dV B^T placed at each tile's
- * window: the adjoint of input_transform. D is scratch. Windows overlap
- * by two rows and columns: the columns 2tx, 2tx+1 and then 2tx+2, 2tx+3
- * are added in separate passes, which do not collide within themselves. */
-DEFT_HOT static void input_adjoint(float *restrict dP, const float *restrict dV,
-                                   float *restrict D, int C,
-                                   const tiling_t *g)
+/* E or O (C, hq, tw + 1) at [c][2ty + a][tx + b / 2] += D[(a, b)] (C, T):
+ * the adjoint of gather_rows. */
+INLINE void scatter_rows(float *E, float *O, const float *restrict D, int C,
+                         const tiling_t *g, const int tw)
 {
     const size_t ct = (size_t)C * g->t;
-    const int tw = g->tw;
-#define INPUT_ADJ(j, n) input_adj8(D, dV, ct, j, n)
-    FOR_LANES(ct, INPUT_ADJ);
-#undef INPUT_ADJ
-    memset(dP, 0, (size_t)C * g->hq * g->wq * sizeof(float));
     for (int c = 0; c < C; c++)
         for (int ty = 0; ty < g->th; ty++)
             for (int a = 0; a < 4; a++) {
-                float *row = dP + ((size_t)c * g->hq + 2 * ty + a) * g->wq;
+                const size_t r = ((size_t)c * g->hq + 2 * ty + a) * (tw + 1);
                 const float *d = D + (size_t)a * 4 * ct + (size_t)c * g->t +
                                  (size_t)ty * tw;
-                for (int tx = 0; tx < tw; tx++) {
-                    row[2 * tx] += d[tx];
-                    row[2 * tx + 1] += d[ct + tx];
-                }
-                for (int tx = 0; tx < tw; tx++) {
-                    row[2 * tx + 2] += d[2 * ct + tx];
-                    row[2 * tx + 3] += d[3 * ct + tx];
-                }
+                add_run(E + r, d, tw);
+                add_run(O + r, d + ct, tw);
+                add_run(E + r + 1, d + 2 * ct, tw);
+                add_run(O + r + 1, d + 3 * ct, tw);
             }
+}
+
+/* dP (C, hq, wq) = the sum over tiles of B dV B^T placed at each tile's
+ * window: the adjoint of input_transform. D, Z are scratch. The windows
+ * overlap by two rows and columns; the window rows are added into the
+ * even and odd columns one run at a time. */
+DEFT_HOT static void input_adjoint(float *restrict dP, const float *restrict dV,
+                                   float *restrict D, float *restrict Z, int C,
+                                   const tiling_t *g)
+{
+    const size_t ct = (size_t)C * g->t;
+    const int tw = g->tw, hw = tw + 1;
+    const size_t half = (size_t)C * g->hq * hw;
+    float *E = Z, *O = Z + half;  // E, O (C, hq, hw)
+#define INPUT_ADJ(j, n) input_adj8(D, dV, ct, j, n)
+    FOR_LANES(ct, INPUT_ADJ);
+#undef INPUT_ADJ
+    memset(Z, 0, 2 * half * sizeof(float));
+#define ROWS(n) scatter_rows(E, O, D, C, g, n)
+    BY_TW(tw, ROWS);
+#undef ROWS
+    zip_planes(dP, E, O, half, 0.0f, 0);
 }
 
 /* D[(i, j)][k..k+n) = (A^T M A)(i, j) of the tiles M[.][k..k+n). */
@@ -308,35 +472,49 @@ INLINE void output_tx8(float *D, const float *M, size_t ot, size_t k, int n)
     }
 }
 
+/* Between D[(i, j)] (OC, T), output (i, j) of every tile, and the even
+ * (j = 0) and odd (j = 1) columns E, O (OC, 2th, tw) of the output plane:
+ * D to E, O if to_planes, else back. */
+INLINE void tile_rows(float *E, float *O, float *D, int OC, const tiling_t *g,
+                      int to_planes, const int tw)
+{
+    const size_t ot = (size_t)OC * g->t;
+    for (int o = 0; o < OC; o++)
+        for (int ty = 0; ty < g->th; ty++)
+            for (int i = 0; i < 2; i++) {
+                const size_t r = ((size_t)o * 2 * g->th + 2 * ty + i) * tw;
+                float *d = D + (size_t)2 * i * ot + (size_t)o * g->t +
+                           (size_t)ty * tw;
+                if (to_planes) {
+                    copy_run(E + r, d, tw);
+                    copy_run(O + r, d + ot, tw);
+                } else {
+                    copy_run(d, E + r, tw);
+                    copy_run(d + ot, O + r, tw);
+                }
+            }
+}
+
 /* Y (OC, 2th, 2tw) = A^T M A per tile, + b[o], then ReLU if asked. D is
  * scratch: D[(i, j)] (OC, T) holds output (i, j) of every tile. */
 DEFT_HOT static void output_transform(float *restrict Y,
                                       const float *restrict M,
-                                      float *restrict D, const float *b,
-                                      int OC, const tiling_t *g, int relu)
+                                      float *restrict D, float *restrict Z,
+                                      const float *b, int OC,
+                                      const tiling_t *g, int relu)
 {
-    const size_t ot = (size_t)OC * g->t;
-    const int tw = g->tw, yw = 2 * tw;
+    const size_t ot = (size_t)OC * g->t, T = (size_t)g->t;
+    const int tw = g->tw;
+    float *E = Z, *O = Z + (size_t)OC * 2 * T;  // E, O (OC, 2th, tw)
 #define OUTPUT_TX(j, n) output_tx8(D, M, ot, j, n)
     FOR_LANES(ot, OUTPUT_TX);
 #undef OUTPUT_TX
-    for (int o = 0; o < OC; o++) {
-        const float bo = b ? b[o] : 0.0f;
-        for (int ty = 0; ty < g->th; ty++)
-            for (int i = 0; i < 2; i++) {
-                float *row = Y + ((size_t)o * 2 * g->th + 2 * ty + i) * yw;
-                const float *d = D + (size_t)2 * i * ot + (size_t)o * g->t +
-                                 (size_t)ty * tw;
-                for (int tx = 0; tx < tw; tx++) {
-                    float r0 = d[tx] + bo, r1 = d[ot + tx] + bo;
-                    if (relu) {  // v < 0 ? 0 : v keeps a NaN
-                        r0 = r0 < 0.0f ? 0.0f : r0;
-                        r1 = r1 < 0.0f ? 0.0f : r1;
-                    }
-                    row[2 * tx] = r0, row[2 * tx + 1] = r1;
-                }
-            }
-    }
+#define ROWS(n) tile_rows(E, O, D, OC, g, 1, n)
+    BY_TW(tw, ROWS);
+#undef ROWS
+    for (int o = 0; o < OC; o++)
+        zip_planes(Y + (size_t)o * 4 * T, E + (size_t)o * 2 * T,
+                   O + (size_t)o * 2 * T, 2 * T, b ? b[o] : 0.0f, relu);
 }
 
 /* dM[.][k..k+n) = A dY A^T of the tiles' gradients D[.][k..k+n). */
@@ -360,22 +538,16 @@ INLINE void output_adj8(float *dM, const float *D, size_t ot, size_t k, int n)
 /* dM[xi] (OC, T) = A dY A^T per tile: the adjoint of output_transform
  * (without its bias and ReLU). dY is (OC, 2th, 2tw); D is scratch. */
 DEFT_HOT static void output_adjoint(float *restrict dM, const float *restrict dY,
-                                    float *restrict D, int OC,
-                                    const tiling_t *g)
+                                    float *restrict D, float *restrict Z,
+                                    int OC, const tiling_t *g)
 {
     const size_t ot = (size_t)OC * g->t;
-    const int tw = g->tw, yw = 2 * tw;
-    for (int o = 0; o < OC; o++)
-        for (int ty = 0; ty < g->th; ty++)
-            for (int i = 0; i < 2; i++) {
-                const float *row = dY + ((size_t)o * 2 * g->th + 2 * ty + i) * yw;
-                float *d = D + (size_t)2 * i * ot + (size_t)o * g->t +
-                           (size_t)ty * tw;
-                for (int tx = 0; tx < tw; tx++) {
-                    d[tx] = row[2 * tx];
-                    d[ot + tx] = row[2 * tx + 1];
-                }
-            }
+    const int tw = g->tw;
+    float *E = Z, *O = Z + 2 * ot;  // E, O (OC, 2th, tw)
+    unzip_planes(E, O, dY, 2 * ot);
+#define ROWS(n) tile_rows(E, O, D, OC, g, 0, n)
+    BY_TW(tw, ROWS);
+#undef ROWS
 #define OUTPUT_ADJ(j, n) output_adj8(dM, D, ot, j, n)
     FOR_LANES(ot, OUTPUT_ADJ);
 #undef OUTPUT_ADJ
@@ -405,13 +577,13 @@ void deft_conv2d_winograd_forward(float *out, const float *inp, const float *w,
     for (int i = 0; i < B; i++) {
         float *o = out + (size_t)i * OC * P;  // o (OC, OH, OW)
         pad_plane(t.P, inp + (size_t)i * C * s->h * s->w, s, &g);
-        input_transform(t.V, t.P, t.D, C, &g);
+        input_transform(t.V, t.P, t.D, t.Z, C, &g);
         for (int x = 0; x < NXI; x++)  // M[x] (OC, T) = U[x] (OC, C) V[x] (C, T)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, T, C,
                         1.0f, t.U + (size_t)x * OC * C, C,
                         t.V + (size_t)x * C * T, T, 0.0f,
                         t.M + (size_t)x * OC * T, T);
-        output_transform(whole ? o : t.Y, t.M, t.D, b, OC, &g, relu);
+        output_transform(whole ? o : t.Y, t.M, t.D, t.Z, b, OC, &g, relu);
         if (!whole)
             crop_planes(o, t.Y, OC, s->oh, s->ow, 2 * g.th, 2 * g.tw, 0, 0);
     }
@@ -449,9 +621,9 @@ void deft_conv2d_winograd_backward(float *dinp, float *dw, float *db,
                            (size_t)s->ow * sizeof(float));
             d = t.Y;
         }
-        output_adjoint(t.M, d, t.D, OC, &g);
+        output_adjoint(t.M, d, t.D, t.Z, OC, &g);
         pad_plane(t.P, inp + i * in_size, s, &g);
-        input_transform(t.V, t.P, t.D, C, &g);
+        input_transform(t.V, t.P, t.D, t.Z, C, &g);
         for (int x = 0; x < NXI; x++)  // dU[x] (OC, C) += dM[x] V[x]^T
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, C, T,
                         1.0f, t.M + (size_t)x * OC * T, T,
@@ -464,7 +636,7 @@ void deft_conv2d_winograd_backward(float *dinp, float *dw, float *db,
                         1.0f, t.U + (size_t)x * OC * C, C,
                         t.M + (size_t)x * OC * T, T, 0.0f,
                         t.V + (size_t)x * C * T, T);
-        input_adjoint(t.P, t.V, t.D, C, &g);
+        input_adjoint(t.P, t.V, t.D, t.Z, C, &g);
         crop_planes(dinp + i * in_size, t.P, C, s->h, s->w, g.hq, g.wq,
                     s->pad, s->pad);
     }
