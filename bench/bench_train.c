@@ -2,10 +2,11 @@
  * images, batch 128, one OpenBLAS thread: images per second through
  * forward + backward + a plain SGD update (p -= lr * g). Next to it,
  * measured in the same run, two workers on two cores (one thread and one
- * model each, batch 64 each: a global batch of 128) and, for lenet, the
- * time of the sgemm calls of one step made alone. PyTorch's figure for the
- * same model is measured by bench/bench_models.sh, which runs this and
- * bench/bench_torch_models.py one after the other and prints the ratio.
+ * model each, batch 64 each: a global batch of 128) and, for lenet and
+ * preresnet20, the time of the sgemm calls of one step made alone.
+ * PyTorch's figure for the same model is measured by
+ * bench/bench_models.sh, which runs this and bench/bench_torch_models.py
+ * one after the other and prints the ratio.
  *
  * Usage: bench_train [--model NAME] [--batch B] [steps] [reps]
  * The last line is machine-readable:
@@ -293,9 +294,15 @@ static void sgemm_table(double best, int reps)
 }
 
 /* preresnet20: the sgemm calls of one step made alone, per image, for
- * every conv (im2col + sgemm: forward o = w col, backward dw = d col^T and
- * dcol = w^T d). Their sum bounds what any im2col + sgemm implementation
- * of this step can reach on this machine's OpenBLAS. */
+ * every conv, two ways:
+ *  - im2col + sgemm (forward o = w col, backward dw = d col^T and
+ *    dcol = w^T d), PyTorch's own method on this CPU build: their sum
+ *    bounds any implementation of that kind on this machine's OpenBLAS;
+ *  - the calls deft makes: for a 3x3 stride-1 conv of 4+ channels,
+ *    Winograd F(2x2, 3x3)'s 16 products per pass over T = ceil(OH/2) *
+ *    ceil(OW/2) tiles (forward (OC, T, C), weight gradient (OC, C, T),
+ *    input gradient (C, T, OC)); the rest as above, except the stem's
+ *    forward, a direct kernel, and its input gradient, which nothing needs. */
 static void preresnet_sgemm(double best, int batch, int reps)
 {
     // convs as (C, H, W, OC, k, stride, count): the stem, 2 x 3 blocks'
@@ -306,16 +313,28 @@ static void preresnet_sgemm(double best, int batch, int reps)
         {16, 28, 28, 32, 1, 2, 1}, {32, 14, 14, 64, 3, 2, 1},
         {64, 7, 7, 64, 3, 1, 5},   {32, 14, 14, 64, 1, 2, 1},
     };
-    gemm_call_t calls[3 * 8];
-    size_t n = 0;
-    for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++) {
+    enum { NC = sizeof convs / sizeof convs[0] };
+    gemm_call_t plain[3 * NC], ours[3 * NC];
+    size_t np = 0, no = 0;
+    for (size_t i = 0; i < NC; i++) {
         const int *c = convs[i];
         const int K = c[0] * c[4] * c[4], oh = (c[1] + 2 * (c[4] / 2) - c[4]) / c[5] + 1;
         const int P = oh * oh, count = c[6] * batch;
-        calls[n++] = (gemm_call_t){0, 0, c[3], P, K, count};  // forward
-        calls[n++] = (gemm_call_t){0, 1, c[3], K, P, count};  // dw
+        plain[np++] = (gemm_call_t){0, 0, c[3], P, K, count};  // forward
+        plain[np++] = (gemm_call_t){0, 1, c[3], K, P, count};  // dw
         if (i > 0)                                             // dcol
-            calls[n++] = (gemm_call_t){1, 0, K, P, c[3], count};
+            plain[np++] = (gemm_call_t){1, 0, K, P, c[3], count};
+        if (c[4] == 3 && c[5] == 1 && c[0] >= 4) {  // Winograd
+            const int T = ((oh + 1) / 2) * ((oh + 1) / 2), n = 16 * count;
+            ours[no++] = (gemm_call_t){0, 0, c[3], T, c[0], n};
+            ours[no++] = (gemm_call_t){0, 1, c[3], c[0], T, n};
+            ours[no++] = (gemm_call_t){1, 0, c[0], T, c[3], n};
+        } else if (i > 0) {  // strided or 1x1: the same three calls
+            for (size_t j = np - 3; j < np; j++)
+                ours[no++] = plain[j];
+        } else {  // the stem: its weight gradient only
+            ours[no++] = plain[np - 1];
+        }
     }
     const size_t big = 1 << 20;
     float *a = deft_alloc(big * sizeof(float)), *b = deft_alloc(big * sizeof(float));
@@ -323,11 +342,15 @@ static void preresnet_sgemm(double best, int batch, int reps)
     if (a && b && c) {
         for (size_t i = 0; i < big; i++)
             a[i] = b[i] = 0.01f * (float)(i % 97);
-        const double g = time_gemms(calls, n, a, b, c, reps < 3 ? reps : 3);
-        printf("same run, the conv sgemm calls of one step alone: %.1f ms; "
-               "step / sgemm = %.2f;\n  an im2col + sgemm step cannot beat "
-               "%.0f images/s here\n",
-               1e3 * g, best / g, batch / g);
+        const int r = reps < 3 ? reps : 3;
+        const double g = time_gemms(plain, np, a, b, c, r);
+        const double w = time_gemms(ours, no, a, b, c, r);
+        printf("same run, one step's conv sgemm calls alone:\n"
+               "  as im2col + sgemm:      %6.1f ms; no such step beats %.0f "
+               "images/s here\n"
+               "  as deft makes them:     %6.1f ms (Winograd for the 3x3 "
+               "stride-1 convs); step / sgemm = %.2f\n",
+               1e3 * g, batch / g, 1e3 * w, best / w);
     }
     deft_free(a), deft_free(b), deft_free(c);
 }

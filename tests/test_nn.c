@@ -244,7 +244,11 @@ static void test_conv2d_winograd(void **state)
     check_winograd(5, 7, 5, 3, 1, 2);     // odd: partial tiles both ways
     check_winograd(4, 8, 9, 6, 0, 2);     // 'valid', 6x7 output
     check_winograd(6, 3, 3, 4, 1, 1);     // one image, 2x2 tiles
-    check_winograd(4, 1, 1, 2, 1, 2);     // 1x1 image: one partial tile
+    check_winograd(4, 2, 3, 2, 1, 2);     // 2x3: one whole tile, one half
+    // a 1x1 map stays with im2col (one tile a quarter full)
+    deft_conv2d_shape_t s1;
+    assert_true(deft_conv2d_shape(&s1, 8, 1, 1, 8, 3, 1, 1));
+    assert_false(deft_conv2d_winograd_ok(&s1));
     check_winograd(4, 5, 17, 3, 1, 2);    // 9 tiles a row: 8 + 1 (vectors)
     // preresnet20's three stages: 14, 7 and 4 tiles a row, which take
     // code specialized for those lengths

@@ -206,10 +206,13 @@ static tiling_t tiling(const deft_conv2d_shape_t *s)
 }
 
 /* Every model conv with 3x3 kernels and stride 1 past the first layer
- * (C >= 4; the first layers of 1-3 channels go to the direct kernel). */
+ * (C >= 4; the first layers of 1-3 channels go to the direct kernel), on
+ * maps of at least 2x2: a 1x1 output fills a quarter of its one tile, 16
+ * multiplies where im2col takes 9. */
 int deft_conv2d_winograd_ok(const deft_conv2d_shape_t *s)
 {
-    return s->k == 3 && s->stride == 1 && s->c >= 4 && s->oh > 0 && s->ow > 0;
+    return s->k == 3 && s->stride == 1 && s->c >= 4 && s->oh >= 2 &&
+           s->ow >= 2;
 }
 
 /* The scratch carve-up:

@@ -60,9 +60,10 @@ int deft_conv2d_shape(deft_conv2d_shape_t *s, int c, int h, int w, int oc,
  * im2col buffers and padded planes). Layers may share one scratch. */
 size_t deft_conv2d_scratch_floats(const deft_conv2d_shape_t *s);
 
-/* 1 if s is a 3x3, stride-1 conv of 4 or more input channels: then
- * deft_conv2d_forward (unless the direct kernel takes it) and
- * deft_conv2d_backward use Winograd's F(2x2, 3x3), conv2d_winograd.c. */
+/* 1 if s is a 3x3, stride-1 conv of 4 or more input channels with an
+ * output of at least 2x2: then deft_conv2d_forward (unless the direct
+ * kernel takes it) and deft_conv2d_backward use Winograd's F(2x2, 3x3),
+ * conv2d_winograd.c. */
 int deft_conv2d_winograd_ok(const deft_conv2d_shape_t *s);
 
 /* Floats of scratch the two Winograd functions below need. */
