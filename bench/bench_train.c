@@ -9,7 +9,8 @@
  * one after the other and prints the ratio.
  *
  * Usage: bench_train [--model NAME] [--batch B] [steps] [reps]
- * The last line is machine-readable:
+ * The last line is machine-readable, with the median over the reps (the
+ * figure bench/bench_torch_models.py gives for PyTorch):
  *   RESULT model=NAME batch=B images_per_s=X */
 #include "bench_common.h"
 #include "core/internal.h"
@@ -260,8 +261,9 @@ int main(int argc, char **argv)
     printf("two workers (1 thread, batch %d each): %8.0f images/s, %.2fx one "
            "thread\n",
            batch / 2, total_best, total_best * best / batch);
+    // the median, as bench/bench_torch_models.py reports PyTorch's
     printf("RESULT model=%s batch=%d images_per_s=%.1f\n", name, batch,
-           batch / best);
+           batch / median);
     return 0;
 }
 
