@@ -331,6 +331,11 @@ def train(comm, args, data, log):
     total = spe * args.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: lr_at(args, step, total) / args.lr)
+    # which BN statistics evaluate() uses, as deft train's log says it:
+    # the running statistics averaged over the workers, or none
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                 for m in model.modules())
+    bn_stats = "running" if has_bn else "none"
     t0 = time.time()
     step, best, acc = 0, 0.0, 0.0
     nbytes = payload = 0
@@ -374,7 +379,9 @@ def train(comm, args, data, log):
                      compute_s=compute, comm_s=comm_wall,
                      comm_modeled_s=comm_model, modeled_s=compute + comm_model,
                      algo=args.algo, compressor=args.compressor,
-                     ratio=args.ratio, workers=K, model=args.model))
+                     ratio=args.ratio, workers=K, model=args.model,
+                     init="he" if args.init in ("he", "deft") else args.init,
+                     bn_stats=bn_stats))
     final = dict(final=True, status=status, epochs=epoch + 1 if status == "ok"
                  else epoch, step=step, test_acc=acc, best_test_acc=best,
                  bytes_per_worker=nbytes, wall_s=time.time() - t0)

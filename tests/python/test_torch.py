@@ -430,6 +430,9 @@ def test_example_lenet_lands_near_deft_train(tmp_path):
                     "wall_s", "compute_s", "comm_modeled_s", "modeled_s"):
             assert key in t[0], key
         assert t[0]["bytes_per_worker"] == d[0]["bytes_per_worker"]
+        for key in ("algo", "compressor", "workers", "model", "init",
+                    "bn_stats"):  # the run described as deft train does
+            assert t[0][key] == d[0][key], (key, t[0][key], d[0][key])
         torch_acc.append(t[-1]["test_acc"])
         deft_acc.append(d[-1]["test_acc"])
     gap = abs(sum(torch_acc) - sum(deft_acc)) / 3
