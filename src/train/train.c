@@ -379,298 +379,391 @@ static deft_status_t check_meta(const char *path, const deft_ckpt_meta_t *have,
                      "run has %s %s", path, flag, h, flag, w);
 }
 
+/* What a worker's loop needs and does not change: the job, its shape and
+ * its schedule. */
+typedef struct {
+    deft_comm_t *comm;
+    const deft_train_config_t *cfg;
+    const deft_dataset_t *train, *test;
+    int K, r;           /* workers, this worker's rank                    */
+    int b, eval_batch;  /* examples per worker per step, per eval batch   */
+    uint64_t spe, total;/* steps per epoch, steps in the whole run        */
+    size_t P;           /* parameters                                     */
+    size_t optim_size;  /* bytes of the optimizer's checkpoint state      */
+    double t_start;     /* wall clock at the worker's start               */
+} run_t;
+
+/* Totals that carry over epochs and over a resume (in the checkpoint). */
+typedef struct {
+    int epoch0;                        /* epochs done before this run     */
+    uint64_t bytes, payload;           /* per worker                      */
+    double wall_before, best_acc;      /* from the resumed run            */
+    double compute, comm_wall, comm_model;
+} totals_t;
+
+/* Allocates this worker's model, buffers and optimizer, and fills the
+ * run's P and optim_size. Every worker learns whether all could, so none
+ * is left waiting in the optimizer's first collective. On error the
+ * caller frees w. */
+static deft_status_t worker_setup(run_t *run, worker_state_t *w)
+{
+    const deft_train_config_t *cfg = run->cfg;
+    const deft_dataset_t *train = run->train;
+    const size_t per = (size_t)train->c * train->h * train->w;
+    const int b = run->b;
+    deft_status_t st = deft_model_create_sized(
+        &w->model, cfg->model, train->c, train->h, train->w, train->n_classes,
+        run->eval_batch, b);
+    if (st == DEFT_OK && b < deft_model_min_train_batch(w->model))
+        st = deft_fail(DEFT_ERR_INVALID_ARG, "--batch %d over %d workers "
+                       "leaves %d example(s) per worker; %s needs at least %d "
+                       "per worker (a batch-norm layer sees a 1x1 map)",
+                       cfg->batch, run->K, b, deft_model_name(cfg->model),
+                       deft_model_min_train_batch(w->model));
+    const size_t P = st == DEFT_OK ? deft_model_num_params(w->model) : 1;
+    w->xb = malloc(sizeof(float) * per * (size_t)b);
+    w->yb = malloc(sizeof(int32_t) * (size_t)b);
+    w->grad = malloc(sizeof(float) * P);
+    w->eval = malloc(sizeof(float) * P);
+    w->n_bufs = st == DEFT_OK ? deft_model_num_buffers(w->model) : 0;
+    w->bufs = malloc(sizeof(float) * (w->n_bufs ? w->n_bufs : 1));
+    w->eval_bufs = malloc(sizeof(float) * (w->n_bufs ? w->n_bufs : 1));
+    if (st == DEFT_OK && (!w->xb || !w->yb || !w->grad || !w->eval ||
+                          !w->bufs || !w->eval_bufs))
+        st = deft_fail(DEFT_ERR_NOMEM, "train: out of memory");
+    if ((st = all_ok(run->comm, st)) != DEFT_OK)
+        return st;
+    run->P = P;
+    deft_model_init_params(w->model, w->eval, cfg->optim.seed, cfg->init);
+    st = deft_optim_create(&w->opt, run->comm, deft_model_layout(w->model),
+                           w->eval, &cfg->optim);
+    if (st == DEFT_OK)
+        st = deft_sampler_init(&w->sampler, train->n, cfg->batch, run->K,
+                               run->r, cfg->optim.seed);
+    if (st != DEFT_OK)
+        return st;
+    /* A worker's checkpoint state: the optimizer's, then its BN running
+     * statistics (none for models without BN). */
+    run->optim_size = deft_optim_state_size(w->opt);
+    w->state_size = run->optim_size + w->n_bufs * sizeof(float);
+    if (cfg->checkpoint_path || cfg->resume_path) {
+        w->states = malloc(w->state_size * (size_t)run->K);
+        if (!w->states)
+            return deft_fail(DEFT_ERR_NOMEM, "train: no memory for checkpoints");
+    }
+    run->spe = deft_sampler_steps_per_epoch(&w->sampler);
+    run->total = run->spe * (uint64_t)cfg->epochs;
+    return DEFT_OK;
+}
+
+/* Resume: rank 0 reads the checkpoint and broadcasts it, so that only
+ * rank 0 needs to see the file system. Loads this worker's state and
+ * fills tot from the checkpoint's meta. */
+static deft_status_t resume(const run_t *run, worker_state_t *w,
+                            const deft_ckpt_meta_t *meta, totals_t *tot)
+{
+    const deft_train_config_t *cfg = run->cfg;
+    const size_t all = w->state_size * (size_t)run->K;
+    deft_ckpt_meta_t got;
+    memset(&got, 0, sizeof got);
+    deft_status_t st = DEFT_OK;
+    if (run->r == 0) {
+        void *states = NULL;
+        size_t ssz = 0;
+        st = deft_checkpoint_read(cfg->resume_path, &got, &states, &ssz);
+        if (st == DEFT_OK)
+            st = check_meta(cfg->resume_path, &got, meta);
+        if (st == DEFT_OK && ssz != w->state_size)
+            st = deft_fail(DEFT_ERR_FORMAT, "cannot resume from %s: its "
+                           "worker states have %zu bytes, expected %zu",
+                           cfg->resume_path, ssz, w->state_size);
+        if (st == DEFT_OK && got.epochs_done >= (uint32_t)cfg->epochs)
+            st = deft_fail(DEFT_ERR_INVALID_ARG, "cannot resume from %s: it "
+                           "already finished %u epochs and --epochs is %d",
+                           cfg->resume_path, got.epochs_done, cfg->epochs);
+        if (st == DEFT_OK)
+            memcpy(w->states, states, all);
+        free(states);
+    }
+    if ((st = agree(run->comm, st)) == DEFT_OK)
+        st = deft_comm_broadcast(run->comm, &got, sizeof got, 0);
+    if (st == DEFT_OK)
+        st = deft_comm_broadcast(run->comm, w->states, all, 0);
+    const char *mine = (char *)w->states + (size_t)run->r * w->state_size;
+    if (st == DEFT_OK)
+        st = deft_optim_state_load(w->opt, mine, run->optim_size);
+    if (st != DEFT_OK)
+        return st;
+    if (w->n_bufs)
+        memcpy(deft_model_buffers(w->model), mine + run->optim_size,
+               w->n_bufs * sizeof(float));
+    tot->epoch0 = (int)got.epochs_done;
+    tot->bytes = got.bytes_per_worker;
+    tot->payload = got.payload_per_worker;
+    tot->wall_before = got.wall_s;
+    tot->best_acc = got.best_test_acc;
+    tot->compute = got.compute_s;
+    tot->comm_wall = got.comm_s;
+    tot->comm_model = got.comm_modeled_s;
+    return DEFT_OK;
+}
+
+/* Rank 0 reports progress every cfg->progress_every steps of the epoch. */
+static void report_progress(const run_t *run, int epoch, uint64_t s,
+                            double t_epoch, double *recent, int *recent_n,
+                            int epoch0)
+{
+    const deft_train_config_t *cfg = run->cfg;
+    if (run->r != 0 || !cfg->on_progress || cfg->progress_every <= 0 ||
+        ((s + 1) % (uint64_t)cfg->progress_every != 0 && s + 1 != run->spe))
+        return;
+    const uint64_t step = (uint64_t)epoch * run->spe + s;
+    const double el = deft_wall_s() - t_epoch;
+    const double done = (double)(step + 1 - (uint64_t)epoch0 * run->spe);
+    const double left = (double)(run->total - step - 1);
+    deft_progress_t p = {epoch + 1, cfg->epochs, s + 1, run->spe,
+                         *recent / *recent_n,
+                         (double)(s + 1) * cfg->batch / el,
+                         (deft_wall_s() - run->t_start) / done * left};
+    cfg->on_progress(&p, cfg->user);
+    *recent = 0;
+    *recent_n = 0;
+}
+
+/* The steps of one epoch: *loss_sum gets this worker's summed loss, *lr
+ * follows the schedule. A divergence is marked in res and returned as
+ * DEFT_ERR_DIVERGED. */
+static deft_status_t train_epoch(const run_t *run, worker_state_t *w,
+                                 int epoch, float *lr, double *loss_sum,
+                                 totals_t *tot, deft_train_result_t *res)
+{
+    const deft_train_config_t *cfg = run->cfg;
+    const double t_epoch = deft_wall_s();
+    double recent = 0;
+    int recent_n = 0;
+    *loss_sum = 0;
+    for (uint64_t s = 0; s < run->spe; s++) {
+        const uint64_t step = (uint64_t)epoch * run->spe + s;
+        const float want_lr = lr_at(cfg, step, run->total);
+        if (want_lr != *lr) {
+            deft_optim_set_lr(w->opt, want_lr);
+            *lr = want_lr;
+        }
+        const double c0 = deft_thread_cpu_s();
+        deft_comm_stats_t s0, s1;
+        deft_comm_get_stats(run->comm, &s0);
+        const uint32_t *idx = deft_sampler_batch(&w->sampler, step);
+        deft_dataset_gather(run->train, idx, run->b, cfg->augment,
+                            cfg->optim.seed, step, run->r, w->xb, w->yb);
+        const float *point;
+        deft_optim_ask(w->opt, &point);
+        double loss;
+        deft_status_t st = deft_model_loss_grad(w->model, point, w->xb, w->yb,
+                                                run->b, w->grad, &loss, NULL);
+        deft_step_info_t info;
+        if (st == DEFT_OK)
+            st = deft_optim_tell(w->opt, w->grad, &info);
+        if (st == DEFT_ERR_DIVERGED) {
+            res->diverged = 1;
+            res->diverged_step = step;
+        }
+        if (st != DEFT_OK)
+            return st;
+        deft_comm_get_stats(run->comm, &s1);
+        tot->compute += deft_thread_cpu_s() - c0 - (s1.comm_cpu_s - s0.comm_cpu_s);
+        tot->comm_wall += s1.comm_s - s0.comm_s;
+        tot->comm_model += s1.modeled_s - s0.modeled_s;
+        *loss_sum += loss;
+        recent += loss;
+        recent_n++;
+        tot->bytes += info.bytes_sent;
+        tot->payload += info.payload_bytes;
+        report_progress(run, epoch, s, t_epoch, &recent, &recent_n, tot->epoch0);
+    }
+    return DEFT_OK;
+}
+
+/* After an epoch's steps: the mean training loss over the workers and the
+ * output model's test accuracy and loss (with the BN statistics that
+ * prepare_bn chooses) go into rep. A non-finite test loss is a
+ * divergence. */
+static deft_status_t end_epoch(const run_t *run, worker_state_t *w, int epoch,
+                               double loss_sum, double t_train, float lr,
+                               const totals_t *tot, deft_epoch_report_t *rep,
+                               deft_train_result_t *res)
+{
+    const uint64_t spe = run->spe;
+    float ls[2] = {(float)loss_sum, (float)(loss_sum - (double)(float)loss_sum)};
+    deft_status_t st = deft_comm_allreduce_sum_f32(run->comm, ls, 2);
+    double acc = 0, test_loss = 0;
+    const char *bn_stats = "none";
+    if (st != DEFT_OK || (st = deft_optim_output(w->opt, w->eval)) != DEFT_OK ||
+        (st = prepare_bn(run->comm, w, run->cfg, run->train,
+                         (uint64_t)epoch * spe, &bn_stats)) != DEFT_OK)
+        return st;
+    st = evaluate(run->comm, w, run->test, run->eval_batch, &acc, &test_loss);
+    if (w->n_bufs)
+        memcpy(w->eval_bufs, deft_model_buffers(w->model),
+               w->n_bufs * sizeof(float));
+    restore_bn(w, bn_stats);
+    if (st != DEFT_OK)
+        return st;
+    if (!isfinite(test_loss)) {
+        res->diverged = 1;
+        res->diverged_step = (uint64_t)(epoch + 1) * spe;
+        return deft_fail(DEFT_ERR_DIVERGED, "diverged by step %llu: the "
+                         "model evaluates to a non-finite test loss",
+                         (unsigned long long)res->diverged_step);
+    }
+    const deft_epoch_report_t r = {
+        epoch + 1, run->cfg->epochs, (uint64_t)(epoch + 1) * spe,
+        ((double)ls[0] + (double)ls[1]) / (double)(spe * (uint64_t)run->K),
+        test_loss, acc, tot->bytes, tot->payload, lr,
+        tot->wall_before + deft_wall_s() - run->t_start,
+        (double)spe * run->cfg->batch / t_train, tot->compute, tot->comm_wall,
+        tot->comm_model, tot->compute + tot->comm_model, bn_stats,
+    };
+    *rep = r;
+    res->epochs_done = epoch + 1;
+    res->steps = rep->step;
+    res->final_test_acc = acc;
+    res->final_train_loss = rep->train_loss;
+    if (acc > res->best_test_acc)
+        res->best_test_acc = acc;
+    return DEFT_OK;
+}
+
+/* Gathers every worker's state (optimizer, then BN statistics) and rank 0
+ * writes the checkpoint with the run's totals after rep. */
+static deft_status_t save_checkpoint(const run_t *run, worker_state_t *w,
+                                     deft_ckpt_meta_t *meta,
+                                     const deft_epoch_report_t *rep,
+                                     const totals_t *tot,
+                                     const deft_train_result_t *res)
+{
+    void *mine = (char *)w->states + (size_t)run->r * w->state_size;
+    deft_status_t st = deft_optim_state_save(w->opt, mine, run->optim_size);
+    if (st == DEFT_OK && w->n_bufs)
+        memcpy((char *)mine + run->optim_size, deft_model_buffers(w->model),
+               w->n_bufs * sizeof(float));
+    if (st == DEFT_OK)
+        st = deft_comm_allgather(run->comm, mine, w->state_size, w->states);
+    if (st != DEFT_OK)
+        return st;
+    if (run->r == 0) {
+        meta->epochs_done = (uint32_t)rep->epoch;
+        meta->step = rep->step;
+        meta->bytes_per_worker = tot->bytes;
+        meta->payload_per_worker = tot->payload;
+        meta->wall_s = rep->wall_s;
+        meta->best_test_acc = res->best_test_acc;
+        meta->compute_s = tot->compute;
+        meta->comm_s = tot->comm_wall;
+        meta->comm_modeled_s = tot->comm_model;
+        st = deft_checkpoint_write(run->cfg->checkpoint_path, meta, w->states,
+                                   w->state_size);
+    }
+    return agree(run->comm, st);
+}
+
+/* Rank 0 logs the final record and copies the result, the output model
+ * and its BN statistics to the job. */
+static void finish(const run_t *run, worker_state_t *w, deft_train_job_t *job,
+                   deft_train_result_t *res)
+{
+    if (run->r != 0)
+        return;
+    log_final(w->log, res);
+    if (!job->result)
+        return;
+    float *model = job->result->model, *buffers = job->result->buffers;
+    *job->result = *res;
+    job->result->model = model;
+    job->result->buffers = buffers;
+    if (model && !res->diverged)
+        memcpy(model, w->eval, sizeof(float) * run->P);
+    if (buffers && !res->diverged && w->n_bufs)
+        memcpy(buffers, w->eval_bufs, sizeof(float) * w->n_bufs);
+}
+
+/* Rank 0 opens the log (appending on a resume); every worker learns
+ * whether it could. */
+static deft_status_t open_log(const run_t *run, worker_state_t *w)
+{
+    const deft_train_config_t *cfg = run->cfg;
+    deft_status_t st = DEFT_OK;
+    if (run->r == 0 && cfg->log_path) {
+        w->log = fopen(cfg->log_path, cfg->resume_path ? "a" : "w");
+        if (!w->log)
+            st = deft_fail(DEFT_ERR_IO, "cannot open log %s: %s", cfg->log_path,
+                           strerror(errno));
+    }
+    return agree(run->comm, st);
+}
+
 deft_status_t deft_train_worker(deft_comm_t *comm, void *arg)
 {
     deft_train_job_t *job = arg;
     const deft_train_config_t *cfg = job->cfg;
-    const deft_dataset_t *train = job->train, *test = job->test;
-    const int K = deft_comm_size(comm), r = deft_comm_rank(comm);
-    const int b = cfg->batch / K;
-    const int eval_batch = b > 100 ? b : 100;
-    const size_t per = (size_t)train->c * train->h * train->w;
+    run_t run = {comm, cfg, job->train, job->test, deft_comm_size(comm),
+                 deft_comm_rank(comm), 0, 0, 0, 0, 0, 0, deft_wall_s()};
+    run.b = cfg->batch / run.K;
+    run.eval_batch = run.b > 100 ? run.b : 100;
+    if (run.K != cfg->workers)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "train: the communicator has %d "
+                         "workers but --workers is %d", run.K, cfg->workers);
+    deft_status_t st = deft_comm_set_timeout(comm, cfg->comm_timeout_s);
+    if (st != DEFT_OK)
+        return st;
     worker_state_t w;
     memset(&w, 0, sizeof w);
-    deft_status_t st;
-    double t_start = deft_wall_s();
-
-    if (K != cfg->workers)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "train: the communicator has %d "
-                         "workers but --workers is %d", K, cfg->workers);
-    if ((st = deft_comm_set_timeout(comm, cfg->comm_timeout_s)) != DEFT_OK)
-        return st;
-    st = deft_model_create_sized(&w.model, cfg->model, train->c, train->h,
-                                 train->w, train->n_classes, eval_batch, b);
-    if (st == DEFT_OK && b < deft_model_min_train_batch(w.model))
-        st = deft_fail(DEFT_ERR_INVALID_ARG, "--batch %d over %d workers "
-                       "leaves %d example(s) per worker; %s needs at least %d "
-                       "per worker (a batch-norm layer sees a 1x1 map)",
-                       cfg->batch, K, b, deft_model_name(cfg->model),
-                       deft_model_min_train_batch(w.model));
-    size_t P = st == DEFT_OK ? deft_model_num_params(w.model) : 1;
-    w.xb = malloc(sizeof(float) * per * (size_t)b);
-    w.yb = malloc(sizeof(int32_t) * (size_t)b);
-    w.grad = malloc(sizeof(float) * P);
-    w.eval = malloc(sizeof(float) * P);
-    w.n_bufs = st == DEFT_OK ? deft_model_num_buffers(w.model) : 0;
-    w.bufs = malloc(sizeof(float) * (w.n_bufs ? w.n_bufs : 1));
-    w.eval_bufs = malloc(sizeof(float) * (w.n_bufs ? w.n_bufs : 1));
-    if (st == DEFT_OK &&
-        (!w.xb || !w.yb || !w.grad || !w.eval || !w.bufs || !w.eval_bufs))
-        st = deft_fail(DEFT_ERR_NOMEM, "train: out of memory");
-    /* Every worker learns whether all could set up, so none is left
-     * waiting in the optimizer's first collective. */
-    if ((st = all_ok(comm, st)) != DEFT_OK) {
-        worker_free(&w);
-        return st;
-    }
-    deft_model_init_params(w.model, w.eval, cfg->optim.seed, cfg->init);
-    st = deft_optim_create(&w.opt, comm, deft_model_layout(w.model), w.eval,
-                           &cfg->optim);
-    if (st == DEFT_OK)
-        st = deft_sampler_init(&w.sampler, train->n, cfg->batch, K, r,
-                               cfg->optim.seed);
-    if (st != DEFT_OK) {
-        worker_free(&w);
-        return st;
-    }
-    /* A worker's checkpoint state: the optimizer's, then its BN running
-     * statistics (none for models without BN). */
-    const size_t optim_size = deft_optim_state_size(w.opt);
-    w.state_size = optim_size + w.n_bufs * sizeof(float);
-    if (cfg->checkpoint_path || cfg->resume_path) {
-        w.states = malloc(w.state_size * (size_t)K);
-        if (!w.states) {
-            worker_free(&w);
-            return deft_fail(DEFT_ERR_NOMEM, "train: no memory for checkpoints");
-        }
-    }
-
-    const uint64_t spe = deft_sampler_steps_per_epoch(&w.sampler);
-    const uint64_t total = spe * (uint64_t)cfg->epochs;
+    totals_t tot;
+    memset(&tot, 0, sizeof tot);
     deft_ckpt_meta_t meta;
-    fill_meta(&meta, cfg, P);
-    int epoch0 = 0;
-    uint64_t bytes = 0, payload = 0;
-    double wall_before = 0, best_acc = 0;
-    double compute = 0, comm_wall = 0, comm_model = 0;
-    if ((st = deft_comm_set_link(comm, cfg->net_gbps, cfg->net_latency_us)))
-        return st;
-
-    /* Resume: rank 0 reads the file and broadcasts it, so that only rank
-     * 0 needs to see the file system. */
-    if (cfg->resume_path) {
-        deft_ckpt_meta_t got;
-        memset(&got, 0, sizeof got);
-        void *states = NULL;
-        size_t ssz = 0;
-        if (r == 0) {
-            st = deft_checkpoint_read(cfg->resume_path, &got, &states, &ssz);
-            if (st == DEFT_OK)
-                st = check_meta(cfg->resume_path, &got, &meta);
-            if (st == DEFT_OK && ssz != w.state_size)
-                st = deft_fail(DEFT_ERR_FORMAT, "cannot resume from %s: its "
-                               "worker states have %zu bytes, expected %zu",
-                               cfg->resume_path, ssz, w.state_size);
-            if (st == DEFT_OK && got.epochs_done >= (uint32_t)cfg->epochs)
-                st = deft_fail(DEFT_ERR_INVALID_ARG, "cannot resume from %s: it "
-                               "already finished %u epochs and --epochs is %d",
-                               cfg->resume_path, got.epochs_done, cfg->epochs);
-            if (st == DEFT_OK)
-                memcpy(w.states, states, w.state_size * (size_t)K);
-            free(states);
-        }
-        if ((st = agree(comm, st)) == DEFT_OK)
-            st = deft_comm_broadcast(comm, &got, sizeof got, 0);
-        if (st == DEFT_OK)
-            st = deft_comm_broadcast(comm, w.states, w.state_size * (size_t)K, 0);
-        const char *mine = (char *)w.states + (size_t)r * w.state_size;
-        if (st == DEFT_OK)
-            st = deft_optim_state_load(w.opt, mine, optim_size);
-        if (st == DEFT_OK && w.n_bufs)
-            memcpy(deft_model_buffers(w.model), mine + optim_size,
-                   w.n_bufs * sizeof(float));
-        if (st != DEFT_OK) {
-            worker_free(&w);
-            return st;
-        }
-        epoch0 = (int)got.epochs_done;
-        bytes = got.bytes_per_worker;
-        payload = got.payload_per_worker;
-        wall_before = got.wall_s;
-        best_acc = got.best_test_acc;
-        compute = got.compute_s;
-        comm_wall = got.comm_s;
-        comm_model = got.comm_modeled_s;
+    if ((st = worker_setup(&run, &w)) == DEFT_OK) {
+        fill_meta(&meta, cfg, run.P);
+        st = deft_comm_set_link(comm, cfg->net_gbps, cfg->net_latency_us);
     }
-
-    if (r == 0 && cfg->log_path) {
-        w.log = fopen(cfg->log_path, cfg->resume_path ? "a" : "w");
-        if (!w.log)
-            st = deft_fail(DEFT_ERR_IO, "cannot open log %s: %s", cfg->log_path,
-                           strerror(errno));
-    }
-    if ((st = agree(comm, st)) != DEFT_OK) {
+    if (st == DEFT_OK && cfg->resume_path)
+        st = resume(&run, &w, &meta, &tot);
+    if (st == DEFT_OK)
+        st = open_log(&run, &w);
+    if (st != DEFT_OK) {
         worker_free(&w);
         return st;
     }
 
     deft_train_result_t res;
     memset(&res, 0, sizeof res);
-    res.best_test_acc = best_acc;
-    res.epochs_done = epoch0;
+    res.best_test_acc = tot.best_acc;
+    res.epochs_done = tot.epoch0;
     int epoch_end = cfg->epochs;
-    if (cfg->stop_after > 0 && epoch0 + cfg->stop_after < epoch_end)
-        epoch_end = epoch0 + cfg->stop_after;
-
+    if (cfg->stop_after > 0 && tot.epoch0 + cfg->stop_after < epoch_end)
+        epoch_end = tot.epoch0 + cfg->stop_after;
     float lr = -1;
-    for (int epoch = epoch0; epoch < epoch_end && st == DEFT_OK; epoch++) {
-        double loss_sum = 0, recent = 0, t_epoch = deft_wall_s();
-        int recent_n = 0;
-        for (uint64_t s = 0; s < spe; s++) {
-            uint64_t step = (uint64_t)epoch * spe + s;
-            float want_lr = lr_at(cfg, step, total);
-            if (want_lr != lr) {
-                deft_optim_set_lr(w.opt, want_lr);
-                lr = want_lr;
-            }
-            double c0 = deft_thread_cpu_s();
-            deft_comm_stats_t s0, s1;
-            deft_comm_get_stats(comm, &s0);
-            const uint32_t *idx = deft_sampler_batch(&w.sampler, step);
-            deft_dataset_gather(train, idx, b, cfg->augment, cfg->optim.seed,
-                                step, r, w.xb, w.yb);
-            const float *point;
-            deft_optim_ask(w.opt, &point);
-            double loss;
-            st = deft_model_loss_grad(w.model, point, w.xb, w.yb, b, w.grad,
-                                      &loss, NULL);
-            deft_step_info_t info;
-            if (st == DEFT_OK)
-                st = deft_optim_tell(w.opt, w.grad, &info);
-            if (st == DEFT_ERR_DIVERGED) {
-                res.diverged = 1;
-                res.diverged_step = step;
-                break;
-            }
-            if (st != DEFT_OK)
-                break;
-            deft_comm_get_stats(comm, &s1);
-            compute += deft_thread_cpu_s() - c0 - (s1.comm_cpu_s - s0.comm_cpu_s);
-            comm_wall += s1.comm_s - s0.comm_s;
-            comm_model += s1.modeled_s - s0.modeled_s;
-            loss_sum += loss;
-            recent += loss;
-            recent_n++;
-            bytes += info.bytes_sent;
-            payload += info.payload_bytes;
-            if (r == 0 && cfg->on_progress && cfg->progress_every > 0 &&
-                ((s + 1) % (uint64_t)cfg->progress_every == 0 || s + 1 == spe)) {
-                double el = deft_wall_s() - t_epoch;
-                double done = (double)(step + 1 - (uint64_t)epoch0 * spe);
-                double left = (double)(total - step - 1);
-                deft_progress_t p = {epoch + 1, cfg->epochs, s + 1, spe,
-                                     recent / recent_n,
-                                     (double)(s + 1) * cfg->batch / el,
-                                     (deft_wall_s() - t_start) / done * left};
-                cfg->on_progress(&p, cfg->user);
-                recent = 0;
-                recent_n = 0;
-            }
-        }
-        if (st != DEFT_OK)
+    for (int epoch = tot.epoch0; epoch < epoch_end && st == DEFT_OK; epoch++) {
+        double loss_sum;
+        const double t_epoch = deft_wall_s();
+        deft_epoch_report_t rep;
+        if ((st = train_epoch(&run, &w, epoch, &lr, &loss_sum, &tot, &res)) ||
+            (st = end_epoch(&run, &w, epoch, loss_sum, deft_wall_s() - t_epoch,
+                            lr, &tot, &rep, &res)))
             break;
-        double t_train = deft_wall_s() - t_epoch;
-
-        float ls[2] = {(float)loss_sum, (float)(loss_sum - (double)(float)loss_sum)};
-        if ((st = deft_comm_allreduce_sum_f32(comm, ls, 2)) != DEFT_OK)
-            break;
-        double acc = 0, test_loss = 0;
-        const char *bn_stats = "none";
-        if ((st = deft_optim_output(w.opt, w.eval)) != DEFT_OK ||
-            (st = prepare_bn(comm, &w, cfg, train, (uint64_t)epoch * spe,
-                             &bn_stats)) != DEFT_OK)
-            break;
-        st = evaluate(comm, &w, test, eval_batch, &acc, &test_loss);
-        if (w.n_bufs)
-            memcpy(w.eval_bufs, deft_model_buffers(w.model),
-                   w.n_bufs * sizeof(float));
-        restore_bn(&w, bn_stats);
-        if (st != DEFT_OK)
-            break;
-        if (!isfinite(test_loss)) {
-            res.diverged = 1;
-            res.diverged_step = (uint64_t)(epoch + 1) * spe;
-            st = deft_fail(DEFT_ERR_DIVERGED, "diverged by step %llu: the "
-                           "model evaluates to a non-finite test loss",
-                           (unsigned long long)res.diverged_step);
-            break;
-        }
-        deft_epoch_report_t rep = {
-            epoch + 1, cfg->epochs, (uint64_t)(epoch + 1) * spe,
-            ((double)ls[0] + (double)ls[1]) / (double)(spe * (uint64_t)K),
-            test_loss, acc, bytes, payload, lr,
-            wall_before + deft_wall_s() - t_start, (double)spe * cfg->batch / t_train,
-            compute, comm_wall, comm_model, compute + comm_model, bn_stats,
-        };
-        res.epochs_done = epoch + 1;
-        res.steps = rep.step;
-        res.final_test_acc = acc;
-        res.final_train_loss = rep.train_loss;
-        if (acc > res.best_test_acc)
-            res.best_test_acc = acc;
-        if (r == 0) {
+        if (run.r == 0) {
             log_epoch(w.log, cfg, &rep);
             if (cfg->on_epoch)
                 cfg->on_epoch(&rep, cfg->user);
         }
-        if (cfg->checkpoint_path) {
-            void *mine = (char *)w.states + (size_t)r * w.state_size;
-            st = deft_optim_state_save(w.opt, mine, optim_size);
-            if (st == DEFT_OK && w.n_bufs)
-                memcpy((char *)mine + optim_size, deft_model_buffers(w.model),
-                       w.n_bufs * sizeof(float));
-            if (st == DEFT_OK)
-                st = deft_comm_allgather(comm, mine, w.state_size, w.states);
-            if (st != DEFT_OK)
-                break;
-            if (r == 0) {
-                meta.epochs_done = (uint32_t)(epoch + 1);
-                meta.step = rep.step;
-                meta.bytes_per_worker = bytes;
-                meta.payload_per_worker = payload;
-                meta.wall_s = rep.wall_s;
-                meta.best_test_acc = res.best_test_acc;
-                meta.compute_s = compute;
-                meta.comm_s = comm_wall;
-                meta.comm_modeled_s = comm_model;
-                st = deft_checkpoint_write(cfg->checkpoint_path, &meta, w.states,
-                                           w.state_size);
-            }
-            if ((st = agree(comm, st)) != DEFT_OK)
-                break;
-        }
+        if (cfg->checkpoint_path)
+            st = save_checkpoint(&run, &w, &meta, &rep, &tot, &res);
     }
 
-    res.bytes_per_worker = bytes;
-    res.wall_s = wall_before + deft_wall_s() - t_start;
+    res.bytes_per_worker = tot.bytes;
+    res.wall_s = tot.wall_before + deft_wall_s() - run.t_start;
     if (res.diverged)
         res.steps = res.diverged_step;
-    if (st == DEFT_OK || res.diverged) {
-        if (r == 0) {
-            log_final(w.log, &res);
-            if (job->result) {
-                float *model = job->result->model;
-                float *buffers = job->result->buffers;
-                *job->result = res;
-                job->result->model = model;
-                job->result->buffers = buffers;
-                if (model && !res.diverged)
-                    memcpy(model, w.eval, sizeof(float) * P);
-                if (buffers && !res.diverged && w.n_bufs)
-                    memcpy(buffers, w.eval_bufs, sizeof(float) * w.n_bufs);
-            }
-        }
-    }
+    if (st == DEFT_OK || res.diverged)
+        finish(&run, &w, job, &res);
     worker_free(&w);
     return st;
 }
