@@ -73,10 +73,12 @@ INLINE void copy_upto8(void *dst, const void *src, int n)
 
 typedef float v4f __attribute__((vector_size(16)));
 typedef int32_t v8i __attribute__((vector_size(32)));
-static const v8i EVENS = {0, 2, 4, 6, 8, 10, 12, 14};
-static const v8i ODDS = {1, 3, 5, 7, 9, 11, 13, 15};
-static const v8i ZIP_LO = {0, 8, 1, 9, 2, 10, 3, 11};
-static const v8i ZIP_HI = {4, 12, 5, 13, 6, 14, 7, 15};
+/* Two-vector shuffles with constant indices: __builtin_shufflevector is
+ * both GCC's (12 and later) and clang's (the fuzz build). */
+#define EVENS(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14)
+#define ODDS(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15)
+#define ZIP_LO(a, b) __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11)
+#define ZIP_HI(a, b) __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15)
 
 /* The windows of a row of tiles start at every other column, and a row
  * holds only 4 to 14 tiles here: too short for vectors. So the planes are
@@ -93,8 +95,8 @@ INLINE void unzip_planes(float *e, float *o, const float *src, size_t n)
         v8f lo, hi;
         LOAD8(lo, src + 2 * f);
         LOAD8(hi, src + 2 * f + 8);
-        const v8f ve = __builtin_shuffle(lo, hi, EVENS);
-        const v8f vo = __builtin_shuffle(lo, hi, ODDS);
+        const v8f ve = EVENS(lo, hi);
+        const v8f vo = ODDS(lo, hi);
         STORE8(e + f, ve);
         STORE8(o + f, vo);
     }
@@ -114,8 +116,8 @@ INLINE void zip_planes(float *dst, const float *e, const float *o, size_t n,
         LOAD8(ve, e + f);
         LOAD8(vo, o + f);
         ve += bias, vo += bias;
-        v8f lo = __builtin_shuffle(ve, vo, ZIP_LO);
-        v8f hi = __builtin_shuffle(ve, vo, ZIP_HI);
+        v8f lo = ZIP_LO(ve, vo);
+        v8f hi = ZIP_HI(ve, vo);
         if (relu) {
             lo = (v8f)((v8i)lo & ~(lo < zero));
             hi = (v8f)((v8i)hi & ~(hi < zero));
