@@ -126,41 +126,62 @@ static scratch_t carve(float *base, const deft_conv2d_shape_t *s)
     return t;
 }
 
+void deft_nn_pad_planes(float *dst, const float *src, int n, int h, int w,
+                        int dh, int dw, int off)
+{
+    if (dh == h && dw == w) {
+        memcpy(dst, src, (size_t)n * h * w * sizeof(float));
+        return;
+    }
+    memset(dst, 0, (size_t)n * dh * dw * sizeof(float));
+    for (int p = 0; p < n; p++)
+        for (int y = 0; y < h; y++)
+            memcpy(dst + ((size_t)p * dh + y + off) * dw + off,
+                   src + ((size_t)p * h + y) * w, (size_t)w * sizeof(float));
+}
+
+void deft_nn_crop_planes(float *dst, const float *src, int n, int h, int w,
+                         int sh, int sw, int off)
+{
+    if (sh == h && sw == w) {
+        memcpy(dst, src, (size_t)n * h * w * sizeof(float));
+        return;
+    }
+    for (int p = 0; p < n; p++)
+        for (int y = 0; y < h; y++)
+            memcpy(dst + ((size_t)p * h + y) * w,
+                   src + ((size_t)p * sh + y + off) * sw + off,
+                   (size_t)w * sizeof(float));
+}
+
+void deft_conv2d_bias_grad_add(float *db, const float *d, int OC, int P)
+{
+    for (int o = 0; o < OC; o++) {
+        const float *row = d + (size_t)o * P;
+        float acc = 0.0f;
+        for (int p = 0; p < P; p++)
+            acc += row[p];
+        db[o] += acc;
+    }
+}
+
 /* pin (C, Hp, Wp) = in (C, H, W) with pad zeros around each plane. The
  * border is rewritten every time: pin is shared with other layers. */
 static void pad_input(float *pin, const float *in, const deft_conv2d_shape_t *s)
 {
-    const int H = s->h, W = s->w, pad = s->pad;
-    const int Hp = H + 2 * pad, Wp = W + 2 * pad;
+    const int Hp = s->h + 2 * s->pad, Wp = s->w + 2 * s->pad;
     // the slack read past the last plane is zeroed too: another layer may
     // have left anything there
     memset(pin + (size_t)s->c * Hp * Wp, 0, VLANES * sizeof(float));
-    if (pad == 0) {
-        memcpy(pin, in, (size_t)s->c * H * W * sizeof(float));
-        return;
-    }
-    memset(pin, 0, (size_t)s->c * Hp * Wp * sizeof(float));
-    for (int c = 0; c < s->c; c++)
-        for (int y = 0; y < H; y++)
-            memcpy(pin + ((size_t)c * Hp + y + pad) * Wp + pad,
-                   in + ((size_t)c * H + y) * W, (size_t)W * sizeof(float));
+    deft_nn_pad_planes(pin, in, s->c, s->h, s->w, Hp, Wp, s->pad);
 }
 
 /* din (C, H, W) = the interior of dpin (C, Hp, Wp). */
 static void crop_input(float *din, const float *dpin,
                        const deft_conv2d_shape_t *s)
 {
-    const int H = s->h, W = s->w, pad = s->pad;
-    const int Hp = H + 2 * pad, Wp = W + 2 * pad;
-    if (pad == 0) {
-        memcpy(din, dpin, (size_t)s->c * H * W * sizeof(float));
-        return;
-    }
-    for (int c = 0; c < s->c; c++)
-        for (int y = 0; y < H; y++)
-            memcpy(din + ((size_t)c * H + y) * W,
-                   dpin + ((size_t)c * Hp + y + pad) * Wp + pad,
-                   (size_t)W * sizeof(float));
+    deft_nn_crop_planes(din, dpin, s->c, s->h, s->w, s->h + 2 * s->pad,
+                        s->w + 2 * s->pad, s->pad);
 }
 
 /* dst[0..n) = src[0..n) in 8-float moves, the last one overlapping the
@@ -372,13 +393,8 @@ void deft_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
         // dw (OC, K) (+)= d (OC, P) * col^T (P, K)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, K, P, 1.0f,
                     d, P, t.col, P, i ? 1.0f : 0.0f, dw, K);
-        for (int o = 0; db && o < OC; o++) {
-            const float *row = d + (size_t)o * P;
-            float acc = 0.0f;
-            for (int p = 0; p < P; p++)
-                acc += row[p];
-            db[o] += acc;
-        }
+        if (db)
+            deft_conv2d_bias_grad_add(db, d, OC, P);
         if (!dinp)
             continue;
         // dcol (K, P) = w^T (K, OC) * d (OC, P)

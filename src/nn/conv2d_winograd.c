@@ -256,17 +256,6 @@ static wscratch_t wcarve(float *base, const deft_conv2d_shape_t *s,
     return w;
 }
 
-/* P (C, hq, wq) = one image (C, H, W) at offset (pad, pad), zeros around. */
-static void pad_plane(float *P, const float *in, const deft_conv2d_shape_t *s,
-                      const tiling_t *g)
-{
-    const int H = s->h, W = s->w, pad = s->pad;
-    memset(P, 0, (size_t)s->c * g->hq * g->wq * sizeof(float));
-    for (int c = 0; c < s->c; c++)
-        for (int y = 0; y < H; y++)
-            memcpy(P + ((size_t)c * g->hq + y + pad) * g->wq + pad,
-                   in + ((size_t)c * H + y) * W, (size_t)W * sizeof(float));
-}
 
 /* U[xi] (OC, C) = G g G^T for every kernel g = w[o][c] (3, 3). */
 static void kernel_transform(float *U, const float *w, int OC, int C)
@@ -369,13 +358,13 @@ INLINE void input_tx8(float *V, const float *D, size_t ct, size_t j, int n)
 {
     v8f u[4][4];  // u = B^T d: the columns first
     for (int b = 0; b < 4; b++) {
-        v8f d0, d1, d2, d3;
-        LD(d0, D + (0 + b) * ct + j, n);
-        LD(d1, D + (4 + b) * ct + j, n);
-        LD(d2, D + (8 + b) * ct + j, n);
-        LD(d3, D + (12 + b) * ct + j, n);
-        u[0][b] = d0 - d2, u[1][b] = d1 + d2;
-        u[2][b] = d2 - d1, u[3][b] = d1 - d3;
+        v8f d[4];  // column b
+        LD(d[0], D + (0 + b) * ct + j, n);
+        LD(d[1], D + (4 + b) * ct + j, n);
+        LD(d[2], D + (8 + b) * ct + j, n);
+        LD(d[3], D + (12 + b) * ct + j, n);
+        u[0][b] = d[0] - d[2], u[1][b] = d[1] + d[2];
+        u[2][b] = d[2] - d[1], u[3][b] = d[1] - d[3];
     }
     for (int a = 0; a < 4; a++) {
         ST(V + (a * 4 + 0) * ct + j, u[a][0] - u[a][2], n);
@@ -402,13 +391,13 @@ INLINE void input_adj8(float *D, const float *dV, size_t ct, size_t j, int n)
 {
     v8f e[4][4];  // e = dV B^T: the rows first
     for (int a = 0; a < 4; a++) {
-        v8f v0, v1, v2, v3;
-        LD(v0, dV + (a * 4 + 0) * ct + j, n);
-        LD(v1, dV + (a * 4 + 1) * ct + j, n);
-        LD(v2, dV + (a * 4 + 2) * ct + j, n);
-        LD(v3, dV + (a * 4 + 3) * ct + j, n);
-        e[a][0] = v0, e[a][1] = v1 - v2 + v3;
-        e[a][2] = v1 + v2 - v0, e[a][3] = -v3;
+        v8f v[4];  // row a
+        LD(v[0], dV + (a * 4 + 0) * ct + j, n);
+        LD(v[1], dV + (a * 4 + 1) * ct + j, n);
+        LD(v[2], dV + (a * 4 + 2) * ct + j, n);
+        LD(v[3], dV + (a * 4 + 3) * ct + j, n);
+        e[a][0] = v[0], e[a][1] = v[1] - v[2] + v[3];
+        e[a][2] = v[1] + v[2] - v[0], e[a][3] = -v[3];
     }
     for (int b = 0; b < 4; b++) {
         ST(D + (0 + b) * ct + j, e[0][b], n);
@@ -464,12 +453,12 @@ INLINE void output_tx8(float *D, const float *M, size_t ot, size_t k, int n)
 {
     v8f z[2][4];  // z = A^T M: the columns first
     for (int c = 0; c < 4; c++) {
-        v8f m0, m1, m2, m3;
-        LD(m0, M + (0 + c) * ot + k, n);
-        LD(m1, M + (4 + c) * ot + k, n);
-        LD(m2, M + (8 + c) * ot + k, n);
-        LD(m3, M + (12 + c) * ot + k, n);
-        z[0][c] = m0 + m1 + m2, z[1][c] = m1 - m2 - m3;
+        v8f m[4];  // column c
+        LD(m[0], M + (0 + c) * ot + k, n);
+        LD(m[1], M + (4 + c) * ot + k, n);
+        LD(m[2], M + (8 + c) * ot + k, n);
+        LD(m[3], M + (12 + c) * ot + k, n);
+        z[0][c] = m[0] + m[1] + m[2], z[1][c] = m[1] - m[2] - m[3];
     }
     for (int i = 0; i < 2; i++) {
         ST(D + (2 * i) * ot + k, z[i][0] + z[i][1] + z[i][2], n);
@@ -558,16 +547,6 @@ DEFT_HOT static void output_adjoint(float *restrict dM, const float *restrict dY
 #undef OUTPUT_ADJ
 }
 
-/* dst (n, h, w) = the top-left h x w of every plane of src (n, sh, sw). */
-static void crop_planes(float *dst, const float *src, int n, int h, int w,
-                        int sh, int sw, int y0, int x0)
-{
-    for (int p = 0; p < n; p++)
-        for (int y = 0; y < h; y++)
-            memcpy(dst + ((size_t)p * h + y) * w,
-                   src + ((size_t)p * sh + y + y0) * sw + x0,
-                   (size_t)w * sizeof(float));
-}
 
 void deft_conv2d_winograd_forward(float *out, const float *inp, const float *w,
                                   const float *b, int B,
@@ -581,7 +560,8 @@ void deft_conv2d_winograd_forward(float *out, const float *inp, const float *w,
     kernel_transform(t.U, w, OC, C);
     for (int i = 0; i < B; i++) {
         float *o = out + (size_t)i * OC * P;  // o (OC, OH, OW)
-        pad_plane(t.P, inp + (size_t)i * C * s->h * s->w, s, &g);
+        deft_nn_pad_planes(t.P, inp + (size_t)i * C * s->h * s->w, C, s->h,
+                           s->w, g.hq, g.wq, s->pad);
         input_transform(t.V, t.P, t.D, t.Z, C, &g);
         for (int x = 0; x < NXI; x++)  // M[x] (OC, T) = U[x] (OC, C) V[x] (C, T)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, T, C,
@@ -590,7 +570,8 @@ void deft_conv2d_winograd_forward(float *out, const float *inp, const float *w,
                         t.M + (size_t)x * OC * T, T);
         output_transform(whole ? o : t.Y, t.M, t.D, t.Z, b, OC, &g, relu);
         if (!whole)
-            crop_planes(o, t.Y, OC, s->oh, s->ow, 2 * g.th, 2 * g.tw, 0, 0);
+            deft_nn_crop_planes(o, t.Y, OC, s->oh, s->ow, 2 * g.th, 2 * g.tw,
+                                0);
     }
 }
 
@@ -606,28 +587,19 @@ void deft_conv2d_winograd_backward(float *dinp, float *dw, float *db,
     const wscratch_t t = wcarve(scratch, s, &g);
     kernel_transform(t.U, w, OC, C);
     memset(t.dU, 0, (size_t)NXI * OC * C * sizeof(float));
-    if (!whole)  // the partial tiles' extra row or column stays zero
-        memset(t.Y, 0, (size_t)OC * 4 * T * sizeof(float));
-    for (int o = 0; db && o < OC; o++)
-        db[o] = 0.0f;
+    if (db)
+        memset(db, 0, (size_t)OC * sizeof(float));
     for (int i = 0; i < B; i++) {
         const float *d = dout + (size_t)i * OC * P;  // d (OC, OH, OW)
-        for (int o = 0; db && o < OC; o++) {
-            float acc = 0.0f;
-            for (int p = 0; p < P; p++)
-                acc += d[(size_t)o * P + p];
-            db[o] += acc;
-        }
-        if (!whole) {
-            for (int o = 0; o < OC; o++)
-                for (int y = 0; y < s->oh; y++)
-                    memcpy(t.Y + ((size_t)o * 2 * g.th + y) * 2 * g.tw,
-                           d + ((size_t)o * s->oh + y) * s->ow,
-                           (size_t)s->ow * sizeof(float));
+        if (db)
+            deft_conv2d_bias_grad_add(db, d, OC, P);
+        if (!whole) {  // the partial tiles' extra row or column is zero
+            deft_nn_pad_planes(t.Y, d, OC, s->oh, s->ow, 2 * g.th, 2 * g.tw, 0);
             d = t.Y;
         }
         output_adjoint(t.M, d, t.D, t.Z, OC, &g);
-        pad_plane(t.P, inp + i * in_size, s, &g);
+        deft_nn_pad_planes(t.P, inp + i * in_size, C, s->h, s->w, g.hq, g.wq,
+                           s->pad);
         input_transform(t.V, t.P, t.D, t.Z, C, &g);
         for (int x = 0; x < NXI; x++)  // dU[x] (OC, C) += dM[x] V[x]^T
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, C, T,
@@ -642,8 +614,8 @@ void deft_conv2d_winograd_backward(float *dinp, float *dw, float *db,
                         t.M + (size_t)x * OC * T, T, 0.0f,
                         t.V + (size_t)x * C * T, T);
         input_adjoint(t.P, t.V, t.D, t.Z, C, &g);
-        crop_planes(dinp + i * in_size, t.P, C, s->h, s->w, g.hq, g.wq,
-                    s->pad, s->pad);
+        deft_nn_crop_planes(dinp + i * in_size, t.P, C, s->h, s->w, g.hq,
+                            g.wq, s->pad);
     }
     kernel_adjoint(dw, t.dU, OC, C);
 }

@@ -56,6 +56,19 @@ typedef struct {
 int deft_conv2d_shape(deft_conv2d_shape_t *s, int c, int h, int w, int oc,
                       int k, int pad, int stride);
 
+/* dst (n, dh, dw) = src (n, h, w) placed at row and column off of each
+ * plane, zeros around (a plain copy when the sizes are equal). */
+void deft_nn_pad_planes(float *dst, const float *src, int n, int h, int w,
+                        int dh, int dw, int off);
+
+/* dst (n, h, w) = the h x w of each plane of src (n, sh, sw) from row and
+ * column off: the adjoint's counterpart of deft_nn_pad_planes. */
+void deft_nn_crop_planes(float *dst, const float *src, int n, int h, int w,
+                         int sh, int sw, int off);
+
+/* db (OC) += the row sums of d (OC, P): one image's bias gradient. */
+void deft_conv2d_bias_grad_add(float *db, const float *d, int OC, int P);
+
 /* Floats of scratch any of the conv functions below needs (one image's
  * im2col buffers and padded planes). Layers may share one scratch. */
 size_t deft_conv2d_scratch_floats(const deft_conv2d_shape_t *s);
