@@ -175,8 +175,8 @@ static void conv_reference(double *y, double *dx, double *dw, double *db,
                 }
 }
 
-/* Largest |got - want| over n, relative to the largest |want|; prints the
- * worst pair. */
+/* Largest |got - want| over n, relative to the largest |want| (infinite
+ * for a NaN); prints the worst pair. */
 static double max_rel_err(const char *what, const float *got,
                           const double *want, size_t n)
 {
@@ -184,8 +184,9 @@ static double max_rel_err(const char *what, const float *got,
     size_t worst = 0;
     for (size_t i = 0; i < n; i++) {
         scale = fmax(scale, fabs(want[i]));
-        if (fabs(got[i] - want[i]) > err)
-            err = fabs(got[i] - want[i]), worst = i;
+        const double e = fabs(got[i] - want[i]);
+        if (!(e <= err))  // also a NaN
+            err = isnan(e) ? INFINITY : e, worst = i;
     }
     if (err / scale > 1e-5)
         print_error("%s: index %zu of %zu: got %.9g, want %.9g (scale %g)\n",

@@ -530,15 +530,15 @@ static void report_progress(const run_t *run, int epoch, uint64_t s,
     *recent_n = 0;
 }
 
-/* The steps of one epoch: *loss_sum gets this worker's summed loss, *lr
- * follows the schedule. A divergence is marked in res and returned as
- * DEFT_ERR_DIVERGED. */
+/* The steps of one epoch, begun at wall time t_epoch: *loss_sum gets this
+ * worker's summed loss, *lr follows the schedule. A divergence is marked
+ * in res and returned as DEFT_ERR_DIVERGED. */
 static deft_status_t train_epoch(const run_t *run, worker_state_t *w,
-                                 int epoch, float *lr, double *loss_sum,
-                                 totals_t *tot, deft_train_result_t *res)
+                                 int epoch, double t_epoch, float *lr,
+                                 double *loss_sum, totals_t *tot,
+                                 deft_train_result_t *res)
 {
     const deft_train_config_t *cfg = run->cfg;
-    const double t_epoch = deft_wall_s();
     double recent = 0;
     int recent_n = 0;
     *loss_sum = 0;
@@ -745,7 +745,8 @@ deft_status_t deft_train_worker(deft_comm_t *comm, void *arg)
         double loss_sum;
         const double t_epoch = deft_wall_s();
         deft_epoch_report_t rep;
-        if ((st = train_epoch(&run, &w, epoch, &lr, &loss_sum, &tot, &res)) ||
+        if ((st = train_epoch(&run, &w, epoch, t_epoch, &lr, &loss_sum, &tot,
+                              &res)) ||
             (st = end_epoch(&run, &w, epoch, loss_sum, deft_wall_s() - t_epoch,
                             lr, &tot, &rep, &res)))
             break;
