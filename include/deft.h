@@ -323,15 +323,21 @@ typedef struct {
                             when eclk_p or eclk_theta1 is 0                  */
     int powersgd_rank;   /* powersgd: rank r in [1, 1024] of each matrix's
                             approximation (capped at min(rows, cols))       */
+    float dampening;     /* tau in [0, 1]: m = mu m + (1 - tau) g, except a
+                            tensor's first step, which takes m = g (as
+                            torch.optim.SGD); ignored when momentum is 0    */
+    int nesterov;        /* 1: step along g + mu m instead of m (the form of
+                            torch.optim.SGD); needs momentum > 0 and
+                            dampening 0                                     */
 } deft_optim_config_t;
 
 /* The DEF paper's defaults: DEF with RBGS at ratio 256, lambda 0.3,
  * momentum 0.9, lr 0.1; the eclk fields are 0 (eclk needs L and mu);
- * powersgd rank 1. */
+ * powersgd rank 1; no dampening, no Nesterov. */
 #define DEFT_OPTIM_CONFIG_INIT                                              \
     {                                                                       \
         DEFT_ALGO_DEF, DEFT_COMP_RBGS, 256.0, DEFT_SCOPE_TENSOR, 0, 16,     \
-            0.3f, 0.1f, 0.9f, 0.0f, 0, 0, 0.0, 0.0, 0.0, 0.0, 0, 1          \
+            0.3f, 0.1f, 0.9f, 0.0f, 0, 0, 0.0, 0.0, 0.0, 0.0, 0, 1, 0.0f, 0 \
     }
 
 /* Fills *cfg with DEFT_OPTIM_CONFIG_INIT, for bindings that cannot use the
@@ -418,11 +424,79 @@ DEFT_API deft_status_t deft_optim_eclk_anchor(const deft_optim_t *opt,
                                               const float **w,
                                               uint64_t *version);
 
-/* Changes the learning rate for the following steps (lr > 0). */
+/* Changes the learning rate of every group (see below) for the following
+ * steps (lr > 0). Not collective: every worker sets the same lr between
+ * the same steps. */
 DEFT_API deft_status_t deft_optim_set_lr(deft_optim_t *opt, float lr);
-/* The learning rate in effect (cfg->lr, set_lr's or a loaded state's);
- * 0 for NULL. */
+/* The learning rate of group 0 (cfg->lr, set_lr's, set_groups' or a loaded
+ * state's); 0 for NULL. */
 DEFT_API float deft_optim_get_lr(const deft_optim_t *opt);
+
+/* Per-tensor hyperparameters, as torch.optim's parameter groups: a table
+ * of groups, and each tensor of the layout in one of them. Where an
+ * algorithm has an element-wise step, tensor t's elements use their
+ * group's values:
+ *   g = grad + weight_decay * point
+ *   m = momentum * m + (1 - dampening) g   (m = g on the tensor's first
+ *                                           step, or when momentum is 0)
+ *   u = nesterov ? g + momentum * m : m
+ *   and the algorithm's step with lr * u (sgd: x -= lr u with u from the
+ *   averaged g; ef/def/defa/saef: p = lr u + e; psync: x_k -= lr u).
+ * ef21 uses lr and weight_decay (it has no momentum), eclk weight_decay
+ * only. The compressors are unchanged: they see the whole vector. After
+ * create there is one group, cfg's lr, momentum, dampening, weight_decay
+ * and nesterov, holding every tensor. */
+typedef struct {
+    float lr;           /* >= 0, finite (0 leaves the tensors where they
+                           are, as torch allows)                             */
+    float momentum;     /* in [0, 1)                                         */
+    float dampening;    /* in [0, 1]                                         */
+    float weight_decay; /* >= 0, finite                                      */
+    int nesterov;       /* 0 or 1; 1 needs momentum > 0 and dampening 0      */
+} deft_group_t;
+
+/* Replaces the group table with n_groups groups (1 <= n_groups <=
+ * n_tensors) and puts tensor t in group tensor_group[t] (n_tensors entries,
+ * each < n_groups; NULL keeps each tensor's group, which must then exist).
+ * Takes effect from the next tell; momentum and error are kept. Checks
+ * every value first and changes nothing on error (DEFT_ERR_INVALID_ARG
+ * naming the group and field). Not collective, like set_lr: every worker
+ * makes the same calls between the same steps (schedulers do). */
+DEFT_API deft_status_t deft_optim_set_groups(deft_optim_t *opt,
+                                             size_t n_groups,
+                                             const deft_group_t *groups,
+                                             const uint32_t *tensor_group);
+/* The number of groups (0 for NULL), group g's values into *out, and the
+ * group of tensor t. */
+DEFT_API size_t deft_optim_num_groups(const deft_optim_t *opt);
+DEFT_API deft_status_t deft_optim_get_group(const deft_optim_t *opt, size_t g,
+                                            deft_group_t *out);
+DEFT_API deft_status_t deft_optim_tensor_group(const deft_optim_t *opt,
+                                               size_t t, uint32_t *group);
+
+/* Grows the model by the tensors of `added` (appended after the current
+ * ones; added->rows as in a layout) whose initial values are x0_added
+ * (their sizes summed; rank 0's are broadcast). Every existing vector
+ * (model, error, momentum, EF21's estimates, eclk's z and w, powersgd's
+ * warm start) keeps its values bitwise; the new tensors start with zero
+ * error, momentum and estimates, in group 0, and take their first
+ * momentum step as a new tensor does. The step counter continues.
+ * Collective like create: every worker passes the same layout, and an
+ * invalid argument on any worker fails every worker, leaving each
+ * optimizer as it was. The buffers move: pointers from ask, params,
+ * error and eclk_anchor must be taken again. Errors:
+ * DEFT_ERR_INVALID_ARG, DEFT_ERR_NOMEM, DEFT_ERR_COMM. */
+DEFT_API deft_status_t deft_optim_grow(deft_optim_t *opt,
+                                       const deft_layout_t *added,
+                                       const float *x0_added);
+
+/* 1 when the model deft_optim_output gives is the point where this
+ * worker takes its gradients (sgd, ef, ef21; defa with lambda 0), so that
+ * statistics gathered in training forward passes (batch norm's running
+ * mean and variance) describe it; 0 otherwise (def, defa and saef
+ * evaluate x or x - avg(e) but train at x - lambda e_k, psync averages
+ * the x_k, eclk outputs y but trains at the coupled point). 0 for NULL. */
+DEFT_API int deft_optim_output_is_point(const deft_optim_t *opt);
 
 /* Read-only views of internal state, valid until the next tell or destroy:
  * the model this worker steps (x, x_k for psync, y for eclk) and this
@@ -439,15 +513,22 @@ DEFT_API size_t deft_optim_dim(const deft_optim_t *opt);
 DEFT_API uint64_t deft_optim_steps(const deft_optim_t *opt);
 
 /* Checkpointing. This worker's optimizer state -- the step counter, the
- * learning rate and every vector it keeps (model, error, momentum, EF21's
- * estimates, eclk's z and anchor w) -- as a self-describing byte blob of
- * deft_optim_state_size() bytes. Random choices are keyed by (seed, step),
- * so a state restored on an optimizer made with the same layout, config
- * and worker count continues bitwise as if never interrupted. save writes
- * size bytes into buf (size must equal deft_optim_state_size). load checks
- * the blob (magic, version, algorithm, compressor, dimension, length) and
- * returns DEFT_ERR_FORMAT naming the mismatch, leaving the optimizer
- * unchanged. Not collective: every worker saves and loads its own state. */
+ * group table (lr, momentum, dampening, weight decay, nesterov) and each
+ * tensor's group, which tensors have taken their first momentum step, and
+ * every vector it keeps (model, error, momentum, EF21's estimates, eclk's z
+ * and anchor w, powersgd's warm start) -- as a self-describing byte blob of
+ * deft_optim_state_size() bytes (it changes with the number of groups),
+ * ending with a CRC-32 of everything before it. Random choices are keyed
+ * by (seed, step), so a state restored on an optimizer made with the same
+ * layout, config and worker count continues bitwise as if never
+ * interrupted. save writes size bytes into buf (size must equal
+ * deft_optim_state_size). load checks the blob (magic, version, checksum,
+ * algorithm, compressor, the layout's tensor sizes, length, the groups'
+ * values) and returns DEFT_ERR_FORMAT naming the mismatch, leaving the
+ * optimizer unchanged; a changed byte anywhere fails the checksum. Blobs
+ * of the earlier version 1 (one learning rate, no groups, no checksum)
+ * still load, into one group with this optimizer's config values and the
+ * blob's lr. Not collective: every worker saves and loads its own state. */
 DEFT_API size_t deft_optim_state_size(const deft_optim_t *opt);
 DEFT_API deft_status_t deft_optim_state_save(const deft_optim_t *opt, void *buf,
                                              size_t size);

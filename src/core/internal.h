@@ -42,6 +42,10 @@ void deft_free(void *p);
 double deft_wall_s(void);
 double deft_thread_cpu_s(void);
 
+/* CRC-32 (zlib's polynomial) of p[0..n), continuing from crc (0 to
+ * start), for any n. */
+uint32_t deft_crc32(uint32_t crc, const void *p, size_t n);
+
 /* 1 if x is NaN or +-Inf. */
 static inline int deft_nonfinite_f32(float x)
 {

@@ -88,17 +88,20 @@ static deft_status_t eclk_tell(deft_optim_t *opt, const float *grad)
 {
     const size_t d = opt->d;
     const double scale = opt->eclk_eta / opt->cfg.eclk_L; /* eta / L */
-    const double wd = opt->cfg.weight_decay;
     const float *x = opt->point;
     float *e = opt->e, *y = opt->x, *z = opt->z, *delta = opt->delta;
 
-    /* p_k = (eta/L)(g_k + wd x) + e_k, built in e's buffer; the exchange
-     * leaves e = p_k - C(p_k) there and adds avg_k C(p_k) into delta. */
+    /* p_k = (eta/L)(g_k + wd x) + e_k, built in e's buffer (wd from each
+     * tensor's group); the exchange leaves e = p_k - C(p_k) there and adds
+     * avg_k C(p_k) into delta. */
     uint32_t expmax = 0;
-    for (size_t i = 0; i < d; i++) {
-        float pi = (float)(e[i] + scale * ((double)grad[i] + wd * x[i]));
-        e[i] = pi;
-        expmax = deft_exp_fold(expmax, pi);
+    for (size_t t = 0; t < opt->n_tensors; t++) {
+        const double wd = opt->groups[opt->tgroup[t]].weight_decay;
+        for (size_t i = opt->offs[t]; i < opt->offs[t + 1]; i++) {
+            float pi = (float)(e[i] + scale * ((double)grad[i] + wd * x[i]));
+            e[i] = pi;
+            expmax = deft_exp_fold(expmax, pi);
+        }
     }
     memset(delta, 0, d * sizeof(float));
     deft_status_t st = deft_optim_exchange(opt, e, expmax == DEFT_EXP_NONFINITE,

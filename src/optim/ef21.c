@@ -4,7 +4,8 @@
  * g_k = grad_k(x_0). Then, per step with the gradient at x:
  *   c_k = C(grad_k + wd * x - g_k);  g_k += c_k;  g += avg(c_k)
  *   x -= lr * g
- * As in the paper (and SPEC §2) there is no momentum: cfg->momentum is
+ * (wd and lr per tensor, from its group). As in the paper (and SPEC §2)
+ * there is no momentum: the groups' momentum, dampening and nesterov are
  * ignored. */
 #include "core/internal.h"
 #include "optim/optim_internal.h"
@@ -17,12 +18,14 @@ static const float *ef21_ask(deft_optim_t *opt)
 static deft_status_t ef21_tell(deft_optim_t *opt, const float *grad)
 {
     const size_t d = opt->d;
-    const float wd = opt->cfg.weight_decay;
     float *x = opt->x, *gk = opt->gk, *g = opt->g;
     deft_status_t st;
     if (opt->step == 0) {
-        for (size_t i = 0; i < d; i++)
-            g[i] = gk[i] = grad[i] + wd * x[i];
+        for (size_t t = 0; t < opt->n_tensors; t++) {
+            const float wd = opt->groups[opt->tgroup[t]].weight_decay;
+            for (size_t i = opt->offs[t]; i < opt->offs[t + 1]; i++)
+                g[i] = gk[i] = grad[i] + wd * x[i];
+        }
         if ((st = deft_comm_allreduce_sum_f32(opt->comm, g, d)) != DEFT_OK)
             return st;
         const float inv = 1.0f / (float)opt->nworkers;
@@ -34,19 +37,24 @@ static deft_status_t ef21_tell(deft_optim_t *opt, const float *grad)
     } else {
         float *diff = opt->point; /* (d,) scratch */
         uint32_t expmax = 0;
-        for (size_t i = 0; i < d; i++) {
-            float di = grad[i] + wd * x[i] - gk[i];
-            diff[i] = di;
-            expmax = deft_exp_fold(expmax, di);
+        for (size_t t = 0; t < opt->n_tensors; t++) {
+            const float wd = opt->groups[opt->tgroup[t]].weight_decay;
+            for (size_t i = opt->offs[t]; i < opt->offs[t + 1]; i++) {
+                float di = grad[i] + wd * x[i] - gk[i];
+                diff[i] = di;
+                expmax = deft_exp_fold(expmax, di);
+            }
         }
         st = deft_optim_exchange(opt, diff, expmax == DEFT_EXP_NONFINITE,
                                  1.0f / (float)opt->nworkers, g, gk);
         if (st != DEFT_OK)
             return st;
     }
-    const float lr = opt->cfg.lr;
-    for (size_t i = 0; i < d; i++)
-        x[i] -= lr * g[i];
+    for (size_t t = 0; t < opt->n_tensors; t++) {
+        const float lr = opt->groups[opt->tgroup[t]].lr;
+        for (size_t i = opt->offs[t]; i < opt->offs[t + 1]; i++)
+            x[i] -= lr * g[i];
+    }
     return DEFT_OK;
 }
 

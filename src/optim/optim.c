@@ -79,6 +79,42 @@ deft_status_t deft_compressor_parse(const char *name,
                      name);
 }
 
+deft_status_t deft_group_check(const deft_group_t *g, const char *fn,
+                               const char *what)
+{
+    if (!(g->lr >= 0.0f) || !isfinite(g->lr))
+        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: %slr = %g, must be a "
+                         "finite number >= 0", fn, what, (double)g->lr);
+    if (!(g->momentum >= 0.0f && g->momentum < 1.0f))
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "%s: %smomentum = %g, must be in [0, 1)", fn, what,
+                         (double)g->momentum);
+    if (!(g->dampening >= 0.0f && g->dampening <= 1.0f))
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "%s: %sdampening = %g, must be in [0, 1]", fn, what,
+                         (double)g->dampening);
+    if (!(g->weight_decay >= 0.0f) || !isfinite(g->weight_decay))
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "%s: %sweight_decay = %g, must be a finite number "
+                         ">= 0", fn, what, (double)g->weight_decay);
+    if (g->nesterov != 0 && g->nesterov != 1)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: %snesterov = %d, must be "
+                         "0 or 1", fn, what, g->nesterov);
+    if (g->nesterov && (g->momentum == 0.0f || g->dampening != 0.0f))
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "%s: %snesterov = 1 needs momentum > 0 and dampening "
+                         "0 (momentum = %g, dampening = %g)", fn, what,
+                         (double)g->momentum, (double)g->dampening);
+    return DEFT_OK;
+}
+
+static deft_group_t config_group(const deft_optim_config_t *cfg)
+{
+    deft_group_t g = {cfg->lr, cfg->momentum, cfg->dampening,
+                      cfg->weight_decay, cfg->nesterov};
+    return g;
+}
+
 /* eclk's problem constants and parameters (0 = derive from theory, see
  * eclk.c). */
 static deft_status_t validate_eclk(const deft_optim_config_t *cfg)
@@ -169,14 +205,10 @@ static deft_status_t validate(const deft_layout_t *layout, const float *x0,
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "%s: cfg->lr = %g, must be a finite number > 0", fn,
                          (double)cfg->lr);
-    if (!(cfg->momentum >= 0.0f && cfg->momentum < 1.0f))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: cfg->momentum = %g, must be in [0, 1)", fn,
-                         (double)cfg->momentum);
-    if (!(cfg->weight_decay >= 0.0f) || !isfinite(cfg->weight_decay))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: cfg->weight_decay = %g, must be a finite number "
-                         ">= 0", fn, (double)cfg->weight_decay);
+    deft_group_t g0 = config_group(cfg);
+    deft_status_t gst = deft_group_check(&g0, fn, "cfg->");
+    if (gst != DEFT_OK)
+        return gst;
     if (cfg->avg_period < 0)
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "%s: cfg->avg_period = %d, must be >= 0 (0 = never)",
@@ -228,10 +260,12 @@ static uint64_t config_hash(const deft_layout_t *layout,
         cfg->compressor = DEFT_COMP_NONE, cfg->ratio = 1;
     if (cfg->algo == DEFT_ALGO_EF21)
         cfg->momentum = 0;
+    if (cfg->momentum == 0.0f)
+        cfg->dampening = 0, cfg->nesterov = 0;
     if (cfg->compressor != DEFT_COMP_QSGD)
         cfg->qsgd_levels = 0;
     if (cfg->algo == DEFT_ALGO_ECLK) {
-        cfg->lr = 0, cfg->momentum = 0;
+        cfg->lr = 0, cfg->momentum = 0, cfg->dampening = 0, cfg->nesterov = 0;
         /* theta1 and p derived from n are hashed through n. */
     } else {
         cfg->eclk_L = cfg->eclk_mu = cfg->eclk_p = cfg->eclk_theta1 = 0;
@@ -250,13 +284,14 @@ static uint64_t config_hash(const deft_layout_t *layout,
         size_t r = psgd && layout->rows && layout->rows[t] > 1 ? layout->rows[t] : 0;
         h = deft_mix64(h ^ r);
     }
-    uint64_t fields[18];
+    uint64_t fields[20];
     double ratio = cfg->ratio;
-    uint32_t f32[4];
+    uint32_t f32[5];
     memcpy(&f32[0], &cfg->lambda, 4);
     memcpy(&f32[1], &cfg->lr, 4);
     memcpy(&f32[2], &cfg->momentum, 4);
     memcpy(&f32[3], &cfg->weight_decay, 4);
+    memcpy(&f32[4], &cfg->dampening, 4);
     memcpy(&fields[0], &ratio, 8);
     fields[1] = (uint64_t)cfg->algo;
     fields[2] = (uint64_t)cfg->compressor;
@@ -273,7 +308,9 @@ static uint64_t config_hash(const deft_layout_t *layout,
     memcpy(&fields[15], &cfg->eclk_theta1, 8);
     fields[16] = cfg->eclk_n;
     fields[17] = (uint64_t)cfg->powersgd_rank;
-    for (int i = 0; i < 18; i++)
+    fields[18] = f32[4];
+    fields[19] = (uint64_t)cfg->nesterov;
+    for (int i = 0; i < 20; i++)
         h = deft_mix64(h ^ fields[i]);
     return h;
 }
@@ -282,6 +319,12 @@ static deft_status_t allocate(deft_optim_t *o, const float *x0)
 {
     int needs = o->ops->needs;
     size_t bytes = o->d * sizeof(float);
+    o->n_groups = 1;
+    if (!(o->groups = calloc(1, sizeof *o->groups)) ||
+        !(o->tgroup = calloc(o->n_tensors, sizeof *o->tgroup)) ||
+        !(o->m_started = calloc(o->n_tensors, 1)))
+        goto nomem;
+    o->groups[0] = config_group(&o->cfg);
     o->x = deft_alloc(bytes);
     if (!o->x)
         goto nomem;
@@ -342,6 +385,10 @@ void deft_optim_destroy(deft_optim_t *opt)
     deft_free(opt->gathered);
     free(opt->sizes);
     free(opt->rows);
+    free(opt->offs);
+    free(opt->groups);
+    free(opt->tgroup);
+    free(opt->m_started);
     free(opt);
 }
 
@@ -363,7 +410,8 @@ deft_status_t deft_optim_create(deft_optim_t **out, deft_comm_t *comm,
     if (st == DEFT_OK) {
         o = calloc(1, sizeof *o);
         if (!o || !(o->sizes = calloc(layout->n_tensors, sizeof(size_t))) ||
-            !(o->rows = calloc(layout->n_tensors, sizeof(size_t)))) {
+            !(o->rows = calloc(layout->n_tensors, sizeof(size_t))) ||
+            !(o->offs = calloc(layout->n_tensors + 1, sizeof(size_t)))) {
             st = deft_fail(DEFT_ERR_NOMEM, "deft_optim_create: out of memory");
         } else {
             o->comm = comm;
@@ -375,8 +423,11 @@ deft_status_t deft_optim_create(deft_optim_t **out, deft_comm_t *comm,
             memcpy(o->sizes, layout->sizes, layout->n_tensors * sizeof(size_t));
             if (layout->rows)
                 memcpy(o->rows, layout->rows, layout->n_tensors * sizeof(size_t));
-            for (size_t t = 0; t < layout->n_tensors; t++)
+            for (size_t t = 0; t < layout->n_tensors; t++) {
+                o->offs[t] = o->d;
                 o->d += layout->sizes[t];
+            }
+            o->offs[layout->n_tensors] = o->d;
             o->lambda = cfg->algo == DEFT_ALGO_SAEF ? 1.0f
                         : (cfg->algo == DEFT_ALGO_DEF || cfg->algo == DEFT_ALGO_DEFA)
                             ? cfg->lambda
@@ -465,6 +516,7 @@ deft_status_t deft_optim_tell(deft_optim_t *opt, const float *grad,
     if (st != DEFT_OK)
         return st;
     opt->step++;
+    memset(opt->m_started, 1, opt->n_tensors); /* every tensor has stepped */
     if (info) {
         info->step = step;
         info->bytes_sent = opt->comm->stats.bytes_sent - before.bytes_sent;
@@ -491,12 +543,14 @@ deft_status_t deft_optim_set_lr(deft_optim_t *opt, float lr)
                          "deft_optim_set_lr: lr = %g, must be a finite number "
                          "> 0", (double)lr);
     opt->cfg.lr = lr;
+    for (size_t g = 0; g < opt->n_groups; g++)
+        opt->groups[g].lr = lr;
     return DEFT_OK;
 }
 
 float deft_optim_get_lr(const deft_optim_t *opt)
 {
-    return opt ? opt->cfg.lr : 0.0f;
+    return opt ? opt->groups[0].lr : 0.0f;
 }
 
 deft_status_t deft_optim_params(const deft_optim_t *opt, const float **x)
@@ -542,7 +596,7 @@ deft_status_t deft_optim_diverged(const deft_optim_t *opt, const char *what)
                      "diverged at step %llu: %s (algorithm %s, compressor "
                      "%s%s, lr %g)", (unsigned long long)opt->step, what,
                      deft_algo_name(opt->cfg.algo), deft_compressor_name(k),
-                     knob, (double)opt->cfg.lr);
+                     knob, (double)opt->groups[0].lr);
 }
 
 /* powersgd's two rounds: encode (round 0), allreduce it, encode round 1

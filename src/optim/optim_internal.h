@@ -18,6 +18,14 @@ struct deft_optim {
     size_t n_tensors;
     size_t *sizes;     /* (n_tensors,) copy of the layout                   */
     size_t *rows;      /* (n_tensors,) the layout's rows, 0s when it had none */
+    size_t *offs;      /* (n_tensors + 1,) tensor t is [offs[t], offs[t+1]) */
+
+    /* Per-tensor hyperparameters (deft_optim_set_groups). */
+    size_t n_groups;
+    deft_group_t *groups; /* (n_groups,) group 0 starts as cfg's values    */
+    uint32_t *tgroup;  /* (n_tensors,) each tensor's group                 */
+    uint8_t *m_started; /* (n_tensors,) 1 once the tensor's momentum took a
+                           step (its first step takes m = g, no dampening) */
 
     /* Every vector below is (d,) floats, allocated at create when the
      * algorithm's ops ask for it, else NULL. */
@@ -44,6 +52,37 @@ struct deft_optim {
     uint64_t step;
     int asked;
 };
+
+/* The constants of tensor t's element-wise step: lr, momentum mu, the
+ * factor dc of the new gradient in m = mu m + dc g (1 - dampening, or 1 on
+ * the tensor's first step or without momentum), weight decay, nesterov. */
+typedef struct {
+    float lr, mu, dc, wd;
+    int nesterov;
+} deft_hp_t;
+
+static inline deft_hp_t deft_tensor_hp(const deft_optim_t *o, size_t t)
+{
+    const deft_group_t *g = &o->groups[o->tgroup[t]];
+    deft_hp_t h = {g->lr, g->momentum, 1.0f, g->weight_decay, g->nesterov};
+    if (g->momentum != 0.0f && o->m_started[t])
+        h.dc = 1.0f - g->dampening;
+    return h;
+}
+
+/* One element's momentum step: m = mu m + dc g, and the direction u the
+ * model moves along (g + mu m with Nesterov, else m). */
+static inline float deft_momentum(const deft_hp_t *h, float g, float *m)
+{
+    float mi = h->mu * *m + h->dc * g;
+    *m = mi;
+    return h->nesterov ? g + h->mu * mi : mi;
+}
+
+/* Checks one group's values; fn and what name the call and the group in
+ * the message ("deft_optim_create", "cfg->"). */
+deft_status_t deft_group_check(const deft_group_t *g, const char *fn,
+                               const char *what);
 
 /* Buffers an algorithm needs, as flags. */
 enum {

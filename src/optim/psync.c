@@ -13,16 +13,16 @@ static const float *psync_ask(deft_optim_t *opt)
 
 static deft_status_t psync_tell(deft_optim_t *opt, const float *grad)
 {
-    const float mu = opt->cfg.momentum, lr = opt->cfg.lr;
-    const float wd = opt->cfg.weight_decay;
     float *x = opt->x, *m = opt->m;
     uint32_t expmax = 0;
-    for (size_t i = 0; i < opt->d; i++) {
-        float mi = mu * m[i] + (grad[i] + wd * x[i]);
-        float xi = x[i] - lr * mi;
-        m[i] = mi;
-        x[i] = xi;
-        expmax = deft_exp_fold(expmax, xi);
+    for (size_t t = 0; t < opt->n_tensors; t++) {
+        const deft_hp_t h = deft_tensor_hp(opt, t);
+        for (size_t i = opt->offs[t]; i < opt->offs[t + 1]; i++) {
+            float u = deft_momentum(&h, grad[i] + h.wd * x[i], &m[i]);
+            float xi = x[i] - h.lr * u;
+            x[i] = xi;
+            expmax = deft_exp_fold(expmax, xi);
+        }
     }
     float *msg = opt->msg;
     deft_compressor_select(opt->comp, opt->step);

@@ -1,5 +1,7 @@
 /* Full-precision momentum SGD, the baseline every compressor is measured
- * against: g_k = grad + wd * x; m = mu * m + avg(g_k); x -= lr * m. It
+ * against: g_k = grad + wd * x; m = mu * m + (1 - dampening) avg(g_k);
+ * x -= lr * m (or lr * (avg(g_k) + mu * m) with Nesterov), each tensor with
+ * its group's values: torch.optim.SGD on the averaged gradient. It
  * allreduces the dense gradient, whatever cfg->compressor says. */
 #include "core/internal.h"
 #include "optim/optim_internal.h"
@@ -11,22 +13,24 @@ static const float *sgd_ask(deft_optim_t *opt)
 
 static deft_status_t sgd_tell(deft_optim_t *opt, const float *grad)
 {
-    const size_t d = opt->d;
-    const float wd = opt->cfg.weight_decay;
     float *g = opt->msg, *x = opt->x, *m = opt->m;
-    for (size_t i = 0; i < d; i++)
-        g[i] = grad[i] + wd * x[i];
-    deft_status_t st = deft_comm_allreduce_sum_f32(opt->comm, g, d);
+    for (size_t t = 0; t < opt->n_tensors; t++) {
+        const float wd = opt->groups[opt->tgroup[t]].weight_decay;
+        for (size_t i = opt->offs[t]; i < opt->offs[t + 1]; i++)
+            g[i] = grad[i] + wd * x[i];
+    }
+    deft_status_t st = deft_comm_allreduce_sum_f32(opt->comm, g, opt->d);
     if (st != DEFT_OK)
         return st;
     const float inv = 1.0f / (float)opt->nworkers;
-    const float mu = opt->cfg.momentum, lr = opt->cfg.lr;
     uint32_t expmax = 0;
-    for (size_t i = 0; i < d; i++) {
-        float mi = mu * m[i] + g[i] * inv;
-        m[i] = mi;
-        x[i] -= lr * mi;
-        expmax = deft_exp_fold(expmax, mi);
+    for (size_t t = 0; t < opt->n_tensors; t++) {
+        const deft_hp_t h = deft_tensor_hp(opt, t);
+        for (size_t i = opt->offs[t]; i < opt->offs[t + 1]; i++) {
+            float u = deft_momentum(&h, g[i] * inv, &m[i]);
+            x[i] -= h.lr * u;
+            expmax = deft_exp_fold(expmax, u);
+        }
     }
     if (expmax == DEFT_EXP_NONFINITE)
         return deft_optim_diverged(opt, "the averaged gradient holds NaN or Inf");

@@ -1,23 +1,44 @@
-/* Optimizer state blobs for checkpoints. Layout (little-endian host order,
- * all fields fixed size):
- *   u32 magic 'DFOS', u32 version, u32 algo, u32 compressor, u64 d,
- *   u64 step, f32 lr, u32 buffer mask, then the buffers in the mask's bit
- *   order (x, e, m, gk, g, z, w), d floats each, then, when bit 7 is set,
- *   the compressor's state (deft_compressor_state_floats floats: powersgd's
- *   warm-start Q). Bits 5 and 6 (eclk's z and anchor w) and 7 came later;
- *   blobs without them read as before. */
+/* Optimizer state blobs for checkpoints. Version 2 (little-endian host
+ * order, all fields fixed size):
+ *   header: u32 magic 'DFOS', u32 version, u32 algo, u32 compressor,
+ *           u64 d, u64 step, u64 n_tensors, u32 n_groups, u32 buffer mask
+ *   u64 sizes[n_tensors]        the layout, to refuse another model
+ *   u32 tensor_group[n_tensors]
+ *   u8  m_started[n_tensors], zero-padded to a multiple of 4 bytes
+ *   groups[n_groups]: f32 lr, momentum, dampening, weight_decay; u32 nesterov
+ *   the buffers in the mask's bit order (x, e, m, gk, g, z, w), d floats
+ *   each, then, when bit 7 is set, the compressor's state
+ *   (deft_compressor_state_floats floats: powersgd's warm-start Q)
+ *   u32 CRC-32 of every byte before it.
+ * Version 1 (read only): the header u32 magic, version, algo, compressor,
+ * u64 d, step, f32 lr, u32 mask, then the buffers and compressor state. */
 #include "core/internal.h"
 #include "optim/optim_internal.h"
 
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
 #define STATE_MAGIC 0x534f4644u /* "DFOS" */
-#define STATE_VERSION 1u
+#define STATE_VERSION 2u
 
 typedef struct {
+    uint32_t magic, version, algo, compressor;
+    uint64_t d, step, n_tensors;
+    uint32_t n_groups, mask;
+} state_header_t;
+
+typedef struct { /* version 1 */
     uint32_t magic, version, algo, compressor;
     uint64_t d, step;
     float lr;
     uint32_t mask;
-} state_header_t;
+} state_header_v1_t;
+
+typedef struct {
+    float lr, momentum, dampening, weight_decay;
+    uint32_t nesterov;
+} state_group_t;
 
 enum { N_BUFS = 7, COMP_BIT = 1 << 7 };
 
@@ -44,16 +65,41 @@ static int state_buffers(const deft_optim_t *o, float *bufs[N_BUFS])
     return mask | (comp_floats(o) ? COMP_BIT : 0);
 }
 
+/* Bytes of the buffers and the compressor's state. */
+static size_t vectors_size(const deft_optim_t *o)
+{
+    float *bufs[N_BUFS];
+    int mask = state_buffers(o, bufs);
+    size_t n = 0;
+    for (int i = 0; i < N_BUFS; i++)
+        n += (mask >> i) & 1;
+    return (n * o->d + comp_floats(o)) * sizeof(float);
+}
+
+static size_t padded_flags(size_t n_tensors)
+{
+    return (n_tensors + 3) / 4 * 4;
+}
+
+/* Bytes of the per-tensor tables and the groups. */
+static size_t tables_size(size_t n_tensors, size_t n_groups)
+{
+    return n_tensors * (sizeof(uint64_t) + sizeof(uint32_t)) +
+           padded_flags(n_tensors) + n_groups * sizeof(state_group_t);
+}
+
 size_t deft_optim_state_size(const deft_optim_t *opt)
 {
     if (!opt)
         return 0;
-    float *bufs[N_BUFS];
-    int mask = state_buffers(opt, bufs);
-    size_t n = 0;
-    for (int i = 0; i < N_BUFS; i++)
-        n += (mask >> i) & 1;
-    return sizeof(state_header_t) + (n * opt->d + comp_floats(opt)) * sizeof(float);
+    return sizeof(state_header_t) + tables_size(opt->n_tensors, opt->n_groups) +
+           vectors_size(opt) + sizeof(uint32_t);
+}
+
+static char *put(char *p, const void *src, size_t n)
+{
+    memcpy(p, src, n);
+    return p + n;
 }
 
 deft_status_t deft_optim_state_save(const deft_optim_t *opt, void *buf,
@@ -70,17 +116,150 @@ deft_status_t deft_optim_state_save(const deft_optim_t *opt, void *buf,
     float *bufs[N_BUFS];
     state_header_t h = {STATE_MAGIC, STATE_VERSION, (uint32_t)opt->cfg.algo,
                         (uint32_t)opt->cfg.compressor, opt->d, opt->step,
-                        opt->cfg.lr, (uint32_t)state_buffers(opt, bufs)};
-    char *p = buf;
-    memcpy(p, &h, sizeof h);
-    p += sizeof h;
+                        opt->n_tensors, (uint32_t)opt->n_groups,
+                        (uint32_t)state_buffers(opt, bufs)};
+    char *p = put(buf, &h, sizeof h);
+    for (size_t t = 0; t < opt->n_tensors; t++) {
+        uint64_t s = opt->sizes[t];
+        p = put(p, &s, sizeof s);
+    }
+    p = put(p, opt->tgroup, opt->n_tensors * sizeof(uint32_t));
+    memset(p, 0, padded_flags(opt->n_tensors));
+    memcpy(p, opt->m_started, opt->n_tensors);
+    p += padded_flags(opt->n_tensors);
+    for (size_t g = 0; g < opt->n_groups; g++) {
+        const deft_group_t *src = &opt->groups[g];
+        state_group_t sg = {src->lr, src->momentum, src->dampening,
+                            src->weight_decay, (uint32_t)src->nesterov};
+        p = put(p, &sg, sizeof sg);
+    }
+    for (int i = 0; i < N_BUFS; i++)
+        if (bufs[i])
+            p = put(p, bufs[i], opt->d * sizeof(float));
+    if (comp_floats(opt)) {
+        deft_compressor_state_get(opt->comp, p);
+        p += comp_floats(opt) * sizeof(float);
+    }
+    uint32_t crc = deft_crc32(0, buf, (size_t)(p - (char *)buf));
+    memcpy(p, &crc, sizeof crc);
+    return DEFT_OK;
+}
+
+/* The checks both versions share: algorithm, compressor, dimension. */
+static deft_status_t check_identity(const deft_optim_t *opt, uint32_t algo,
+                                    uint32_t comp, uint64_t d)
+{
+    const char *fn = "deft_optim_state_load";
+    if (algo != (uint32_t)opt->cfg.algo)
+        return deft_fail(DEFT_ERR_FORMAT, "%s: state is from algorithm %s, this "
+                         "optimizer runs %s", fn, deft_algo_name((deft_algo_t)algo),
+                         deft_algo_name(opt->cfg.algo));
+    if (comp != (uint32_t)opt->cfg.compressor)
+        return deft_fail(DEFT_ERR_FORMAT, "%s: state is from compressor %s, this "
+                         "optimizer uses %s", fn,
+                         deft_compressor_name((deft_compressor_kind_t)comp),
+                         deft_compressor_name(opt->cfg.compressor));
+    if (d != opt->d)
+        return deft_fail(DEFT_ERR_FORMAT, "%s: state has %llu parameters, this "
+                         "model has %zu", fn, (unsigned long long)d, opt->d);
+    return DEFT_OK;
+}
+
+/* Copies the buffers and the compressor's state from p. */
+static void load_vectors(deft_optim_t *opt, const char *p)
+{
+    float *bufs[N_BUFS];
+    state_buffers(opt, bufs);
     for (int i = 0; i < N_BUFS; i++)
         if (bufs[i]) {
-            memcpy(p, bufs[i], opt->d * sizeof(float));
+            memcpy(bufs[i], p, opt->d * sizeof(float));
             p += opt->d * sizeof(float);
         }
     if (comp_floats(opt))
-        deft_compressor_state_get(opt->comp, p);
+        deft_compressor_state_set(opt->comp, p);
+    opt->asked = 0;
+    if (opt->w)
+        opt->anchor_version++; /* w was replaced: grad f_k(w) is stale */
+}
+
+static deft_status_t load_v1(deft_optim_t *opt, const void *buf, size_t size)
+{
+    const char *fn = "deft_optim_state_load";
+    state_header_v1_t h;
+    if (size < sizeof h)
+        return deft_fail(DEFT_ERR_FORMAT, "%s: %zu bytes is too short for a "
+                         "version 1 state", fn, size);
+    memcpy(&h, buf, sizeof h);
+    float *bufs[N_BUFS];
+    uint32_t mask = (uint32_t)state_buffers(opt, bufs);
+    deft_status_t st = check_identity(opt, h.algo, h.compressor, h.d);
+    if (st != DEFT_OK)
+        return st;
+    if (h.mask != mask || size != sizeof h + vectors_size(opt))
+        return deft_fail(DEFT_ERR_FORMAT, "%s: state holds %zu bytes, expected "
+                         "%zu", fn, size, sizeof h + vectors_size(opt));
+    if (!(h.lr > 0.0f) || !isfinite(h.lr))
+        return deft_fail(DEFT_ERR_FORMAT, "%s: state has learning rate %g", fn,
+                         (double)h.lr);
+    deft_group_t *g = malloc(sizeof *g);
+    if (!g)
+        return deft_fail(DEFT_ERR_NOMEM, "%s: out of memory", fn);
+    *g = opt->groups[0];
+    g->lr = h.lr;
+    free(opt->groups);
+    opt->groups = g;
+    opt->n_groups = 1;
+    memset(opt->tgroup, 0, opt->n_tensors * sizeof(uint32_t));
+    memset(opt->m_started, h.step > 0, opt->n_tensors);
+    opt->cfg.lr = h.lr;
+    opt->step = h.step;
+    load_vectors(opt, (const char *)buf + sizeof h);
+    return DEFT_OK;
+}
+
+/* Version 2's tables: sizes, tensor groups, flags, groups; checked, and
+ * the groups decoded into *groups (malloc'd). */
+static deft_status_t read_tables(const deft_optim_t *opt, const char *p,
+                                 size_t n_groups, deft_group_t **groups)
+{
+    const char *fn = "deft_optim_state_load";
+    for (size_t t = 0; t < opt->n_tensors; t++, p += 8) {
+        uint64_t s;
+        memcpy(&s, p, 8);
+        if (s != opt->sizes[t])
+            return deft_fail(DEFT_ERR_FORMAT, "%s: the state's tensor %zu has "
+                             "%llu elements, this layout's %zu", fn, t,
+                             (unsigned long long)s, opt->sizes[t]);
+    }
+    for (size_t t = 0; t < opt->n_tensors; t++, p += 4) {
+        uint32_t g;
+        memcpy(&g, p, 4);
+        if (g >= n_groups)
+            return deft_fail(DEFT_ERR_FORMAT, "%s: the state puts tensor %zu in "
+                             "group %u of %zu", fn, t, g, n_groups);
+    }
+    for (size_t t = 0; t < padded_flags(opt->n_tensors); t++)
+        if ((unsigned char)p[t] > (t < opt->n_tensors))
+            return deft_fail(DEFT_ERR_FORMAT, "%s: the state's momentum flags "
+                             "are malformed", fn);
+    p += padded_flags(opt->n_tensors);
+    deft_group_t *gs = malloc(n_groups * sizeof *gs);
+    if (!gs)
+        return deft_fail(DEFT_ERR_NOMEM, "%s: out of memory", fn);
+    for (size_t g = 0; g < n_groups; g++, p += sizeof(state_group_t)) {
+        state_group_t sg;
+        memcpy(&sg, p, sizeof sg);
+        deft_group_t v = {sg.lr, sg.momentum, sg.dampening, sg.weight_decay,
+                          sg.nesterov > 1 ? 2 : (int)sg.nesterov};
+        char what[48];
+        snprintf(what, sizeof what, "the state's group %zu: ", g);
+        if (deft_group_check(&v, fn, what) != DEFT_OK) {
+            free(gs);
+            return deft_fail(DEFT_ERR_FORMAT, "%s", deft_last_error());
+        }
+        gs[g] = v;
+    }
+    *groups = gs;
     return DEFT_OK;
 }
 
@@ -91,50 +270,61 @@ deft_status_t deft_optim_state_load(deft_optim_t *opt, const void *buf,
     if (!opt || !buf)
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: %s is NULL", fn,
                          !opt ? "opt" : "buf");
-    state_header_t h;
-    if (size < sizeof h)
+    uint32_t mv[2];
+    if (size < sizeof mv)
         return deft_fail(DEFT_ERR_FORMAT, "%s: %zu bytes is too short for a "
                          "state header", fn, size);
-    memcpy(&h, buf, sizeof h);
-    float *bufs[N_BUFS];
-    uint32_t mask = (uint32_t)state_buffers(opt, bufs);
-    if (h.magic != STATE_MAGIC)
+    memcpy(mv, buf, sizeof mv);
+    if (mv[0] != STATE_MAGIC)
         return deft_fail(DEFT_ERR_FORMAT, "%s: not an optimizer state (magic "
-                         "0x%08x)", fn, h.magic);
-    if (h.version != STATE_VERSION)
+                         "0x%08x)", fn, mv[0]);
+    if (mv[1] == 1)
+        return load_v1(opt, buf, size);
+    if (mv[1] != STATE_VERSION)
         return deft_fail(DEFT_ERR_FORMAT, "%s: state version %u, this build "
-                         "reads version %u", fn, h.version, STATE_VERSION);
-    if (h.algo != (uint32_t)opt->cfg.algo)
-        return deft_fail(DEFT_ERR_FORMAT, "%s: state is from algorithm %s, this "
-                         "optimizer runs %s", fn,
-                         deft_algo_name((deft_algo_t)h.algo),
-                         deft_algo_name(opt->cfg.algo));
-    if (h.compressor != (uint32_t)opt->cfg.compressor)
-        return deft_fail(DEFT_ERR_FORMAT, "%s: state is from compressor %s, this "
-                         "optimizer uses %s", fn,
-                         deft_compressor_name((deft_compressor_kind_t)h.compressor),
-                         deft_compressor_name(opt->cfg.compressor));
-    if (h.d != opt->d)
-        return deft_fail(DEFT_ERR_FORMAT, "%s: state has %llu parameters, this "
-                         "model has %zu", fn, (unsigned long long)h.d, opt->d);
-    if (h.mask != mask || size != deft_optim_state_size(opt))
+                         "reads versions 1 and %u", fn, mv[1], STATE_VERSION);
+    state_header_t h;
+    if (size < sizeof h + sizeof(uint32_t))
+        return deft_fail(DEFT_ERR_FORMAT, "%s: %zu bytes is too short for a "
+                         "state", fn, size);
+    uint32_t crc;
+    memcpy(&crc, (const char *)buf + size - sizeof crc, sizeof crc);
+    if (deft_crc32(0, buf, size - sizeof crc) != crc)
+        return deft_fail(DEFT_ERR_FORMAT, "%s: the state is corrupt (checksum "
+                         "mismatch over its %zu bytes)", fn, size);
+    memcpy(&h, buf, sizeof h);
+    deft_status_t st = check_identity(opt, h.algo, h.compressor, h.d);
+    if (st != DEFT_OK)
+        return st;
+    if (h.n_tensors != opt->n_tensors)
+        return deft_fail(DEFT_ERR_FORMAT, "%s: the state's layout has %llu "
+                         "tensors, this one %zu", fn,
+                         (unsigned long long)h.n_tensors, opt->n_tensors);
+    float *bufs[N_BUFS];
+    if (h.n_groups == 0 || h.n_groups > opt->n_tensors ||
+        h.mask != (uint32_t)state_buffers(opt, bufs))
+        return deft_fail(DEFT_ERR_FORMAT, "%s: the state's header is malformed "
+                         "(%u groups, buffer mask 0x%x)", fn, h.n_groups, h.mask);
+    size_t want = sizeof h + tables_size(opt->n_tensors, h.n_groups) +
+                  vectors_size(opt) + sizeof(uint32_t);
+    if (size != want)
         return deft_fail(DEFT_ERR_FORMAT, "%s: state holds %zu bytes, expected "
-                         "%zu", fn, size, deft_optim_state_size(opt));
-    if (!(h.lr > 0.0f))
-        return deft_fail(DEFT_ERR_FORMAT, "%s: state has learning rate %g", fn,
-                         (double)h.lr);
+                         "%zu", fn, size, want);
     const char *p = (const char *)buf + sizeof h;
-    for (int i = 0; i < N_BUFS; i++)
-        if (bufs[i]) {
-            memcpy(bufs[i], p, opt->d * sizeof(float));
-            p += opt->d * sizeof(float);
-        }
-    if (comp_floats(opt))
-        deft_compressor_state_set(opt->comp, p);
+    deft_group_t *groups = NULL;
+    if ((st = read_tables(opt, p, h.n_groups, &groups)) != DEFT_OK)
+        return st;
+    p += opt->n_tensors * sizeof(uint64_t);
+    memcpy(opt->tgroup, p, opt->n_tensors * sizeof(uint32_t));
+    p += opt->n_tensors * sizeof(uint32_t);
+    memcpy(opt->m_started, p, opt->n_tensors);
+    p += padded_flags(opt->n_tensors) + h.n_groups * sizeof(state_group_t);
+    free(opt->groups);
+    opt->groups = groups;
+    opt->n_groups = h.n_groups;
+    if (groups[0].lr > 0.0f)
+        opt->cfg.lr = groups[0].lr;
     opt->step = h.step;
-    opt->cfg.lr = h.lr;
-    opt->asked = 0;
-    if (opt->w)
-        opt->anchor_version++; /* w was replaced: grad f_k(w) is stale */
+    load_vectors(opt, p);
     return DEFT_OK;
 }

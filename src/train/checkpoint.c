@@ -7,24 +7,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #define CKPT_MAGIC "DEFTCKPT"
 #define CKPT_VERSION 1u
 
 /* fwrite that also feeds the running CRC. */
-static int put(FILE *f, uLong *crc, const void *p, size_t n)
+static int put(FILE *f, uint32_t *crc, const void *p, size_t n)
 {
-    const unsigned char *b = p;
-    while (n > 0) { /* crc32 takes uInt lengths */
-        size_t chunk = n > (1u << 30) ? (1u << 30) : n;
-        *crc = crc32(*crc, b, (uInt)chunk);
-        if (fwrite(b, 1, chunk, f) != chunk)
-            return -1;
-        b += chunk;
-        n -= chunk;
-    }
-    return 0;
+    *crc = deft_crc32(*crc, p, n);
+    return fwrite(p, 1, n, f) == n ? 0 : -1;
 }
 
 /* fsyncs the directory holding path, so that the rename itself survives
@@ -63,7 +54,7 @@ deft_status_t deft_checkpoint_write(const char *path, const deft_ckpt_meta_t *me
     if (!f)
         return deft_fail(DEFT_ERR_IO, "cannot write checkpoint %s: %s", tmp,
                          strerror(errno));
-    uLong crc = crc32(0L, Z_NULL, 0);
+    uint32_t crc = 0;
     uint32_t version = CKPT_VERSION, meta_size = sizeof *meta;
     uint64_t ssz = state_size;
     uint32_t workers = meta->workers;
@@ -71,7 +62,7 @@ deft_status_t deft_checkpoint_write(const char *path, const deft_ckpt_meta_t *me
               put(f, &crc, &meta_size, 4) || put(f, &crc, meta, sizeof *meta) ||
               put(f, &crc, &ssz, 8) || put(f, &crc, &workers, 4) ||
               put(f, &crc, states, state_size * workers);
-    uint32_t c32 = (uint32_t)crc;
+    uint32_t c32 = crc;
     bad = bad || fwrite(&c32, 4, 1, f) != 1;
     /* On disk before it replaces the old one: after a crash the path holds
      * either the old checkpoint or this one, whole. */
@@ -153,14 +144,7 @@ deft_status_t deft_checkpoint_read(const char *path, deft_ckpt_meta_t *meta,
         goto out;
     }
     memcpy(&c32, buf + len - 4, 4);
-    uLong crc = crc32(0L, Z_NULL, 0);
-    for (size_t off = 0; off < (size_t)len - 4;) {
-        size_t chunk = (size_t)len - 4 - off;
-        chunk = chunk > (1u << 30) ? (1u << 30) : chunk;
-        crc = crc32(crc, buf + off, (uInt)chunk);
-        off += chunk;
-    }
-    if ((uint32_t)crc != c32) {
+    if (deft_crc32(0, buf, (size_t)len - 4) != c32) {
         st = deft_fail(DEFT_ERR_FORMAT, "checkpoint %s is corrupt (checksum "
                        "mismatch)", path);
         goto out;

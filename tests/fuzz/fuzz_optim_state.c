@@ -1,11 +1,15 @@
 /* deft_optim_state_load, then a step when it succeeds, on two optimizers
- * of one worker each: DEF over RBGS (ratio 4, momentum, weight decay) on
- * two tensors (10 and 7 values), and DEF over powersgd (rank 2) on a 4x5
- * matrix and a 7-vector, whose state also holds the warm-start Q.
- * tests/fuzz/corpus/optim_state holds states both saved after a few steps.
- * Input: the state bytes, offered to both. */
+ * of one worker each: DEF over RBGS (ratio 4, momentum, weight decay, two
+ * groups of hyperparameters) on two tensors (10 and 7 values), and DEF
+ * over powersgd (rank 2) on a 4x5 matrix and a 7-vector, whose state also
+ * holds the warm-start Q. tests/fuzz/corpus/optim_state holds states both
+ * saved after a few steps (version 1 blobs from before the groups, and
+ * version 2). Input: the state bytes, offered to both as they are, and
+ * once more with their last 4 bytes replaced by the CRC-32 of the rest,
+ * so that the fuzzer reaches the reader behind the checksum. */
 #include "fuzz.h"
 
+#include "core/internal.h"
 #include "deft.h"
 
 enum { N_OPT = 2, MAX_D = 27 };
@@ -37,6 +41,11 @@ static void setup(void)
         if (deft_optim_create(&opts[k], comm, &layout, x0, &cfg) != DEFT_OK)
             abort();
     }
+    static const deft_group_t groups[2] = {{0.1f, 0.9f, 0.0f, 1e-4f, 0},
+                                           {0.05f, 0.5f, 0.0f, 0.0f, 1}};
+    static const uint32_t tgroup[2] = {0, 1};
+    if (deft_optim_set_groups(opts[0], 2, groups, tgroup) != DEFT_OK)
+        abort();
 }
 
 static void teardown(void)
@@ -67,6 +76,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (deft_optim_state_load(opts[k], data, size) == DEFT_OK)
             (void)step(opts[k]);
     teardown();
+    if (size < 4 || size > (1u << 20))
+        return 0;
+    uint8_t *fixed = malloc(size);
+    if (!fixed)
+        return 0;
+    memcpy(fixed, data, size);
+    uint32_t crc = deft_crc32(0, fixed, size - 4);
+    memcpy(fixed + size - 4, &crc, 4);
+    setup();
+    for (int k = 0; k < N_OPT; k++)
+        if (deft_optim_state_load(opts[k], fixed, size) == DEFT_OK)
+            (void)step(opts[k]);
+    teardown();
+    free(fixed);
     return 0;
 }
 
@@ -87,7 +110,7 @@ int main(int argc, char **argv)
         for (int s = 0; s <= 7; s++) {
             if (s == 0 || s == 1 || s == 3 || s == 7) {
                 char path[512];
-                snprintf(path, sizeof path, "%s/%s-step%d", argv[1], prefix[k], s);
+                snprintf(path, sizeof path, "%s/%s-v2-step%d", argv[1], prefix[k], s);
                 if (deft_optim_state_save(opts[k], buf, n) != DEFT_OK ||
                     fuzz_write(path, buf, n, 0))
                     return 1;
