@@ -455,9 +455,10 @@ typedef struct {
     int nesterov;       /* 0 or 1; 1 needs momentum > 0 and dampening 0      */
 } deft_group_t;
 
-/* Replaces the group table with n_groups groups (1 <= n_groups <=
- * n_tensors) and puts tensor t in group tensor_group[t] (n_tensors entries,
- * each < n_groups; NULL keeps each tensor's group, which must then exist).
+/* Replaces the group table with n_groups groups (1 <= n_groups <= 65536;
+ * a group may hold no tensor) and puts tensor t in group tensor_group[t]
+ * (n_tensors entries, each < n_groups; NULL keeps each tensor's group,
+ * which must then exist).
  * Takes effect from the next tell; momentum and error are kept. Checks
  * every value first and changes nothing on error (DEFT_ERR_INVALID_ARG
  * naming the group and field). Not collective, like set_lr: every worker
@@ -474,21 +475,23 @@ DEFT_API deft_status_t deft_optim_get_group(const deft_optim_t *opt, size_t g,
 DEFT_API deft_status_t deft_optim_tensor_group(const deft_optim_t *opt,
                                                size_t t, uint32_t *group);
 
-/* Grows the model by the tensors of `added` (appended after the current
- * ones; added->rows as in a layout) whose initial values are x0_added
- * (their sizes summed; rank 0's are broadcast). Every existing vector
- * (model, error, momentum, EF21's estimates, eclk's z and w, powersgd's
- * warm start) keeps its values bitwise; the new tensors start with zero
- * error, momentum and estimates, in group 0, and take their first
- * momentum step as a new tensor does. The step counter continues.
- * Collective like create: every worker passes the same layout, and an
- * invalid argument on any worker fails every worker, leaving each
- * optimizer as it was. The buffers move: pointers from ask, params,
- * error and eclk_anchor must be taken again. Errors:
- * DEFT_ERR_INVALID_ARG, DEFT_ERR_NOMEM, DEFT_ERR_COMM. */
-DEFT_API deft_status_t deft_optim_grow(deft_optim_t *opt,
-                                       const deft_layout_t *added,
-                                       const float *x0_added);
+/* Creates in *out the optimizer of a grown model: from's tensors followed
+ * by those of `added` (added->rows as in a layout), whose initial values
+ * are x0_added (their sizes summed; rank 0's are broadcast). Every vector
+ * of from (model, error, momentum, EF21's estimates, eclk's z and w,
+ * powersgd's warm start) is carried over bitwise, with the group table,
+ * the tensors' groups and the step counter; the new tensors start with
+ * zero error, momentum and estimates, in group 0, and take their first
+ * momentum step as a new tensor does. from is not changed (destroy it
+ * when its buffers are no longer viewed), and *out uses from's
+ * communicator and config. Collective like create: every worker passes
+ * the same layout, and an invalid argument on any worker fails every
+ * worker (*out NULL). Errors: DEFT_ERR_INVALID_ARG, DEFT_ERR_NOMEM,
+ * DEFT_ERR_COMM. */
+DEFT_API deft_status_t deft_optim_create_grown(deft_optim_t **out,
+                                               const deft_optim_t *from,
+                                               const deft_layout_t *added,
+                                               const float *x0_added);
 
 /* 1 when the model deft_optim_output gives is the point where this
  * worker takes its gradients (sgd, ef, ef21; defa with lambda 0), so that

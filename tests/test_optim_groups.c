@@ -338,8 +338,8 @@ static void test_groups_api_checks_every_value(void **state)
     EXPECT(deft_optim_set_groups(opt, 2, g, NULL), DEFT_OK, "");
     EXPECT(deft_optim_set_groups(opt, 0, g, TGROUP), DEFT_ERR_INVALID_ARG,
            "n_groups = 0");
-    EXPECT(deft_optim_set_groups(opt, 4, g, TGROUP), DEFT_ERR_INVALID_ARG,
-           "n_groups = 4");
+    EXPECT(deft_optim_set_groups(opt, 65537, g, TGROUP), DEFT_ERR_INVALID_ARG,
+           "n_groups = 65537");
     const struct {
         deft_group_t g;
         const char *needle;
@@ -464,9 +464,14 @@ static deft_status_t grow_worker(deft_comm_t *comm, void *arg)
             if (k == 1)
                 add_x0[0] = 99; /* rank 0's values are broadcast */
             deft_layout_t add = {2, k == a->bad_rank ? bad_sizes : add_sizes, NULL};
-            a->grow_st[k] = deft_optim_grow(opt, &add, add_x0);
+            deft_optim_t *grown;
+            a->grow_st[k] = deft_optim_create_grown(&grown, opt, &add, add_x0);
             if (a->grow_st[k] != DEFT_OK)
                 break;
+            /* the old one is unchanged until destroyed */
+            assert_int_equal(deft_optim_dim(opt), D);
+            deft_optim_destroy(opt);
+            opt = grown;
             const float *x2, *e2;
             deft_optim_params(opt, &x2);
             deft_optim_error(opt, &e2);

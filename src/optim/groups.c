@@ -14,11 +14,10 @@ deft_status_t deft_optim_set_groups(deft_optim_t *opt, size_t n_groups,
     if (!opt || !groups)
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: %s is NULL", fn,
                          !opt ? "opt" : "groups");
-    if (n_groups == 0 || n_groups > opt->n_tensors)
+    if (n_groups == 0 || n_groups > DEFT_MAX_GROUPS)
         return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: n_groups = %zu, must be in [1, %zu] (one group "
-                         "at least, at most one per tensor)", fn, n_groups,
-                         opt->n_tensors);
+                         "%s: n_groups = %zu, must be in [1, %d]", fn, n_groups,
+                         DEFT_MAX_GROUPS);
     for (size_t g = 0; g < n_groups; g++) {
         char what[48];
         snprintf(what, sizeof what, "groups[%zu].", g);
@@ -99,7 +98,7 @@ static deft_status_t grown_inputs(const deft_optim_t *o,
     *rows = malloc(n * sizeof(size_t));
     *x0 = malloc((o->d + da) * sizeof(float));
     if (!*sizes || !*rows || !*x0)
-        return deft_fail(DEFT_ERR_NOMEM, "deft_optim_grow: out of memory");
+        return deft_fail(DEFT_ERR_NOMEM, "deft_optim_create_grown: out of memory");
     memcpy(*sizes, o->sizes, o->n_tensors * sizeof(size_t));
     memcpy(*rows, o->rows, o->n_tensors * sizeof(size_t));
     for (size_t t = 0; t < added->n_tensors; t++) {
@@ -128,7 +127,7 @@ static deft_status_t carry_state(deft_optim_t *to, const deft_optim_t *from)
          * matrices' part is a prefix; the new ones keep their fresh one. */
         float *all = malloc(deft_compressor_state_floats(to->comp) * sizeof(float));
         if (!all)
-            return deft_fail(DEFT_ERR_NOMEM, "deft_optim_grow: out of memory");
+            return deft_fail(DEFT_ERR_NOMEM, "deft_optim_create_grown: out of memory");
         deft_compressor_state_get(to->comp, all);
         deft_compressor_state_get(from->comp, all); /* overwrites the prefix */
         deft_compressor_state_set(to->comp, all);
@@ -140,7 +139,7 @@ static deft_status_t carry_state(deft_optim_t *to, const deft_optim_t *from)
     to->anchor_version = from->anchor_version + 1; /* w grew */
     deft_group_t *g = malloc(from->n_groups * sizeof *g);
     if (!g)
-        return deft_fail(DEFT_ERR_NOMEM, "deft_optim_grow: out of memory");
+        return deft_fail(DEFT_ERR_NOMEM, "deft_optim_create_grown: out of memory");
     memcpy(g, from->groups, from->n_groups * sizeof *g);
     free(to->groups);
     to->groups = g; /* the old table as it is; new tensors are in group 0 */
@@ -148,19 +147,24 @@ static deft_status_t carry_state(deft_optim_t *to, const deft_optim_t *from)
     return DEFT_OK;
 }
 
-deft_status_t deft_optim_grow(deft_optim_t *opt, const deft_layout_t *added,
-                              const float *x0_added)
+deft_status_t deft_optim_create_grown(deft_optim_t **out,
+                                      const deft_optim_t *opt,
+                                      const deft_layout_t *added,
+                                      const float *x0_added)
 {
-    const char *fn = "deft_optim_grow";
+    const char *fn = "deft_optim_create_grown";
+    if (out)
+        *out = NULL;
     if (!opt)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: opt is NULL", fn);
+        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: from is NULL", fn);
     /* A bad argument on this worker still goes through create's
      * agreement, with an empty layout that create refuses, so that the
      * other workers are not left waiting. */
     deft_status_t st = DEFT_OK;
-    if (!added || !x0_added || !added->sizes || added->n_tensors == 0)
+    if (!out || !added || !x0_added || !added->sizes || added->n_tensors == 0)
         st = deft_fail(DEFT_ERR_INVALID_ARG, "%s: %s", fn,
-                       !added ? "added is NULL"
+                       !out ? "out is NULL"
+                       : !added ? "added is NULL"
                        : !x0_added ? "x0_added is NULL"
                        : !added->sizes ? "added->sizes is NULL"
                                        : "added->n_tensors = 0, nothing to add");
@@ -179,11 +183,8 @@ deft_status_t deft_optim_grow(deft_optim_t *opt, const deft_layout_t *added,
                                           x0 ? x0 : &dummy, &opt->cfg);
     if (st == DEFT_OK && cst == DEFT_OK)
         cst = carry_state(n, opt);
-    if (st == DEFT_OK && cst == DEFT_OK) {
-        deft_optim_t tmp = *opt; /* opt keeps its address */
-        *opt = *n;
-        *n = tmp;
-    }
+    if (st == DEFT_OK && cst == DEFT_OK)
+        *out = n, n = NULL;
     deft_optim_destroy(n);
     free(sizes);
     free(rows);

@@ -9,6 +9,8 @@
 
 typedef struct deft_algo_ops deft_algo_ops_t;
 
+enum { DEFT_MAX_GROUPS = 65536 }; /* see deft_optim_set_groups */
+
 struct deft_optim {
     deft_comm_t *comm;
     int rank, nworkers;
@@ -20,7 +22,8 @@ struct deft_optim {
     size_t *rows;      /* (n_tensors,) the layout's rows, 0s when it had none */
     size_t *offs;      /* (n_tensors + 1,) tensor t is [offs[t], offs[t+1]) */
 
-    /* Per-tensor hyperparameters (deft_optim_set_groups). */
+    /* Per-tensor hyperparameters (deft_optim_set_groups), at most
+     * DEFT_MAX_GROUPS groups. */
     size_t n_groups;
     deft_group_t *groups; /* (n_groups,) group 0 starts as cfg's values    */
     uint32_t *tgroup;  /* (n_tensors,) each tensor's group                 */

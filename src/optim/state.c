@@ -301,7 +301,7 @@ deft_status_t deft_optim_state_load(deft_optim_t *opt, const void *buf,
                          "tensors, this one %zu", fn,
                          (unsigned long long)h.n_tensors, opt->n_tensors);
     float *bufs[N_BUFS];
-    if (h.n_groups == 0 || h.n_groups > opt->n_tensors ||
+    if (h.n_groups == 0 || h.n_groups > DEFT_MAX_GROUPS ||
         h.mask != (uint32_t)state_buffers(opt, bufs))
         return deft_fail(DEFT_ERR_FORMAT, "%s: the state's header is malformed "
                          "(%u groups, buffer mask 0x%x)", fn, h.n_groups, h.mask);
