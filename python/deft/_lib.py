@@ -78,7 +78,16 @@ class OptimConfig(ctypes.Structure):
         ("eclk_theta1", ctypes.c_double),
         ("eclk_n", ctypes.c_uint64),
         ("powersgd_rank", ctypes.c_int),
+        ("dampening", ctypes.c_float),
+        ("nesterov", ctypes.c_int),
     ]
+
+
+class Group(ctypes.Structure):
+    """Mirror of deft_group_t: one group's hyperparameters."""
+    _fields_ = [("lr", ctypes.c_float), ("momentum", ctypes.c_float),
+                ("dampening", ctypes.c_float), ("weight_decay", ctypes.c_float),
+                ("nesterov", ctypes.c_int)]
 
 
 class Layout(ctypes.Structure):
@@ -150,6 +159,14 @@ _decl("deft_optim_tell", c_status, vp, vp, ctypes.POINTER(StepInfo))
 _decl("deft_optim_output", c_status, vp, vp)
 _decl("deft_optim_set_lr", c_status, vp, ctypes.c_float)
 _decl("deft_optim_get_lr", ctypes.c_float, vp)
+_decl("deft_optim_set_groups", c_status, vp, c_size, ctypes.POINTER(Group),
+      ctypes.POINTER(ctypes.c_uint32))
+_decl("deft_optim_num_groups", c_size, vp)
+_decl("deft_optim_get_group", c_status, vp, c_size, ctypes.POINTER(Group))
+_decl("deft_optim_tensor_group", c_status, vp, c_size,
+      ctypes.POINTER(ctypes.c_uint32))
+_decl("deft_optim_create_grown", c_status, pvp, vp, ctypes.POINTER(Layout), vp)
+_decl("deft_optim_output_is_point", ctypes.c_int, vp)
 _decl("deft_optim_params", c_status, vp, pvp)
 _decl("deft_optim_error", c_status, vp, pvp)
 _decl("deft_optim_dim", c_size, vp)

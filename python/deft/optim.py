@@ -46,7 +46,7 @@ def default_config():
         elif f == "scope":
             v = SCOPES[v]
         elif isinstance(v, float) and f in ("lambda_", "lr", "momentum",
-                                            "weight_decay"):
+                                            "weight_decay", "dampening"):
             v = _short_float32(v)
         out[_PY_NAME.get(f, f)] = v
     return out
@@ -161,12 +161,102 @@ class Optimizer:
         h = ctypes.c_void_p()
         check(lib.deft_optim_create(ctypes.byref(h), comm.handle,
                                     ctypes.byref(layout), addr, ctypes.byref(cfg)))
-        self._h = _Handle(h.value, comm)
+        self._adopt(h.value, cfg)
+
+    def _adopt(self, handle, cfg):
+        self._h = _Handle(handle, self.comm)
         self.config = cfg
         self.algo = ALGORITHMS[cfg.algo]
         self.compressor = COMPRESSORS[cfg.compressor]
         self.last_info = _lib.StepInfo()
         self._point = None
+
+    def grown(self, sizes, x0, rows=None):
+        """A new optimizer whose model is this one's tensors followed by
+        tensors of the given sizes (initial values x0, rank 0's broadcast;
+        rows as at creation). Every vector of this one (model, error,
+        momentum, ...), the groups and the step count are carried over
+        bitwise; the new tensors start with zero error and momentum, in
+        group 0. This optimizer is left as it was. Collective."""
+        sizes = [int(s) for s in sizes]
+        if any(s <= 0 for s in sizes) or not sizes:
+            raise InvalidArgument("sizes = %r: need at least one tensor, each of "
+                                  "size >= 1" % (sizes,))
+        addr, _, keep = _buf.float_address(x0, sum(sizes), "x0")
+        old_rows = list(self.rows) if self.rows is not None else [0] * len(self.sizes)
+        rows = [int(r) for r in rows] if rows is not None else [0] * len(sizes)
+        if len(rows) != len(sizes) or any(r < 0 for r in rows):
+            raise InvalidArgument("rows = %r: need one count >= 0 per tensor "
+                                  "(%d tensors)" % (rows, len(sizes)))
+        layout = _lib.Layout(len(sizes), (ctypes.c_size_t * len(sizes))(*sizes),
+                             (ctypes.c_size_t * len(rows))(*rows))
+        h = ctypes.c_void_p()
+        check(lib.deft_optim_create_grown(ctypes.byref(h), self._ptr,
+                                          ctypes.byref(layout), addr))
+        new = Optimizer.__new__(Optimizer)
+        new.comm = self.comm
+        new.sizes = self.sizes + tuple(sizes)
+        new.dim = sum(new.sizes)
+        new.rows = tuple(old_rows + rows)
+        new._adopt(h.value, self.config)
+        return new
+
+    # -- per-tensor hyperparameters ------------------------------------------
+    _GROUP_KEYS = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+
+    def set_groups(self, groups, tensor_group=None):
+        """Per-tensor hyperparameters: groups is a list of dicts with keys
+        lr, momentum, dampening, weight_decay, nesterov (missing keys keep
+        the values of the config), and tensor_group gives each tensor's
+        group index (None keeps them). deft_optim_set_groups checks every
+        value; not collective (every worker sets the same)."""
+        arr = (_lib.Group * max(len(groups), 1))()
+        for i, g in enumerate(groups):
+            unknown = set(g) - set(self._GROUP_KEYS)
+            if unknown:
+                raise InvalidArgument("groups[%d]: unknown key(s) %s (known: %s)"
+                                      % (i, ", ".join(sorted(unknown)),
+                                         ", ".join(self._GROUP_KEYS)))
+            c = self.config
+            arr[i].lr = float(g.get("lr", c.lr))
+            arr[i].momentum = float(g.get("momentum", c.momentum))
+            arr[i].dampening = float(g.get("dampening", c.dampening))
+            arr[i].weight_decay = float(g.get("weight_decay", c.weight_decay))
+            arr[i].nesterov = int(bool(g.get("nesterov", c.nesterov)))
+        tg = None
+        if tensor_group is not None:
+            tensor_group = [int(t) for t in tensor_group]
+            if len(tensor_group) != len(self.sizes) or min(tensor_group) < 0:
+                raise InvalidArgument("tensor_group: need one group index >= 0 "
+                                      "per tensor (%d tensors)" % len(self.sizes))
+            tg = (ctypes.c_uint32 * len(tensor_group))(*tensor_group)
+        check(lib.deft_optim_set_groups(self._ptr, len(groups), arr, tg))
+
+    def groups(self):
+        """The group table in effect, as a list of dicts."""
+        out = []
+        for i in range(lib.deft_optim_num_groups(self._ptr)):
+            g = _lib.Group()
+            check(lib.deft_optim_get_group(self._ptr, i, ctypes.byref(g)))
+            out.append(dict(lr=g.lr, momentum=g.momentum, dampening=g.dampening,
+                            weight_decay=g.weight_decay, nesterov=bool(g.nesterov)))
+        return out
+
+    def tensor_groups(self):
+        """Each tensor's group index."""
+        out = []
+        for t in range(len(self.sizes)):
+            v = ctypes.c_uint32()
+            check(lib.deft_optim_tensor_group(self._ptr, t, ctypes.byref(v)))
+            out.append(v.value)
+        return out
+
+    @property
+    def output_is_point(self):
+        """True when output() is the point where gradients are taken (sgd,
+        ef, ef21; defa with lam 0), so BN statistics gathered in training
+        describe it."""
+        return bool(lib.deft_optim_output_is_point(self._ptr))
 
     @property
     def _ptr(self):

@@ -16,9 +16,12 @@ a step copies nothing: step() hands the flat gradient to deft (tell) and
 deft writes the next point into the parameters (ask).
 """
 import contextlib
+import re
+import warnings
 
 import torch
 import torch.distributed as dist
+from torch.optim.optimizer import required
 
 from .comm import Comm
 from .errors import FormatError, InvalidArgument, UsageError
@@ -26,7 +29,7 @@ from .optim import Optimizer as _AskTell
 
 __all__ = ["Optimizer", "process_group_comm"]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 
 
 def _src_rank(group, root):
@@ -96,67 +99,104 @@ def _check_param(i, p):
     if p.dtype != torch.float32:
         raise InvalidArgument("%s has dtype %s; deft needs torch.float32 "
                               "(model.float())" % (what, p.dtype))
-    if not p.requires_grad:
-        raise InvalidArgument("%s does not require grad; leave frozen "
-                              "parameters out of the optimizer" % what)
     if not p.is_leaf:
         raise InvalidArgument("%s is not a leaf tensor; pass the model's "
                               "parameters" % what)
+    if p.numel() == 0:
+        raise InvalidArgument("%s has no elements" % what)
+
+
+# torch.optim.SGD's per-group options. The first five are deft's per-tensor
+# hyperparameters (deft_group_t); maximize is applied to the gradient here.
+_SGD_KEYS = _AskTell._GROUP_KEYS
+_C_GROUP_RE = re.compile(r"(?:deft_optim_set_groups: )?groups\[(\d+)\]\.(\w+)")
+
+
+def _torch_names(message):
+    """deft_optim_set_groups' "groups[1].momentum" as the user wrote it:
+    "param_groups[1]['momentum']"."""
+    return _C_GROUP_RE.sub(r"param_groups[\1]['\2']", message)
 
 
 class Optimizer(torch.optim.Optimizer):
-    """deft's optimizer as a torch.optim.Optimizer.
+    """deft's optimizer as a drop-in for torch.optim.SGD.
 
-    algo, compressor, ratio, lr, momentum, weight_decay, lam (the C field
-    lambda) and seed, and any other deft_optim_config_t field by its C name
-    (scope, randk_scaled, qsgd_levels, avg_period, ...), as in
-    DEFT_OPTIM_CONFIG_INIT by default. comm: None (torch.distributed's
-    default group if it is initialized, else this process alone), a
-    deft.Comm (threads, MPI, custom) or a torch.distributed ProcessGroup.
-    Creation is collective: every worker makes its optimizer with the same
-    model shapes and options, and rank 0's parameters become everyone's.
+        opt = deft.torch.Optimizer(model.parameters(), lr=0.1, momentum=0.9,
+                                   nesterov=True, weight_decay=5e-4,
+                                   algo="def", compressor="rbgs", ratio=256)
 
-    param_groups[i]["lr"] drives deft's learning rate (all groups must
-    agree: deft has one); momentum, weight_decay and lam are fixed at
-    creation. step() and evaluating() are collective."""
+    lr, momentum, dampening, weight_decay, nesterov and maximize are
+    torch.optim.SGD's, with its defaults, and may differ per parameter
+    group; schedulers may change lr and momentum between steps (deft steps
+    each tensor with its group's values). foreach is accepted and has no
+    effect (deft's step is one C loop); differentiable=True is refused.
+    algo, compressor, ratio, lam (the C field lambda), seed and any other
+    deft_optim_config_t field by its C name (scope, randk_scaled,
+    qsgd_levels, avg_period, powersgd_rank, ...) are deft's, the same for
+    every group. comm: None (torch.distributed's default group if it is
+    initialized, else this process alone), a deft.Comm (threads, MPI,
+    custom) or a torch.distributed ProcessGroup.
 
-    def __init__(self, params, algo="def", compressor="rbgs", ratio=256.0,
-                 lr=0.1, momentum=0.9, weight_decay=0.0, lam=0.3, seed=0,
-                 comm=None, **more):
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                        lam=lam)
+    Parameters with requires_grad=False stay out of deft's buffer and are
+    never changed; one that gets a gradient later (unfrozen) joins at the
+    step that sees it, with fresh momentum and error, as torch's fresh
+    momentum buffer. add_param_group adds tensors the same way.
+
+    Creation, step(), add_param_group() and evaluating() are collective:
+    every worker calls them with the same model shapes and options, and
+    rank 0's parameters become everyone's."""
+
+    def __init__(self, params, lr=required, momentum=0.0, dampening=0.0,
+                 weight_decay=0.0, nesterov=False, *, maximize=False,
+                 foreach=None, differentiable=False, algo="def",
+                 compressor="rbgs", ratio=256.0, lam=0.3, seed=0, comm=None,
+                 **more):
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
+                        weight_decay=weight_decay, nesterov=nesterov,
+                        maximize=maximize, foreach=foreach,
+                        differentiable=differentiable)
         super().__init__(params, defaults)
-        self._fixed = dict(momentum=momentum, weight_decay=weight_decay, lam=lam)
-        ps, seen = [], set()
-        for g in self.param_groups:
-            self._check_group(g)
+        if str(algo).lower() == "eclk":
+            raise InvalidArgument(
+                "algo = 'eclk': ECLK takes its steps from the problem's "
+                "constants (eclk_L, eclk_mu), not from param_groups; use "
+                "deft.Optimizer or `deft convex` for it")
+        for gi, g in enumerate(self.param_groups):
+            self._check_group_keys(gi, g)
+        included, self._excluded, seen = [], [], 0
+        for gi, g in enumerate(self.param_groups):
             for p in g["params"]:
-                if id(p) in seen:
-                    raise InvalidArgument("parameter %d (shape %s) appears twice"
-                                          % (len(ps), tuple(p.shape)))
-                seen.add(id(p))
-                _check_param(len(ps), p)
-                ps.append(p)
-        if not ps:
-            raise InvalidArgument("params: the optimizer got no parameters")
-        self._params = ps
-        self._shapes = [tuple(p.shape) for p in ps]
-        for i, p in enumerate(ps):
-            if p.numel() == 0:
-                raise InvalidArgument("parameter %d (shape %s) has no elements"
-                                      % (i, tuple(p.shape)))
-        sizes = [p.numel() for p in ps]
-        # a weight (out, in, ...) is an out x (in ...) matrix for powersgd
-        rows = [p.shape[0] if p.dim() >= 2 else 0 for p in ps]
+                (included if p.requires_grad else self._excluded).append(
+                    (seen, p, gi))
+                seen += 1
+        if not included:
+            raise InvalidArgument("params: the optimizer got no parameter that "
+                                  "requires grad")
+        for i, p, _ in included:
+            _check_param(i, p)
+        ps = [p for _, p, _ in included]
         self.comm = _resolve_comm(comm)
+        # deft's group values are set from param_groups before every step;
+        # the config holds a placeholder lr (deft_optim_create needs > 0).
         x0 = torch.cat([p.detach().reshape(-1) for p in ps]).contiguous()
-        self.deft = _AskTell(self.comm, sizes, x0, rows=rows, algo=algo,
-                             compressor=compressor, ratio=ratio, lr=lr,
-                             momentum=momentum, weight_decay=weight_decay,
-                             lam=lam, seed=seed, **more)
-        self._lr = self.deft.lr
+        self.deft = _AskTell(self.comm, [p.numel() for p in ps], x0,
+                             rows=[p.shape[0] if p.dim() >= 2 else 0 for p in ps],
+                             algo=algo, compressor=compressor, ratio=ratio,
+                             lam=lam, seed=seed, lr=1.0, momentum=0.0,
+                             weight_decay=0.0, **more)
         self._options = dict(algo=self.deft.algo, compressor=self.deft.compressor,
-                             ratio=float(ratio), seed=int(seed), **more)
+                             ratio=float(ratio), lam=float(lam), seed=int(seed),
+                             **more)
+        self._slots, self._group_cache, self._warned_bn = [], None, False
+        self._bind(included, old_grad=None)
+        self._sync_groups()
+
+    # -- deft's buffers and the parameters as views into them ------------------------
+    def _bind(self, entries, old_grad):
+        """Makes the parameters views into self.deft's point and their .grad
+        views into a new flat gradient: the tensors already bound, then
+        entries (global index, parameter, group index) in order. old_grad:
+        the flat gradient so far, whose values the new one starts with."""
         d = self.deft.dim
         # (d,) the point deft asks for; the parameters are views into it
         # (the view keeps deft's optimizer, and so this memory, alive).
@@ -164,66 +204,176 @@ class Optimizer(torch.optim.Optimizer):
         self._point_addr = self.flat_params.data_ptr()
         # (d,) the gradient handed to tell; the .grad are views into it.
         self.flat_grad = torch.zeros(d, dtype=torch.float32)
-        self._slots = []
+        if old_grad is not None:
+            self.flat_grad[:old_grad.numel()].copy_(old_grad)
         off = 0
+        slots = [(i, p, gi) for i, p, gi, _, _, _ in self._slots] + list(entries)
+        self._slots = []
         with torch.no_grad():
-            for p, n in zip(ps, sizes):
-                p.data = self.flat_params[off:off + n].view(p.shape)
+            for k, (i, p, gi) in enumerate(slots):
+                n = p.numel()
                 gview = self.flat_grad[off:off + n].view(p.shape)
+                if k >= len(slots) - len(entries) and p.grad is not None:
+                    gview.copy_(p.grad)  # accumulated before it joined
+                p.data = self.flat_params[off:off + n].view(p.shape)
                 p.grad = gview
-                self._slots.append((p, off, n, gview))
+                self._slots.append((i, p, gi, off, n, gview))
                 off += n
+        self._shapes = [tuple(p.shape) for _, p, _, _, _, _ in self._slots]
 
-    # -- hyperparameters -----------------------------------------------------
-    def _check_group(self, g):
-        for key, value in getattr(self, "_fixed", {}).items():
-            if g.get(key, value) != value:
-                raise InvalidArgument(
-                    "param_groups[%d][%r] = %r, but deft fixed %s = %r at "
-                    "creation; make a new optimizer to change it"
-                    % (self.param_groups.index(g), key, g[key], key, value))
+    def _grow(self, entries):
+        """Adds entries (global index, parameter, group index) to deft:
+        a grown deft optimizer (every vector carried bitwise, the new
+        tensors with zero momentum and error) and the views re-bound.
+        Collective."""
+        for i, p, _ in entries:
+            _check_param(i, p)
+        ps = [p for _, p, _ in entries]
+        x0 = torch.cat([p.detach().reshape(-1) for p in ps]).contiguous()
+        self.deft = self.deft.grown(
+            [p.numel() for p in ps], x0,
+            rows=[p.shape[0] if p.dim() >= 2 else 0 for p in ps])
+        self._bind(entries, old_grad=self.flat_grad)
+        self._group_cache = None
 
-    def _sync_lr(self):
-        lr = self.param_groups[0]["lr"]
-        for i, g in enumerate(self.param_groups):
-            if g["lr"] != lr:
+    def add_param_group(self, param_group):
+        """torch's add_param_group; after creation, the group's parameters
+        that require grad join deft (collective: every worker adds the same
+        group). A group deft cannot honour raises and is not added."""
+        super().add_param_group(param_group)
+        if not hasattr(self, "deft"):
+            return  # torch.optim.Optimizer.__init__ adding the first groups
+        gi = len(self.param_groups) - 1
+        try:
+            self._check_group_keys(gi, self.param_groups[gi])
+            first = sum(len(g["params"]) for g in self.param_groups[:gi])
+            entries = [(first + k, p, gi) for k, p in
+                       enumerate(self.param_groups[gi]["params"])]
+            self._set_groups(self._group_table(), None)  # checks the values
+        except Exception:
+            self.param_groups.pop()
+            raise
+        new = [e for e in entries if e[1].requires_grad]
+        self._excluded += [e for e in entries if not e[1].requires_grad]
+        if new:
+            self._grow(new)
+        self._sync_groups()
+
+    # -- hyperparameters ---------------------------------------------------------
+    def _check_group_keys(self, gi, g):
+        if g.get("differentiable"):
+            raise InvalidArgument("param_groups[%d]['differentiable'] = True: "
+                                  "deft's step is not differentiable" % gi)
+        for key, value in getattr(self, "_options", {}).items():
+            if key in g and g[key] != value:
                 raise InvalidArgument(
-                    "param_groups[%d]['lr'] = %r differs from param_groups[0]"
-                    "['lr'] = %r: deft steps all parameters with one learning "
-                    "rate" % (i, g["lr"], lr))
-            self._check_group(g)
-        if lr != self._lr:
-            self.deft.lr = lr
-            self._lr = lr
+                    "param_groups[%d][%r] = %r, but the optimizer has %s = %r: "
+                    "deft's %s is one for all groups" % (gi, key, g[key], key,
+                                                         value, key))
+
+    def _group_table(self):
+        table = []
+        for gi, g in enumerate(self.param_groups):
+            self._check_group_keys(gi, g)
+            if self.deft.algo == "ef21" and g["momentum"] != 0:
+                raise InvalidArgument(
+                    "param_groups[%d]['momentum'] = %r: ef21 has no momentum "
+                    "(the paper's method); pass momentum=0" % (gi, g["momentum"]))
+            table.append(tuple(float(g[k]) if k != "nesterov" else bool(g[k])
+                               for k in _SGD_KEYS))
+        return table
+
+    def _set_groups(self, table, tensor_group):
+        try:
+            self.deft.set_groups([dict(zip(_SGD_KEYS, t)) for t in table],
+                                 tensor_group)
+        except InvalidArgument as e:
+            raise InvalidArgument(_torch_names(str(e))) from None
+
+    def _sync_groups(self):
+        """deft's group table from param_groups (one deft group per torch
+        group), when a scheduler or the user changed it."""
+        table = self._group_table()
+        tg = [gi for _, _, gi, _, _, _ in self._slots]
+        if (table, tg) != self._group_cache:
+            self._set_groups(table, tg)
+            self._group_cache = (table, tg)
 
     # -- the step --------------------------------------------------------------
-    def _gather_grads(self):
-        for p, off, n, gview in self._slots:
+    def _agree(self, joining, missing):
+        """Every worker's view of which frozen parameters got a gradient
+        and of missing gradients, so that all grow, raise or go on
+        together: one allreduce of len(joining) + 1 floats per step, only
+        when frozen parameters exist (counted in bytes_sent like deft's own
+        traffic). Without them a missing gradient raises on its worker
+        alone, and the others' step fails when it leaves."""
+        if self.comm.size < 2 or not joining:
+            return [float(j) for j in joining], float(missing)
+        flags = torch.tensor([float(j) for j in joining] + [float(missing)],
+                             dtype=torch.float32)
+        self.comm.allreduce_sum(flags)
+        return flags[:-1].tolist(), flags[-1].item()
+
+    def _prepare_grads(self):
+        """The parameters' gradients into the flat buffer; frozen parameters
+        that now have a gradient join deft. Collective."""
+        joining = [p.requires_grad and p.grad is not None
+                   for _, p, _ in self._excluded]
+        missing = [i for i, p, _, _, _, _ in self._slots if p.grad is None]
+        votes, n_missing = self._agree(joining, len(missing))
+        K = self.comm.size
+        if n_missing:
+            raise UsageError(
+                "step: %s has no gradient (grad is None); deft steps every "
+                "parameter it holds: use zero_grad(set_to_none=False), or "
+                "leave parameters that get no gradient out of the optimizer "
+                "(requires_grad=False)"
+                % ("parameter %d" % missing[0] if missing
+                   else "a parameter on another worker"))
+        if any(v not in (0.0, K) for v in votes):
+            raise UsageError("step: a frozen parameter got a gradient on some "
+                             "workers but not on others; all workers must "
+                             "unfreeze the same parameters")
+        for _, p, _, off, n, gview in self._slots:
             g = p.grad
             if g is gview:
                 continue
-            if g is None:
-                self.flat_grad[off:off + n].zero_()
-            else:
-                if g.is_sparse or g.device.type != "cpu":
-                    raise InvalidArgument("the gradient of parameter of shape %s "
-                                          "is sparse or not on the CPU"
-                                          % (tuple(p.shape),))
-                self.flat_grad[off:off + n].copy_(g.reshape(-1))
+            if g.is_sparse or g.device.type != "cpu":
+                raise InvalidArgument("the gradient of parameter of shape %s "
+                                      "is sparse or not on the CPU"
+                                      % (tuple(p.shape),))
+            self.flat_grad[off:off + n].copy_(g.reshape(-1))
             p.grad = gview
+        new = [e for e, v in zip(self._excluded, votes) if v]
+        if new:
+            self._excluded = [e for e, v in zip(self._excluded, votes) if not v]
+            self._grow(new)
+
+    def _maximizing(self):
+        """The flat ranges of groups with maximize=True."""
+        return [(off, n) for _, _, gi, off, n, _ in self._slots
+                if self.param_groups[gi].get("maximize")]
 
     @torch.no_grad()
     def step(self, closure=None):
-        """One deft step with the parameters' .grad (None counts as zero):
-        compress, communicate, update; the parameters then hold the next
-        point. Collective. Raises deft.Diverged (with .step) on NaN/Inf."""
+        """One deft step with the parameters' .grad: compress, communicate,
+        update; the parameters then hold the next point. Collective. Raises
+        deft.Diverged (with .step) on NaN/Inf, UsageError if a parameter
+        deft holds has no gradient."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._sync_lr()
-        self._gather_grads()
-        self.deft.tell_address(self.flat_grad.data_ptr())
+        self._prepare_grads()
+        self._sync_groups()
+        flip = self._maximizing()
+        for off, n in flip:  # maximize: deft descends on -grad (exact)
+            self.flat_grad[off:off + n].neg_()
+        try:
+            self.deft.tell_address(self.flat_grad.data_ptr())
+        finally:
+            for off, n in flip:
+                self.flat_grad[off:off + n].neg_()
         if self.deft.point_address() != self._point_addr:
             raise UsageError("deft moved its point buffer; the parameters "
                              "would no longer be its views")
@@ -231,30 +381,42 @@ class Optimizer(torch.optim.Optimizer):
 
     def zero_grad(self, set_to_none=False):
         """Zeroes the flat gradient (one memset), or with set_to_none sets
-        every .grad to None (step then treats a None gradient as zero and
-        copies new ones into the flat buffer)."""
+        every .grad to None (backward then makes new ones and step copies
+        them in). Frozen parameters' gradients as torch.optim does."""
+        for _, p, _ in self._excluded:
+            if p.grad is not None:
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.detach_()
+                    p.grad.zero_()
         if set_to_none:
-            for p, _, _, _ in self._slots:
+            for _, p, _, _, _, _ in self._slots:
                 p.grad = None
             return
         self.flat_grad.zero_()
-        for p, _, _, gview in self._slots:
+        for _, p, _, _, _, gview in self._slots:
             if p.grad is not gview:
                 p.grad = gview
 
     # -- evaluation ---------------------------------------------------------------
+    @staticmethod
+    def _bn_modules(model):
+        return [m for m in model.modules()
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                and m.track_running_stats]
+
     def sync_buffers(self, model):
         """Averages the BatchNorm running statistics (running_mean,
         running_var) of model over the workers. Collective."""
         if self.comm.size < 2:
             return
         bufs = []
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                for name in ("running_mean", "running_var"):
-                    b = getattr(m, name, None)
-                    if b is not None:
-                        bufs.append(b)
+        for m in self._bn_modules(model):
+            for name in ("running_mean", "running_var"):
+                b = getattr(m, name, None)
+                if b is not None:
+                    bufs.append(b)
         if not bufs:
             return
         flat = torch.cat([b.detach().reshape(-1).float() for b in bufs])
@@ -266,35 +428,82 @@ class Optimizer(torch.optim.Optimizer):
                 b.copy_(flat[off:off + b.numel()].view_as(b))
                 off += b.numel()
 
+    def recalibrate_bn(self, model, batches):
+        """Recomputes model's BatchNorm statistics at the parameters it holds
+        now: each BN's running mean and variance become the average over
+        batches (train-mode forwards without gradients, as
+        torch.optim.swa_utils.update_bn), then the average over the
+        workers. A batch is a tensor or a tuple/list whose first item is the
+        input. Returns the number of batches used. Collective."""
+        bns = self._bn_modules(model)
+        was_training, momenta = model.training, [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches
+        n = 0
+        model.train()
+        with torch.no_grad():
+            for b in batches:
+                model(b[0] if isinstance(b, (tuple, list)) else b)
+                n += 1
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.train(was_training)
+        self.sync_buffers(model)
+        return n
+
     @contextlib.contextmanager
-    def evaluating(self, model=None):
+    def evaluating(self, model=None, recalibrate=None):
         """Puts deft's output model (DEF: x - avg(e), PSync: avg(x_k), ...)
         into the parameters and restores the training point on exit. With a
-        model, BatchNorm running statistics are averaged over the workers
-        first and the model is in eval() mode inside. Collective."""
+        model, it is in eval() mode inside and its BatchNorm statistics
+        describe the output model: with recalibrate (an iterable of training
+        batches, e.g. itertools.islice(loader, 20)) they are recomputed
+        there (recalibrate_bn); without, the running statistics gathered at
+        the training points are averaged over the workers, which for
+        algorithms whose output is not the training point (def, psync,
+        saef, defa with lam > 0) describe another model: a warning says so
+        once. The running statistics are restored on exit. Collective."""
         saved = self.flat_params.clone()
         out = torch.empty_like(self.flat_params)
         self.deft.output(out)
-        was_training = None
-        if model is not None:
-            self.sync_buffers(model)
-            was_training = model.training
-            model.eval()
         with torch.no_grad():
             self.flat_params.copy_(out)
+        was_training, stats = None, []
         try:
+            if model is not None:
+                was_training = model.training
+                bns = self._bn_modules(model)
+                stats = [(m, {k: v.clone() for k, v in m.named_buffers(
+                    recurse=False) if v is not None}) for m in bns]
+                if recalibrate is not None:
+                    self.recalibrate_bn(model, recalibrate)
+                else:
+                    if bns and not self.deft.output_is_point and not self._warned_bn:
+                        warnings.warn(
+                            "evaluating(): %s's output model is not the point "
+                            "where BatchNorm's running statistics were gathered; "
+                            "pass recalibrate=<a few training batches> to "
+                            "recompute them at the output model"
+                            % self.deft.algo, stacklevel=3)
+                        self._warned_bn = True
+                    self.sync_buffers(model)
+                model.eval()
             yield self
         finally:
             with torch.no_grad():
                 self.flat_params.copy_(saved)
+                for m, sd in stats:
+                    for k, v in sd.items():
+                        getattr(m, k).copy_(v)
             if model is not None:
                 model.train(was_training)
 
     # -- state ------------------------------------------------------------------
     def state_dict(self):
-        """deft's whole state for this worker (step, learning rate, model,
-        error, momentum) plus param_groups, for torch.save. Each worker saves
-        its own."""
+        """deft's whole state for this worker (step, groups, model, error,
+        momentum, compressor state; CRC-checked) plus param_groups, for
+        torch.save. Each worker saves its own."""
         groups, idx = [], 0
         for g in self.param_groups:
             sg = {k: v for k, v in g.items() if k != "params"}
@@ -303,23 +512,16 @@ class Optimizer(torch.optim.Optimizer):
             groups.append(sg)
         meta = dict(version=_STATE_VERSION, blob=self.deft.state_bytes(),
                     workers=self.comm.size, rank=self.comm.rank,
-                    shapes=list(self._shapes), **self._options)
+                    shapes=list(self._shapes),
+                    order=[i for i, _, _, _, _, _ in self._slots],
+                    **self._options)
         return {"state": {"deft": meta}, "param_groups": groups}
 
-    def load_state_dict(self, state_dict):
-        """Restores a state_dict() of an optimizer made the same way; the
-        run then continues bitwise. A state of another algorithm,
-        compressor, model shape or worker count raises FormatError (a
-        ValueError)."""
-        try:
-            meta = state_dict["state"]["deft"]
-            groups = state_dict["param_groups"]
-        except (KeyError, TypeError):
-            raise FormatError("load_state_dict: not a deft.torch.Optimizer "
-                              "state_dict (no state['deft'])") from None
-        if meta.get("version") != _STATE_VERSION:
+    def _check_state(self, meta, groups):
+        if meta.get("version") not in (1, _STATE_VERSION):
             raise FormatError("load_state_dict: state version %r, this deft "
-                              "reads %d" % (meta.get("version"), _STATE_VERSION))
+                              "reads 1 and %d" % (meta.get("version"),
+                                                 _STATE_VERSION))
         for key in ("algo", "compressor"):
             if meta.get(key) != self._options[key]:
                 raise FormatError("load_state_dict: the state is from %s %r, "
@@ -329,29 +531,69 @@ class Optimizer(torch.optim.Optimizer):
             raise FormatError("load_state_dict: the state was saved with %r "
                               "workers, this optimizer has %d"
                               % (meta.get("workers"), self.comm.size))
+        if [len(g["params"]) for g in groups] != \
+                [len(g["params"]) for g in self.param_groups]:
+            raise FormatError("load_state_dict: the state's param_groups hold "
+                              "%s parameters, this optimizer's %s"
+                              % ([len(g["params"]) for g in groups],
+                                 [len(g["params"]) for g in self.param_groups]))
+
+    def _joining_for(self, meta):
+        """The frozen parameters the saved run had in deft (they had been
+        unfrozen there), in its order; FormatError if the saved order is
+        not this one's followed by those."""
+        mine = [i for i, _, _, _, _, _ in self._slots]
+        order = meta.get("order", mine)  # version 1: no growth
         shapes = [tuple(s) for s in meta.get("shapes", [])]
-        if shapes != self._shapes:
-            where = next((i for i, (a, b) in enumerate(zip(shapes, self._shapes))
-                          if a != b), min(len(shapes), len(self._shapes)))
+        frozen = {i: (i, p, gi) for i, p, gi in self._excluded}
+        if order[:len(mine)] != mine or any(i not in frozen for i in
+                                           order[len(mine):]):
+            raise FormatError("load_state_dict: the state holds parameters %s "
+                              "in deft, this optimizer %s; load into an "
+                              "optimizer made like the saved one"
+                              % (order, mine))
+        joining = [frozen[i] for i in order[len(mine):]]
+        here = self._shapes + [tuple(p.shape) for _, p, _ in joining]
+        if shapes != here:
+            where = next((i for i, (a, b) in enumerate(zip(shapes, here))
+                          if a != b), min(len(shapes), len(here)))
             raise FormatError("load_state_dict: the state's model has %d "
                               "tensors, this one %d; first difference at "
                               "parameter %d (%s vs %s)"
-                              % (len(shapes), len(self._shapes), where,
+                              % (len(shapes), len(here), order[where]
+                                 if where < len(order) else where,
                                  shapes[where] if where < len(shapes) else None,
-                                 self._shapes[where] if where < len(self._shapes)
-                                 else None))
-        if len(groups) != len(self.param_groups):
-            raise FormatError("load_state_dict: %d param_groups in the state, "
-                              "%d here" % (len(groups), len(self.param_groups)))
-        for g, sg in zip(self.param_groups, groups):
-            for key, value in self._fixed.items():
-                if sg.get(key, value) != value:
-                    raise FormatError("load_state_dict: the state has %s = %r, "
-                                      "this optimizer %r" % (key, sg[key], value))
-        self.deft.load_state_bytes(meta["blob"])
+                                 here[where] if where < len(here) else None))
+        return joining
+
+    def load_state_dict(self, state_dict):
+        """Restores a state_dict() of an optimizer made the same way (the
+        parameters that had joined since are added first); the run then
+        continues bitwise. A state of another algorithm, compressor, model
+        or worker count raises FormatError (a ValueError)."""
+        try:
+            meta = state_dict["state"]["deft"]
+            groups = state_dict["param_groups"]
+        except (KeyError, TypeError):
+            raise FormatError("load_state_dict: not a deft.torch.Optimizer "
+                              "state_dict (no state['deft'])") from None
+        self._check_state(meta, groups)
+        joining = self._joining_for(meta)
+        saved = [{k: v for k, v in g.items() if k != "params"}
+                 for g in self.param_groups]
         for g, sg in zip(self.param_groups, groups):
             g.update({k: v for k, v in sg.items() if k != "params"})
-        self._lr = self.deft.lr
+        try:
+            self._group_table()
+        except InvalidArgument:
+            for g, sv in zip(self.param_groups, saved):
+                g.update(sv)
+            raise
+        if joining:  # collective, as the saved run's growth was
+            self._excluded = [e for e in self._excluded if e not in joining]
+            self._grow(joining)
+        self.deft.load_state_bytes(meta["blob"])
+        self._group_cache = None
         self.deft.point_address()  # the parameters now hold the restored point
 
     # -- what the step did ---------------------------------------------------------
@@ -366,5 +608,6 @@ class Optimizer(torch.optim.Optimizer):
         return "deft.torch.Optimizer(algo=%r, compressor=%r, ratio=%g, lr=%g, " \
                "workers=%d, dim=%d)" % (self._options["algo"],
                                         self._options["compressor"],
-                                        self._options["ratio"], self._lr,
+                                        self._options["ratio"],
+                                        self.param_groups[0]["lr"],
                                         self.comm.size, self.deft.dim)

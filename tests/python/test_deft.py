@@ -14,10 +14,12 @@ def test_defaults_are_the_c_macro():
     assert (d["ratio"], d["lam"], d["lr"], d["momentum"]) == (256.0, 0.3, 0.1, 0.9)
     assert (d["qsgd_levels"], d["weight_decay"], d["seed"]) == (16, 0.0, 0)
     assert d["powersgd_rank"] == 1
+    assert (d["dampening"], d["nesterov"]) == (0.0, 0)
     assert set(d) == {"algo", "compressor", "ratio", "scope", "randk_scaled",
                       "qsgd_levels", "lam", "lr", "momentum", "weight_decay",
                       "avg_period", "seed", "eclk_L", "eclk_mu", "eclk_p",
-                      "eclk_theta1", "eclk_n", "powersgd_rank"}
+                      "eclk_theta1", "eclk_n", "powersgd_rank", "dampening",
+                      "nesterov"}
 
 
 def test_exceptions_subclass_builtins():
@@ -77,6 +79,52 @@ def test_ask_tell_single_worker_is_momentum_sgd():
         x = [f32(xi - f32(f32(0.1) * mi)) for xi, mi in zip(x, m)]
     assert list(opt.output()) == x
     assert opt.steps == 5
+
+
+def test_groups_step_each_tensor_with_its_own_hyperparameters():
+    # sgd, two tensors in two groups: x -= lr_g (mu_g m + g + wd_g x) with
+    # the same float32 operations for each, and Nesterov in group 1.
+    f32 = lambda v: ctypes.c_float(v).value  # noqa: E731
+    x0 = array.array("f", [1.0, -2.0, 0.5])
+    opt = deft.Optimizer(deft.Comm.single(), [2, 1], x0, algo="sgd", lr=0.1)
+    opt.set_groups([dict(lr=0.1, momentum=0.5, weight_decay=0.0),
+                    dict(lr=0.2, momentum=0.9, nesterov=True)], [0, 1])
+    assert opt.tensor_groups() == [0, 1]
+    assert opt.groups()[1]["nesterov"] and opt.groups()[0]["lr"] == f32(0.1)
+    x, m = list(x0), [0.0] * 3
+    hyper = [(0.1, 0.5, False)] * 2 + [(0.2, 0.9, True)]
+    for _ in range(4):
+        pt = opt.ask()
+        g = array.array("f", [2.0 * v for v in pt])
+        opt.tell(g)
+        for i, (lr, mu, nest) in enumerate(hyper):
+            m[i] = f32(f32(f32(mu) * m[i]) + g[i])
+            u = f32(g[i] + f32(f32(mu) * m[i])) if nest else m[i]
+            x[i] = f32(x[i] - f32(f32(lr) * u))
+    assert list(opt.output()) == x
+    with pytest.raises(ValueError, match=r"groups\[1\].momentum = 1.5"):
+        opt.set_groups([{}, dict(momentum=1.5)])
+    with pytest.raises(ValueError, match="tensor 1 is in group 1, but there are "
+                                         "1 groups"):
+        opt.set_groups([{}])
+    with pytest.raises(ValueError, match="unknown key"):
+        opt.set_groups([dict(lam=0.1)])
+
+
+def test_grown_optimizer_carries_the_state_and_leaves_the_old_one():
+    opt = deft.Optimizer(deft.Comm.single(), [3], array.array("f", [1.0] * 3),
+                         ratio=2, lr=0.1)
+    for _ in range(3):
+        opt.tell(array.array("f", [v - 0.5 for v in opt.ask()]))
+    old_state = opt.state_bytes()
+    big = opt.grown([2], array.array("f", [7.0, 8.0]))
+    assert big.dim == 5 and big.steps == 3 and big.sizes == (3, 2)
+    assert list(big.ask())[:3] == list(opt.ask()) and list(big.ask())[3:] == [7, 8]
+    assert list(big.error())[:3] == list(opt.error())
+    assert list(big.error())[3:] == [0.0, 0.0]
+    assert opt.state_bytes() == old_state
+    with pytest.raises(ValueError, match="sizes"):
+        opt.grown([], array.array("f"))
 
 
 def test_ask_buffer_is_stable_and_refreshed_in_place():
