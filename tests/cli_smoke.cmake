@@ -40,7 +40,8 @@ foreach(bad "--ratio;0" "--ratio;abc" "--workers;0" "--lambda;1.5" "--lr;-1"
             "--compressor;zip" "--no-such-flag" "--epochs" "--backend;tcp"
             "--algo;psync;--compressor;topk" "--lr-decay;0.5,2" "extra-arg"
             "--init;kaiming" "--bn-recalibrate;-1" "--model;preresnet"
-            "--bn-recalibrate;3;--model;lenet")
+            "--bn-recalibrate;3;--model;lenet" "--bn-recalibrate;often"
+            "--nesterov;--momentum;0" "--dampening;1.5")
   run(2 train ${bad})
   list(GET bad 0 flag)
   string(REPLACE "--" "" name "${flag}")

@@ -222,6 +222,7 @@ static void test_bn_model_resume_and_stats(void **state)
     cfg.workers = 2;
     cfg.batch = 64;
     cfg.epochs = 2;
+    cfg.bn_recalibrate = 0;  // the running statistics: they are checkpointed
     char ckpt[300], log_full[300], log_part[300];
     snprintf(ckpt, sizeof ckpt, "%s/bn.ckpt", tmpdir);
     snprintf(log_full, sizeof log_full, "%s/bn_full.jsonl", tmpdir);
@@ -283,13 +284,26 @@ static void test_bn_model_resume_and_stats(void **state)
     assert_status(deft_train_run_threads(&cfg, &sub, &tsub, &part),
                   DEFT_ERR_INVALID_ARG);
     assert_error_mentions("no batch norm");
-    // a model without BN has none to name
-    cfg.bn_recalibrate = 0;
+    // by default (auto) a model without BN has none to name, DEF's output
+    // model is recalibrated over at most an epoch's batches (6 here, not
+    // DEFT_TRAIN_BN_BATCHES), and SGD's, its training point, is not
+    cfg.bn_recalibrate = DEFT_TRAIN_BN_AUTO;
     cfg.model = DEFT_MODEL_LOGREG;
     assert_status(deft_train_run_threads(&cfg, &sub, &tsub, &part), DEFT_OK);
     b = slurp(log_part);
-    assert_non_null(strstr(b, "\"bn_stats\": \"none\""));
+    assert_non_null(strstr(b, "\"bn_stats\": \"none\", \"bn_batches\": 0,"));
     free(b);
+    cfg.model = DEFT_MODEL_PRERESNET20;
+    assert_status(deft_train_run_threads(&cfg, &sub, &tsub, &part), DEFT_OK);
+    b = slurp(log_part);
+    assert_non_null(strstr(b, "\"bn_stats\": \"recalibrated\", \"bn_batches\": 6,"));
+    free(b);
+    cfg.optim.algo = DEFT_ALGO_SGD;
+    assert_status(deft_train_run_threads(&cfg, &sub, &tsub, &part), DEFT_OK);
+    b = slurp(log_part);
+    assert_non_null(strstr(b, "\"bn_stats\": \"running\", \"bn_batches\": 0,"));
+    free(b);
+    cfg.optim.algo = DEFT_ALGO_DEF;
     // vgg11bn's last BN layers see a 1x1 map: one example per worker would
     // normalize them to beta; refused on every worker, naming the batch
     cfg.model = DEFT_MODEL_VGG11BN;

@@ -60,8 +60,10 @@ static void train_usage(FILE *f)
         "                       or he: He normal, zero biases (default torch)\n"
         "  --bn-recalibrate N   models with batch norm: evaluate with BN\n"
         "                       statistics recomputed at the output model over\n"
-        "                       N training batches per worker (default 0: the\n"
-        "                       running statistics, averaged over workers)\n"
+        "                       N training batches per worker; 0: the running\n"
+        "                       statistics, averaged over workers (default\n"
+        "                       auto: %d batches when the output model is not\n"
+        "                       the training point: def, defa, saef, psync)\n"
         "  --data-dir DIR       IDX files (default " DEFT_FASHION_MNIST_DIR ")\n"
         "  --augment            random crop (2-pixel padding) and flip\n"
         "optimizer:\n"
@@ -84,6 +86,8 @@ static void train_usage(FILE *f)
         "                       'none' for a constant rate)\n"
         "  --lr-decay-factor X  (default 0.1)\n"
         "  --momentum MU        (default 0.9)\n"
+        "  --nesterov           Nesterov momentum, torch.optim.SGD's form\n"
+        "  --dampening D        momentum dampening in [0, 1] (default 0)\n"
         "  --wd WD              weight decay (default 5e-4)\n"
         "  --seed N             (default 0)\n"
         "run:\n"
@@ -115,7 +119,8 @@ static void train_usage(FILE *f)
         "  --limit-test N       evaluate on only the first N test examples\n"
         "  --quiet              print only the final line\n"
         "\n"
-        "exit status: 0 ok, 1 failed, 2 bad usage, 3 diverged\n");
+        "exit status: 0 ok, 1 failed, 2 bad usage, 3 diverged\n",
+        DEFT_TRAIN_BN_BATCHES);
 }
 
 typedef struct {
@@ -154,10 +159,15 @@ static void on_epoch(const deft_epoch_report_t *r, void *user)
     fmt_bytes((double)r->bytes_per_worker, sent, sizeof sent);
     if (ui->tty)
         fprintf(stderr, "\r%80s\r", "");
+    char bn[48] = "";
+    if (r->bn_batches)
+        snprintf(bn, sizeof bn, "  BN recalibrated (%d batches)", r->bn_batches);
+    else if (strcmp(r->bn_stats, "running") == 0)
+        snprintf(bn, sizeof bn, "  BN running stats");
     printf("epoch %3d/%d  train loss %.4f  test loss %.4f  test acc %6.2f%%  "
-           "lr %.3g  sent %s/worker  %.0f img/s  %.1f s\n", r->epoch, r->epochs,
+           "lr %.3g  sent %s/worker  %.0f img/s  %.1f s%s\n", r->epoch, r->epochs,
            r->train_loss, r->test_loss, 100 * r->test_acc, r->lr, sent,
-           r->images_per_s, r->wall_s);
+           r->images_per_s, r->wall_s, bn);
     fflush(stdout);
 }
 
@@ -343,7 +353,8 @@ static int cmd_train(int argc, char **argv)
         O_SEED, O_WORKERS, O_BATCH, O_EPOCHS, O_STOP, O_BACKEND, O_LOG, O_CKPT,
         O_RESUME, O_DATA, O_AUGMENT, O_QUIET, O_HELP, O_NET_GBPS, O_NET_LAT,
         O_COMM_TIMEOUT, O_PSGD_RANK,
-        O_SAVE_MODEL, O_LIMIT_TRAIN, O_LIMIT_TEST, O_INIT, O_BN_RECAL
+        O_SAVE_MODEL, O_LIMIT_TRAIN, O_LIMIT_TEST, O_INIT, O_BN_RECAL,
+        O_NESTEROV, O_DAMPENING
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -362,6 +373,8 @@ static int cmd_train(int argc, char **argv)
         {"lr-decay", required_argument, 0, O_DECAY},
         {"lr-decay-factor", required_argument, 0, O_DECAY_FACTOR},
         {"momentum", required_argument, 0, O_MOMENTUM},
+        {"nesterov", no_argument, 0, O_NESTEROV},
+        {"dampening", required_argument, 0, O_DAMPENING},
         {"wd", required_argument, 0, O_WD},
         {"seed", required_argument, 0, O_SEED},
         {"workers", required_argument, 0, O_WORKERS},
@@ -403,6 +416,13 @@ static int cmd_train(int argc, char **argv)
                                             optarg);
             break;
         case O_BN_RECAL:
+            if (!strcmp(optarg, "auto")) {
+                cfg.bn_recalibrate = DEFT_TRAIN_BN_AUTO;
+                break;
+            }
+            if (*optarg < '0' || *optarg > '9')
+                return deft_cli_usage_error("--bn-recalibrate '%s': expected auto "
+                                            "or a number of batches", optarg);
             if ((rc = deft_cli_parse_long("--bn-recalibrate", optarg, 0, 100000, &iv)))
                 return rc;
             cfg.bn_recalibrate = (int)iv;
@@ -488,6 +508,14 @@ static int cmd_train(int argc, char **argv)
             if ((rc = deft_cli_parse_double("--momentum", optarg, 0, 0.999999, &dv)))
                 return rc;
             cfg.optim.momentum = (float)dv;
+            break;
+        case O_NESTEROV:
+            cfg.optim.nesterov = 1;
+            break;
+        case O_DAMPENING:
+            if ((rc = deft_cli_parse_double("--dampening", optarg, 0, 1, &dv)))
+                return rc;
+            cfg.optim.dampening = (float)dv;
             break;
         case O_WD:
             if ((rc = deft_cli_parse_double("--wd", optarg, 0, 1e3, &dv)))

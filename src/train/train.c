@@ -6,6 +6,7 @@
 #include "train/train.h"
 
 #include "core/internal.h"
+#include "optim/optim_internal.h"
 #include "train/checkpoint.h"
 
 #include <cblas.h>
@@ -30,6 +31,7 @@ void deft_train_config_init(deft_train_config_t *cfg)
     cfg->decay_at[0] = 0.5;
     cfg->decay_at[1] = 0.75;
     cfg->decay_factor = 0.1f;
+    cfg->bn_recalibrate = DEFT_TRAIN_BN_AUTO;
 }
 
 deft_status_t deft_train_config_check(const deft_train_config_t *cfg,
@@ -51,13 +53,18 @@ deft_status_t deft_train_config_check(const deft_train_config_t *cfg,
     if (cfg->epochs < 1)
         return deft_fail(DEFT_ERR_INVALID_ARG, "--epochs %d: must be >= 1",
                          cfg->epochs);
-    if (cfg->bn_recalibrate < 0 || cfg->bn_recalibrate > 100000)
+    if (cfg->bn_recalibrate < DEFT_TRAIN_BN_AUTO || cfg->bn_recalibrate > 100000)
         return deft_fail(DEFT_ERR_INVALID_ARG, "--bn-recalibrate %d: must be "
-                         "in [0, 100000] batches", cfg->bn_recalibrate);
+                         "in [0, 100000] batches, or auto", cfg->bn_recalibrate);
     if (cfg->bn_recalibrate > 0 && !deft_model_kind_has_bn(cfg->model))
         return deft_fail(DEFT_ERR_INVALID_ARG, "--bn-recalibrate: %s has no "
                          "batch norm (preresnet20 and vgg11bn have)",
                          deft_model_name(cfg->model));
+    const deft_optim_config_t *o = &cfg->optim;  // the flags' ranges
+    const deft_group_t g = {o->lr, o->momentum, o->dampening, o->weight_decay,
+                            o->nesterov};
+    if (deft_group_check(&g, "optimizer flags", "--") != DEFT_OK)
+        return DEFT_ERR_INVALID_ARG;
     if ((int)cfg->init < 0 || (int)cfg->init > (int)DEFT_INIT_HE)
         return deft_fail(DEFT_ERR_INVALID_ARG, "--init: %d is not an "
                          "initialization", (int)cfg->init);
@@ -86,7 +93,7 @@ deft_status_t deft_train_config_check(const deft_train_config_t *cfg,
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "--batch %d is larger than the training set (%zu "
                          "examples)", cfg->batch, train->n);
-    if (train && cfg->batch >= 1 &&
+    if (train && cfg->batch >= 1 && cfg->bn_recalibrate > 0 &&
         (size_t)cfg->bn_recalibrate > train->n / (size_t)cfg->batch)
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "--bn-recalibrate %d: more batches than the %zu "
@@ -220,15 +227,29 @@ static deft_status_t average_bufs(deft_comm_t *comm, float *bufs, size_t n)
     return st;
 }
 
+/* How many batches prepare_bn recalibrates over: bn_recalibrate, or with
+ * DEFT_TRAIN_BN_AUTO, DEFT_TRAIN_BN_BATCHES (at most spe, an epoch's
+ * steps) when the output model is not the training point and the model
+ * has BN statistics, else 0. */
+static int bn_batches(const deft_train_config_t *cfg, const worker_state_t *w,
+                      uint64_t spe)
+{
+    if (cfg->bn_recalibrate != DEFT_TRAIN_BN_AUTO)
+        return cfg->bn_recalibrate;
+    if (!w->n_bufs || deft_optim_output_is_point(w->opt))
+        return 0;
+    return spe < DEFT_TRAIN_BN_BATCHES ? (int)spe : DEFT_TRAIN_BN_BATCHES;
+}
+
 /* The BN statistics every worker evaluates with: each worker's running
  * statistics averaged over workers (and kept: training goes on from the
- * average). With bn_recalibrate > 0, the statistics are then recomputed
- * at the output model w->eval over that many of this worker's training
- * batches (those of the epoch's first steps) and averaged in turn; the
- * running ones are saved in w->bufs and restored by restore_bn(). *used
- * names the statistics. */
+ * average). With n > 0 batches, the statistics are then recomputed at the
+ * output model w->eval over n of this worker's training batches (those
+ * of the epoch's first steps) and averaged in turn; the running ones are
+ * saved in w->bufs and restored by restore_bn(). *used names the
+ * statistics. */
 static deft_status_t prepare_bn(deft_comm_t *comm, worker_state_t *w,
-                                const deft_train_config_t *cfg,
+                                const deft_train_config_t *cfg, int n,
                                 const deft_dataset_t *train, uint64_t step0,
                                 const char **used)
 {
@@ -240,12 +261,12 @@ static deft_status_t prepare_bn(deft_comm_t *comm, worker_state_t *w,
     if (st != DEFT_OK)
         return st;
     *used = "running";
-    if (cfg->bn_recalibrate == 0)
+    if (n == 0)
         return DEFT_OK;
     memcpy(w->bufs, bufs, w->n_bufs * sizeof(float));
     deft_model_reset_buffers(w->model);
     const int b = cfg->batch / deft_comm_size(comm);
-    for (int j = 0; j < cfg->bn_recalibrate && st == DEFT_OK; j++) {
+    for (int j = 0; j < n && st == DEFT_OK; j++) {
         const uint64_t step = step0 + (uint64_t)j;
         const uint32_t *idx = deft_sampler_batch(&w->sampler, step);
         deft_dataset_gather(train, idx, b, cfg->augment, cfg->optim.seed, step,
@@ -281,7 +302,7 @@ static void log_epoch(FILE *f, const deft_train_config_t *cfg,
             "\"algo\": \"%s\", "
             "\"compressor\": \"%s\", \"ratio\": %g, \"powersgd_rank\": %d, "
             "\"workers\": %d, \"model\": \"%s\", \"init\": \"%s\", "
-            "\"bn_stats\": \"%s\"}\n",
+            "\"bn_stats\": \"%s\", \"bn_batches\": %d, \"eval_s\": %.3f}\n",
             r->epoch, (unsigned long long)r->step, r->train_loss, r->test_loss,
             r->test_acc, (unsigned long long)r->bytes_per_worker,
             (unsigned long long)r->payload_per_worker, r->lr, r->wall_s,
@@ -291,7 +312,7 @@ static void log_epoch(FILE *f, const deft_train_config_t *cfg,
             cfg->optim.compressor == DEFT_COMP_POWERSGD ? cfg->optim.powersgd_rank
                                                         : 0,
             cfg->workers, deft_model_name(cfg->model), deft_init_name(cfg->init),
-            r->bn_stats);
+            r->bn_stats, r->bn_batches, r->eval_s);
     fflush(f);
 }
 
@@ -597,8 +618,10 @@ static deft_status_t end_epoch(const run_t *run, worker_state_t *w, int epoch,
     deft_status_t st = deft_comm_allreduce_sum_f32(run->comm, ls, 2);
     double acc = 0, test_loss = 0;
     const char *bn_stats = "none";
+    const double t_eval = deft_wall_s();
+    const int n_bn = w->n_bufs ? bn_batches(run->cfg, w, spe) : 0;
     if (st != DEFT_OK || (st = deft_optim_output(w->opt, w->eval)) != DEFT_OK ||
-        (st = prepare_bn(run->comm, w, run->cfg, run->train,
+        (st = prepare_bn(run->comm, w, run->cfg, n_bn, run->train,
                          (uint64_t)epoch * spe, &bn_stats)) != DEFT_OK)
         return st;
     st = evaluate(run->comm, w, run->test, run->eval_batch, &acc, &test_loss);
@@ -621,7 +644,8 @@ static deft_status_t end_epoch(const run_t *run, worker_state_t *w, int epoch,
         test_loss, acc, tot->bytes, tot->payload, lr,
         tot->wall_before + deft_wall_s() - run->t_start,
         (double)spe * run->cfg->batch / t_train, tot->compute, tot->comm_wall,
-        tot->comm_model, tot->compute + tot->comm_model, bn_stats,
+        tot->comm_model, tot->compute + tot->comm_model, bn_stats, n_bn,
+        deft_wall_s() - t_eval,
     };
     *rep = r;
     res->epochs_done = epoch + 1;

@@ -12,7 +12,15 @@
 #include <stdint.h>
 #include <stdio.h>
 
-enum { DEFT_TRAIN_MAX_DECAYS = 8 };
+enum {
+    DEFT_TRAIN_MAX_DECAYS = 8,
+    /* bn_recalibrate's default: recalibrate over DEFT_TRAIN_BN_BATCHES
+     * batches (at most an epoch's) when the model has BN and the
+     * algorithm's output model is not its training point
+     * (deft_optim_output_is_point), else keep the running statistics. */
+    DEFT_TRAIN_BN_AUTO = -1,
+    DEFT_TRAIN_BN_BATCHES = 20,
+};
 
 /* One epoch's results, as logged. */
 typedef struct {
@@ -35,6 +43,9 @@ typedef struct {
                                   a cluster with one core per worker      */
     const char *bn_stats;      /* statistics the evaluation used: "none"
                                   (no BN), "running" or "recalibrated"    */
+    int bn_batches;            /* batches per worker recalibrated over    */
+    double eval_s;             /* wall time of this evaluation, with the
+                                  recalibration                          */
 } deft_epoch_report_t;
 
 /* Progress inside an epoch (for a terminal display). */
@@ -55,7 +66,9 @@ typedef struct {
                                   batches per worker, those of the epoch's
                                   first steps (at most an epoch's; 0 = off:
                                   evaluate with the statistics training
-                                  gathered, averaged over workers)        */
+                                  gathered, averaged over workers;
+                                  DEFT_TRAIN_BN_AUTO, the default: see
+                                  there)                                  */
     deft_optim_config_t optim; /* algo, compressor, ratio, lambda, lr...  */
     int workers;               /* K >= 1                                   */
     int batch;                 /* global batch B, B % K == 0               */
