@@ -19,8 +19,13 @@ initialization, as deft's (--init torch; for preresnet20 and vgg11bn the
 DEF paper's code's conv init, which their constructors apply; --init he:
 He normal, Glorot normal for the last layer, zero biases, deft's former
 default, "deft" being its old name), and after every epoch the output
-model (DEF: x - avg(e)) evaluated on the test set, split over the workers;
-BatchNorm statistics are averaged over the workers first. --log FILE
+model (DEF: x - avg(e)) evaluated on the test set, split over the workers,
+with BatchNorm statistics recomputed at the output model over the epoch's
+first 20 batches when the output model is not the training point
+(--bn-recalibrate, as deft train's), else averaged over the workers. As in
+most training scripts, weight decay applies to the weight matrices and
+convolutions only, not to biases and BatchNorm (two parameter groups; deft
+train decays every tensor). --log FILE
 writes `deft train`'s JSON-lines fields. Exit status 3 if the run diverged,
 2 for bad arguments.
 """
@@ -51,6 +56,7 @@ except (ImportError, AttributeError, OSError) as e:
     deft, DEFT_IMPORT_ERROR = None, e
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
+BN_BATCHES = 20  # deft train's --bn-recalibrate auto (DEFT_TRAIN_BN_BATCHES)
 _init_lock = threading.Lock()
 
 
@@ -296,10 +302,11 @@ def test_sums(model, xte, yte, k, K):
     return sums
 
 
-def evaluate(model, opt, xte, yte):
+def evaluate(model, opt, xte, yte, recalibrate=None):
     """(accuracy, mean loss) of the output model, the test set split over
-    the workers."""
-    with opt.evaluating(model):
+    the workers; BN statistics recomputed over recalibrate (batches of
+    inputs), if given."""
+    with opt.evaluating(model, recalibrate=recalibrate):
         sums = test_sums(model, xte, yte, opt.comm.rank, opt.comm.size)
     opt.comm.allreduce_sum(sums)
     return sums[0].item() / len(xte), sums[1].item() / len(xte)
@@ -314,11 +321,15 @@ def train(comm, args, data, log):
         model = MODELS[args.model]()
     if args.init in ("he", "deft"):
         he_init(model, args.seed)
-    opt = deft.torch.Optimizer(model.parameters(), comm=comm, algo=args.algo,
-                               compressor=args.compressor, ratio=args.ratio,
-                               lr=args.lr, momentum=args.momentum,
-                               weight_decay=args.weight_decay, lam=args.lam,
-                               seed=args.seed)
+    # no weight decay on biases and BatchNorm, as nanoGPT, timm, ...
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if p.dim() > 1]},
+              {"params": [p for p in params if p.dim() <= 1],
+               "weight_decay": 0.0}]
+    opt = deft.torch.Optimizer(groups, lr=args.lr, momentum=args.momentum,
+                               weight_decay=args.weight_decay, comm=comm,
+                               algo=args.algo, compressor=args.compressor,
+                               ratio=args.ratio, lam=args.lam, seed=args.seed)
     comm = opt.comm
     if args.net_gbps > 0:
         comm.set_link(args.net_gbps, args.net_latency_us)
@@ -332,10 +343,16 @@ def train(comm, args, data, log):
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: lr_at(args, step, total) / args.lr)
     # which BN statistics evaluate() uses, as deft train's log says it:
-    # the running statistics averaged over the workers, or none
+    # recomputed at the output model, the running ones averaged over the
+    # workers, or none
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm)
                  for m in model.modules())
-    bn_stats = "running" if has_bn else "none"
+    n_bn = 0
+    if has_bn:
+        n_bn = min(spe, BN_BATCHES) if args.bn_recalibrate == "auto" and \
+            not opt.deft.output_is_point else int(
+                0 if args.bn_recalibrate == "auto" else args.bn_recalibrate)
+    bn_stats = "none" if not has_bn else "recalibrated" if n_bn else "running"
     t0 = time.time()
     step, best, acc = 0, 0.0, 0.0
     nbytes = payload = 0
@@ -368,7 +385,10 @@ def train(comm, args, data, log):
             break
         tl = torch.tensor([loss_sum / spe], dtype=torch.float32)
         comm.allreduce_sum(tl)
-        acc, test_loss = evaluate(model, opt, xte, yte)
+        t_eval = time.time()
+        recal = [xtr[perm[s * B + k * b: s * B + (k + 1) * b]]
+                 for s in range(n_bn)] if n_bn else None
+        acc, test_loss = evaluate(model, opt, xte, yte, recal)
         best = max(best, acc)
         if k == 0:
             log(dict(epoch=epoch + 1, step=step, train_loss=tl.item() / K,
@@ -381,7 +401,8 @@ def train(comm, args, data, log):
                      algo=args.algo, compressor=args.compressor,
                      ratio=args.ratio, workers=K, model=args.model,
                      init="he" if args.init in ("he", "deft") else args.init,
-                     bn_stats=bn_stats))
+                     bn_stats=bn_stats, bn_batches=n_bn,
+                     eval_s=time.time() - t_eval))
     final = dict(final=True, status=status, epochs=epoch + 1 if status == "ok"
                  else epoch, step=step, test_acc=acc, best_test_acc=best,
                  bytes_per_worker=nbytes, wall_s=time.time() - t0)
@@ -401,6 +422,11 @@ def parse(argv):
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--lam", type=float, default=0.3)
+    p.add_argument("--bn-recalibrate", default="auto",
+                   help="BN models: recompute the statistics at the output "
+                        "model over N training batches per worker before "
+                        "each evaluation; 0: the running ones; auto: %d when "
+                        "the output is not the training point" % BN_BATCHES)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch", type=int, default=128, help="global batch")
     p.add_argument("--lr-decay", default="0.5,0.75",
@@ -425,6 +451,10 @@ def parse(argv):
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     check_schedule(p, args)
+    if args.bn_recalibrate != "auto" and not (
+            args.bn_recalibrate.isdigit() and int(args.bn_recalibrate) <= 100000):
+        p.error("--bn-recalibrate %r: expected auto or a number of batches in "
+                "[0, 100000]" % args.bn_recalibrate)
     return args
 
 

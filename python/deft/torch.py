@@ -249,14 +249,17 @@ class Optimizer(torch.optim.Optimizer):
             first = sum(len(g["params"]) for g in self.param_groups[:gi])
             entries = [(first + k, p, gi) for k, p in
                        enumerate(self.param_groups[gi]["params"])]
+            new = [e for e in entries if e[1].requires_grad]
+            for i, p, _ in new:
+                _check_param(i, p)
             self._set_groups(self._group_table(), None)  # checks the values
+            if new:
+                self._grow(new)  # collective; on failure deft is unchanged
         except Exception:
             self.param_groups.pop()
+            self._group_cache = None
             raise
-        new = [e for e in entries if e[1].requires_grad]
         self._excluded += [e for e in entries if not e[1].requires_grad]
-        if new:
-            self._grow(new)
         self._sync_groups()
 
     # -- hyperparameters ---------------------------------------------------------
@@ -387,9 +390,12 @@ class Optimizer(torch.optim.Optimizer):
             if p.grad is not None:
                 if set_to_none:
                     p.grad = None
-                else:
+                    continue
+                if p.grad.grad_fn is not None:
                     p.grad.detach_()
-                    p.grad.zero_()
+                else:
+                    p.grad.requires_grad_(False)
+                p.grad.zero_()
         if set_to_none:
             for _, p, _, _, _, _ in self._slots:
                 p.grad = None
@@ -442,13 +448,15 @@ class Optimizer(torch.optim.Optimizer):
             m.momentum = None  # a cumulative average over the batches
         n = 0
         model.train()
-        with torch.no_grad():
-            for b in batches:
-                model(b[0] if isinstance(b, (tuple, list)) else b)
-                n += 1
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
-        model.train(was_training)
+        try:
+            with torch.no_grad():
+                for b in batches:
+                    model(b[0] if isinstance(b, (tuple, list)) else b)
+                    n += 1
+        finally:
+            for m, mom in zip(bns, momenta):
+                m.momentum = mom
+            model.train(was_training)
         self.sync_buffers(model)
         return n
 
@@ -456,14 +464,15 @@ class Optimizer(torch.optim.Optimizer):
     def evaluating(self, model=None, recalibrate=None):
         """Puts deft's output model (DEF: x - avg(e), PSync: avg(x_k), ...)
         into the parameters and restores the training point on exit. With a
-        model, it is in eval() mode inside and its BatchNorm statistics
-        describe the output model: with recalibrate (an iterable of training
-        batches, e.g. itertools.islice(loader, 20)) they are recomputed
-        there (recalibrate_bn); without, the running statistics gathered at
-        the training points are averaged over the workers, which for
-        algorithms whose output is not the training point (def, psync,
-        saef, defa with lam > 0) describe another model: a warning says so
-        once. The running statistics are restored on exit. Collective."""
+        model, it is in eval() mode inside, and its BatchNorm running
+        statistics are averaged over the workers (and kept, as deft train
+        does). With recalibrate (an iterable of training batches, e.g.
+        itertools.islice(loader, 20)) they are then recomputed at the
+        output model (recalibrate_bn) and the running ones put back on
+        exit. Without it, for algorithms whose output is not the training
+        point (def, psync, saef, defa with lam > 0), the running
+        statistics describe another model: a warning says so once.
+        Collective."""
         saved = self.flat_params.clone()
         out = torch.empty_like(self.flat_params)
         self.deft.output(out)
@@ -474,20 +483,19 @@ class Optimizer(torch.optim.Optimizer):
             if model is not None:
                 was_training = model.training
                 bns = self._bn_modules(model)
-                stats = [(m, {k: v.clone() for k, v in m.named_buffers(
-                    recurse=False) if v is not None}) for m in bns]
+                self.sync_buffers(model)  # kept: training goes on from them
                 if recalibrate is not None:
+                    stats = [(m, {k: v.clone() for k, v in m.named_buffers(
+                        recurse=False) if v is not None}) for m in bns]
                     self.recalibrate_bn(model, recalibrate)
-                else:
-                    if bns and not self.deft.output_is_point and not self._warned_bn:
-                        warnings.warn(
-                            "evaluating(): %s's output model is not the point "
-                            "where BatchNorm's running statistics were gathered; "
-                            "pass recalibrate=<a few training batches> to "
-                            "recompute them at the output model"
-                            % self.deft.algo, stacklevel=3)
-                        self._warned_bn = True
-                    self.sync_buffers(model)
+                elif bns and not self.deft.output_is_point and not self._warned_bn:
+                    warnings.warn(
+                        "evaluating(): %s's output model is not the point "
+                        "where BatchNorm's running statistics were gathered; "
+                        "pass recalibrate=<a few training batches> to "
+                        "recompute them at the output model"
+                        % self.deft.algo, stacklevel=3)
+                    self._warned_bn = True
                 model.eval()
             yield self
         finally:

@@ -98,6 +98,9 @@ def test_add_param_group_that_deft_cannot_honour_is_not_added():
         opt.add_param_group({"params": model[2].parameters(), "momentum": 2.0})
     with pytest.raises(ValueError, match=r"param_groups\[1\]\['algo'\] = 'ef'"):
         opt.add_param_group({"params": model[2].parameters(), "algo": "ef"})
+    with pytest.raises(ValueError, match="dtype torch.float64"):
+        opt.add_param_group({"params": [torch.zeros(3, dtype=torch.float64,
+                                                    requires_grad=True)]})
     assert len(opt.param_groups) == 1 and opt.deft.dim == dim
     head_w = model[2].weight.detach().clone()
     opt.add_param_group({"params": model[2].parameters(), "lr": 0.2})
@@ -238,3 +241,23 @@ def test_evaluating_warns_once_when_running_stats_describe_another_model():
         train(sgd_model, sgd, 2)
         with sgd.evaluating(sgd_model):  # its output is the training point
             pass
+
+
+def test_the_readme_example_runs_and_learns():
+    """The README's "From PyTorch" block, as a user pastes it (from the
+    clone's root): it must run and its DEF model must beat chance (0.1)."""
+    import os
+    import re
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    readme = open(os.path.join(root, "README.md")).read()
+    block = re.search(r"## From PyTorch.*?```python\n(.*?)```", readme,
+                      re.S).group(1)
+    out = subprocess.run([sys.executable, "-c", "import torch; "
+                          "torch.manual_seed(0)\n" + block], cwd=root,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    acc = float(out.stdout.rsplit(":", 1)[1])
+    assert acc > 0.3, out.stdout
