@@ -106,6 +106,25 @@ def make_config(**kwargs):
     return c
 
 
+def _layout(sizes, rows):
+    """(sizes, rows or None, a deft_layout_t over them), checked: at least
+    one tensor, each of size >= 1, and one row count >= 0 per tensor."""
+    sizes = [int(s) for s in sizes]
+    if any(s <= 0 for s in sizes) or not sizes:
+        raise InvalidArgument("sizes = %r: need at least one tensor, each of "
+                              "size >= 1" % (sizes,))
+    rarr = None
+    if rows is not None:
+        rows = [int(r) for r in rows]
+        if len(rows) != len(sizes) or any(r < 0 for r in rows):
+            raise InvalidArgument("rows = %r: need one count >= 0 per tensor "
+                                  "(%d tensors)" % (rows, len(sizes)))
+        rarr = (ctypes.c_size_t * len(rows))(*rows)
+    # the structure keeps the arrays alive (ctypes' _objects)
+    return sizes, rows, _lib.Layout(
+        len(sizes), (ctypes.c_size_t * len(sizes))(*sizes), rarr)
+
+
 class _Handle:
     """Owns a deft_optim_t; freed when the last Python object that needs the
     optimizer's memory (the Optimizer, or a view of its buffers) is gone."""
@@ -139,25 +158,13 @@ class Optimizer:
     def __init__(self, comm, sizes, x0, rows=None, **config):
         if not isinstance(comm, Comm):
             raise InvalidArgument("comm: a %s, not a deft.Comm" % type(comm).__name__)
-        sizes = [int(s) for s in sizes]
-        if any(s <= 0 for s in sizes) or not sizes:
-            raise InvalidArgument("sizes = %r: need at least one tensor, each of "
-                                  "size >= 1" % (sizes,))
+        sizes, rows, layout = _layout(sizes, rows)
         self.comm = comm
         self.sizes = tuple(sizes)
         self.dim = sum(sizes)
         cfg = make_config(**config)
         addr, _, keep = _buf.float_address(x0, self.dim, "x0")
-        arr = (ctypes.c_size_t * len(sizes))(*sizes)
-        rarr = None
-        if rows is not None:
-            rows = [int(r) for r in rows]
-            if len(rows) != len(sizes) or any(r < 0 for r in rows):
-                raise InvalidArgument("rows = %r: need one count >= 0 per tensor "
-                                      "(%d tensors)" % (rows, len(sizes)))
-            rarr = (ctypes.c_size_t * len(rows))(*rows)
         self.rows = tuple(rows) if rows is not None else None
-        layout = _lib.Layout(len(sizes), arr, rarr)
         h = ctypes.c_void_p()
         check(lib.deft_optim_create(ctypes.byref(h), comm.handle,
                                     ctypes.byref(layout), addr, ctypes.byref(cfg)))
@@ -178,18 +185,10 @@ class Optimizer:
         momentum, ...), the groups and the step count are carried over
         bitwise; the new tensors start with zero error and momentum, in
         group 0. This optimizer is left as it was. Collective."""
-        sizes = [int(s) for s in sizes]
-        if any(s <= 0 for s in sizes) or not sizes:
-            raise InvalidArgument("sizes = %r: need at least one tensor, each of "
-                                  "size >= 1" % (sizes,))
+        sizes, rows, layout = _layout(sizes, rows)
+        rows = rows if rows is not None else [0] * len(sizes)
         addr, _, keep = _buf.float_address(x0, sum(sizes), "x0")
         old_rows = list(self.rows) if self.rows is not None else [0] * len(self.sizes)
-        rows = [int(r) for r in rows] if rows is not None else [0] * len(sizes)
-        if len(rows) != len(sizes) or any(r < 0 for r in rows):
-            raise InvalidArgument("rows = %r: need one count >= 0 per tensor "
-                                  "(%d tensors)" % (rows, len(sizes)))
-        layout = _lib.Layout(len(sizes), (ctypes.c_size_t * len(sizes))(*sizes),
-                             (ctypes.c_size_t * len(rows))(*rows))
         h = ctypes.c_void_p()
         check(lib.deft_optim_create_grown(ctypes.byref(h), self._ptr,
                                           ctypes.byref(layout), addr))

@@ -220,6 +220,8 @@ class Optimizer(torch.optim.Optimizer):
                 self._slots.append((i, p, gi, off, n, gview))
                 off += n
         self._shapes = [tuple(p.shape) for _, p, _, _, _, _ in self._slots]
+        # each tensor's group index, handed to deft_optim_set_groups
+        self._tensor_group = [gi for _, _, gi, _, _, _ in self._slots]
 
     def _grow(self, entries):
         """Adds entries (global index, parameter, group index) to deft:
@@ -250,11 +252,9 @@ class Optimizer(torch.optim.Optimizer):
             entries = [(first + k, p, gi) for k, p in
                        enumerate(self.param_groups[gi]["params"])]
             new = [e for e in entries if e[1].requires_grad]
-            for i, p, _ in new:
-                _check_param(i, p)
             self._set_groups(self._group_table(), None)  # checks the values
             if new:
-                self._grow(new)  # collective; on failure deft is unchanged
+                self._grow(new)  # checks them; on failure deft is unchanged
         except Exception:
             self.param_groups.pop()
             self._group_cache = None
@@ -297,7 +297,7 @@ class Optimizer(torch.optim.Optimizer):
         """deft's group table from param_groups (one deft group per torch
         group), when a scheduler or the user changed it."""
         table = self._group_table()
-        tg = [gi for _, _, gi, _, _, _ in self._slots]
+        tg = self._tensor_group
         if (table, tg) != self._group_cache:
             self._set_groups(table, tg)
             self._group_cache = (table, tg)

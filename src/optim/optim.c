@@ -108,13 +108,6 @@ deft_status_t deft_group_check(const deft_group_t *g, const char *fn,
     return DEFT_OK;
 }
 
-static deft_group_t config_group(const deft_optim_config_t *cfg)
-{
-    deft_group_t g = {cfg->lr, cfg->momentum, cfg->dampening,
-                      cfg->weight_decay, cfg->nesterov};
-    return g;
-}
-
 /* eclk's problem constants and parameters (0 = derive from theory, see
  * eclk.c). */
 static deft_status_t validate_eclk(const deft_optim_config_t *cfg)
@@ -205,7 +198,7 @@ static deft_status_t validate(const deft_layout_t *layout, const float *x0,
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "%s: cfg->lr = %g, must be a finite number > 0", fn,
                          (double)cfg->lr);
-    deft_group_t g0 = config_group(cfg);
+    deft_group_t g0 = deft_config_group(cfg);
     deft_status_t gst = deft_group_check(&g0, fn, "cfg->");
     if (gst != DEFT_OK)
         return gst;
@@ -324,7 +317,7 @@ static deft_status_t allocate(deft_optim_t *o, const float *x0)
         !(o->tgroup = calloc(o->n_tensors, sizeof *o->tgroup)) ||
         !(o->m_started = calloc(o->n_tensors, 1)))
         goto nomem;
-    o->groups[0] = config_group(&o->cfg);
+    o->groups[0] = deft_config_group(&o->cfg);
     o->x = deft_alloc(bytes);
     if (!o->x)
         goto nomem;

@@ -82,6 +82,15 @@ static inline float deft_momentum(const deft_hp_t *h, float g, float *m)
     return h->nesterov ? g + h->mu * mi : mi;
 }
 
+/* The group a config describes: its lr, momentum, dampening, weight
+ * decay and nesterov (every tensor's group 0 at creation). */
+static inline deft_group_t deft_config_group(const deft_optim_config_t *cfg)
+{
+    deft_group_t g = {cfg->lr, cfg->momentum, cfg->dampening,
+                      cfg->weight_decay, cfg->nesterov};
+    return g;
+}
+
 /* Checks one group's values; fn and what name the call and the group in
  * the message ("deft_optim_create", "cfg->"). */
 deft_status_t deft_group_check(const deft_group_t *g, const char *fn,

@@ -60,9 +60,7 @@ deft_status_t deft_train_config_check(const deft_train_config_t *cfg,
         return deft_fail(DEFT_ERR_INVALID_ARG, "--bn-recalibrate: %s has no "
                          "batch norm (preresnet20 and vgg11bn have)",
                          deft_model_name(cfg->model));
-    const deft_optim_config_t *o = &cfg->optim;  // the flags' ranges
-    const deft_group_t g = {o->lr, o->momentum, o->dampening, o->weight_decay,
-                            o->nesterov};
+    const deft_group_t g = deft_config_group(&cfg->optim);  // the flags' ranges
     if (deft_group_check(&g, "optimizer flags", "--") != DEFT_OK)
         return DEFT_ERR_INVALID_ARG;
     if ((int)cfg->init < 0 || (int)cfg->init > (int)DEFT_INIT_HE)
@@ -227,16 +225,18 @@ static deft_status_t average_bufs(deft_comm_t *comm, float *bufs, size_t n)
     return st;
 }
 
-/* How many batches prepare_bn recalibrates over: bn_recalibrate, or with
- * DEFT_TRAIN_BN_AUTO, DEFT_TRAIN_BN_BATCHES (at most spe, an epoch's
- * steps) when the output model is not the training point and the model
- * has BN statistics, else 0. */
+/* How many batches prepare_bn recalibrates over: 0 for a model without BN
+ * statistics, else bn_recalibrate, or with DEFT_TRAIN_BN_AUTO,
+ * DEFT_TRAIN_BN_BATCHES (at most spe, an epoch's steps) when the output
+ * model is not the training point, else 0. */
 static int bn_batches(const deft_train_config_t *cfg, const worker_state_t *w,
                       uint64_t spe)
 {
+    if (!w->n_bufs)
+        return 0;
     if (cfg->bn_recalibrate != DEFT_TRAIN_BN_AUTO)
         return cfg->bn_recalibrate;
-    if (!w->n_bufs || deft_optim_output_is_point(w->opt))
+    if (deft_optim_output_is_point(w->opt))
         return 0;
     return spe < DEFT_TRAIN_BN_BATCHES ? (int)spe : DEFT_TRAIN_BN_BATCHES;
 }
@@ -619,7 +619,7 @@ static deft_status_t end_epoch(const run_t *run, worker_state_t *w, int epoch,
     double acc = 0, test_loss = 0;
     const char *bn_stats = "none";
     const double t_eval = deft_wall_s();
-    const int n_bn = w->n_bufs ? bn_batches(run->cfg, w, spe) : 0;
+    const int n_bn = bn_batches(run->cfg, w, spe);
     if (st != DEFT_OK || (st = deft_optim_output(w->opt, w->eval)) != DEFT_OK ||
         (st = prepare_bn(run->comm, w, run->cfg, n_bn, run->train,
                          (uint64_t)epoch * spe, &bn_stats)) != DEFT_OK)
