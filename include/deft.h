@@ -538,6 +538,38 @@ DEFT_API deft_status_t deft_optim_state_save(const deft_optim_t *opt, void *buf,
 DEFT_API deft_status_t deft_optim_state_load(deft_optim_t *opt, const void *buf,
                                              size_t size);
 
+/* How deft_optim_state_reshard fills what differs between workers. */
+typedef enum {
+    DEFT_RESHARD_NONE = 0, /* (deft_train_config_t) refuse another count */
+    DEFT_RESHARD_MEAN = 1, /* keep the mean over workers of every vector */
+    DEFT_RESHARD_ZERO = 2  /* reset errors, momenta and ef21's estimates */
+} deft_reshard_t;
+
+/* Re-sharding: the states of a run's k_in workers (in: k_in blobs of size
+ * bytes back to back, as deft_optim_state_save wrote them at one step)
+ * become k_out states (out: k_out * size bytes) that k_out workers of an
+ * optimizer made with the same layout and config load to continue the run.
+ * What every worker holds the same copy of is kept bitwise: the step (so
+ * the lr schedule and the shared random choices continue), the groups, the
+ * shared model x (eclk's y, z, w; ef21's g; sgd's momentum), powersgd's Q.
+ * Vectors local to a worker -- errors e_k, momenta m_k, ef21's g_k,
+ * psync's models x_k -- with DEFT_RESHARD_MEAN keep their mean over
+ * workers: with K' < K new worker j takes the mean of old workers
+ * floor(k K'/K) = j, with K' > K new worker j copies old worker
+ * floor(j K/K'), and unless one count divides the other every new worker
+ * adds the one correction (computed in double) that makes the new mean
+ * the old one. So DEF's output x - avg(e), psync's avg(x_k) and the average
+ * momentum are kept, to within one float rounding per element. With
+ * DEFT_RESHARD_ZERO errors, momenta and ef21's estimates restart at zero
+ * (momenta as fresh buffers), as systems that drop them on a restart do;
+ * psync's models still keep their mean. k_out = k_in copies the states.
+ * Errors: DEFT_ERR_INVALID_ARG for a NULL pointer, a count outside
+ * [1, 1024] or another mode; DEFT_ERR_FORMAT for a blob that is corrupt,
+ * of version 1, or not from the same run and step as worker 0's. */
+DEFT_API deft_status_t deft_optim_state_reshard(const void *in, size_t size,
+                                                int k_in, void *out, int k_out,
+                                                deft_reshard_t mode);
+
 /* Names used by the CLI and logs ("def", "rbgs", ...), and their inverse.
  * The name functions never return NULL ("?" for unknown values); the parse
  * functions return DEFT_ERR_INVALID_ARG for unknown names. */

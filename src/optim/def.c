@@ -11,4 +11,5 @@ const deft_algo_ops_t deft_algo_def = {
     deft_ef_ask,
     deft_ef_step,
     deft_output_x_minus_avg_e,
+    DEFT_BUF_E | DEFT_BUF_M,
 };

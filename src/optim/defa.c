@@ -10,4 +10,5 @@ const deft_algo_ops_t deft_algo_defa = {
     deft_ef_ask,
     deft_ef_step,
     deft_output_x,
+    DEFT_BUF_E | DEFT_BUF_M,
 };

@@ -152,4 +152,5 @@ const deft_algo_ops_t deft_algo_eclk = {
     eclk_ask,
     eclk_tell,
     deft_output_x,
+    DEFT_BUF_E,
 };

@@ -65,4 +65,5 @@ const deft_algo_ops_t deft_algo_ef21 = {
     ef21_ask,
     ef21_tell,
     deft_output_x,
+    DEFT_BUF_GK,
 };

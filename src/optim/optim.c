@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <strings.h>
 
-static const deft_algo_ops_t *algo_ops(deft_algo_t a)
+const deft_algo_ops_t *deft_algo_ops(deft_algo_t a)
 {
     switch (a) {
     case DEFT_ALGO_SGD: return &deft_algo_sgd;
@@ -176,7 +176,7 @@ static deft_status_t validate(const deft_layout_t *layout, const float *x0,
     if ((unsigned)cfg->algo >= COUNT(algo_names))
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: cfg->algo = %d is not a "
                          "deft_algo_t", fn, (int)cfg->algo);
-    if (!algo_ops(cfg->algo))
+    if (!deft_algo_ops(cfg->algo))
         return deft_fail(DEFT_ERR_UNSUPPORTED,
                          "%s: cfg->algo = %s is not available in this version",
                          fn, deft_algo_name(cfg->algo));
@@ -226,7 +226,7 @@ static deft_status_t validate(const deft_layout_t *layout, const float *x0,
         if (st != DEFT_OK)
             return st;
     }
-    const deft_algo_ops_t *ops = algo_ops(cfg->algo);
+    const deft_algo_ops_t *ops = deft_algo_ops(cfg->algo);
     if ((ops->needs & DEFT_NEED_LINEAR) &&
         !(cfg->compressor == DEFT_COMP_NONE || cfg->compressor == DEFT_COMP_RBGS ||
           (cfg->compressor == DEFT_COMP_RANDK && !cfg->randk_scaled)))
@@ -411,7 +411,7 @@ deft_status_t deft_optim_create(deft_optim_t **out, deft_comm_t *comm,
             o->rank = deft_comm_rank(comm);
             o->nworkers = deft_comm_size(comm);
             o->cfg = *cfg;
-            o->ops = algo_ops(cfg->algo);
+            o->ops = deft_algo_ops(cfg->algo);
             o->n_tensors = layout->n_tensors;
             memcpy(o->sizes, layout->sizes, layout->n_tensors * sizeof(size_t));
             if (layout->rows)

@@ -107,6 +107,17 @@ enum {
     DEFT_NEED_ECLK = 64    /* z, w and the delta scratch */
 };
 
+/* The state's vectors, as bits in the state blob's order (state.c). */
+enum {
+    DEFT_BUF_X = 1,   /* x: the model (x_k for psync, y for eclk) */
+    DEFT_BUF_E = 2,   /* e_k */
+    DEFT_BUF_M = 4,   /* m_k */
+    DEFT_BUF_GK = 8,  /* ef21's g_k */
+    DEFT_BUF_G = 16,  /* ef21's g */
+    DEFT_BUF_Z = 32,  /* eclk's z */
+    DEFT_BUF_W = 64   /* eclk's w */
+};
+
 struct deft_algo_ops {
     deft_algo_t algo;
     const char *name;
@@ -117,7 +128,15 @@ struct deft_algo_ops {
     deft_status_t (*tell)(deft_optim_t *opt, const float *grad);
     /* The model to evaluate, into model (d,). Collective. */
     deft_status_t (*output)(deft_optim_t *opt, float *model);
+    /* The vectors (DEFT_BUF_* bits) that differ between workers; every
+     * other vector of the state is the same on all of them. Re-sharding
+     * (reshard.c) keeps the mean over workers of the local ones and the
+     * others as they are. */
+    int local;
 };
+
+/* The table entry of an algorithm; NULL for an unknown value. */
+const deft_algo_ops_t *deft_algo_ops(deft_algo_t algo);
 
 extern const deft_algo_ops_t deft_algo_sgd, deft_algo_ef, deft_algo_def,
     deft_algo_defa, deft_algo_saef, deft_algo_psync, deft_algo_ef21,
@@ -151,6 +170,29 @@ const float *deft_ef_ask(deft_optim_t *opt);
 deft_status_t deft_output_x(deft_optim_t *opt, float *model);
 /* Output x - avg(e) (def). Collective. */
 deft_status_t deft_output_x_minus_avg_e(deft_optim_t *opt, float *model);
+
+/* A version 2 state blob read in place (state.c): its identity, where its
+ * momentum flags (n_tensors bytes) and its vectors (one d-float vector per
+ * set bit of mask below bit 7, in bit order, then comp_floats floats of
+ * compressor state) start. */
+typedef struct {
+    uint32_t algo, compressor, mask;
+    uint64_t d, step, n_tensors;
+    uint32_t n_groups;
+    size_t flags_off, vec_off, comp_floats;
+} deft_state_view_t;
+
+/* Checks a version 2 blob of size bytes (magic, version, checksum, header,
+ * length) and fills v; DEFT_ERR_FORMAT naming fn otherwise. */
+deft_status_t deft_state_view(const void *buf, size_t size,
+                              deft_state_view_t *v, const char *fn);
+/* k_out float vectors of n elements (at out + j out_stride, any alignment)
+ * from k_in (at in + k in_stride) by re-sharding's mean rule (reshard.c);
+ * counts in [1, 1024]. */
+void deft_reshard_mean_f32(const char *in, size_t in_stride, int k_in,
+                           char *out, size_t out_stride, int k_out, size_t n);
+/* Rewrites the checksum in a blob's last 4 bytes after it was changed. */
+void deft_state_seal(void *buf, size_t size);
 
 /* DEFT_ERR_DIVERGED with a message naming the step. */
 deft_status_t deft_optim_diverged(const deft_optim_t *opt, const char *what);

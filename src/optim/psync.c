@@ -59,4 +59,5 @@ const deft_algo_ops_t deft_algo_psync = {
     psync_ask,
     psync_tell,
     psync_output,
+    DEFT_BUF_X | DEFT_BUF_M,
 };

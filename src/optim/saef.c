@@ -32,4 +32,5 @@ const deft_algo_ops_t deft_algo_saef = {
     deft_ef_ask,
     saef_tell,
     deft_output_x,
+    DEFT_BUF_E | DEFT_BUF_M,
 };

@@ -38,5 +38,5 @@ static deft_status_t sgd_tell(deft_optim_t *opt, const float *grad)
 }
 
 const deft_algo_ops_t deft_algo_sgd = {
-    DEFT_ALGO_SGD, "sgd", DEFT_NEED_M, sgd_ask, sgd_tell, deft_output_x,
+    DEFT_ALGO_SGD, "sgd", DEFT_NEED_M, sgd_ask, sgd_tell, deft_output_x, 0,
 };

@@ -145,6 +145,63 @@ deft_status_t deft_optim_state_save(const deft_optim_t *opt, void *buf,
     return DEFT_OK;
 }
 
+deft_status_t deft_state_view(const void *buf, size_t size,
+                               deft_state_view_t *v, const char *fn)
+{
+    memset(v, 0, sizeof *v);
+    state_header_t h;
+    if (size < sizeof h + sizeof(uint32_t))
+        return deft_fail(DEFT_ERR_FORMAT, "%s: %zu bytes is too short for a "
+                         "state", fn, size);
+    memcpy(&h, buf, sizeof h);
+    if (h.magic != STATE_MAGIC)
+        return deft_fail(DEFT_ERR_FORMAT, "%s: not an optimizer state (magic "
+                         "0x%08x)", fn, h.magic);
+    if (h.version != STATE_VERSION)
+        return deft_fail(DEFT_ERR_FORMAT, "%s: state version %u; only version "
+                         "%u can be re-sharded (load a version 1 state and "
+                         "save it again first)", fn, h.version, STATE_VERSION);
+    uint32_t crc;
+    memcpy(&crc, (const char *)buf + size - sizeof crc, sizeof crc);
+    if (deft_crc32(0, buf, size - sizeof crc) != crc)
+        return deft_fail(DEFT_ERR_FORMAT, "%s: the state is corrupt (checksum "
+                         "mismatch over its %zu bytes)", fn, size);
+    int nbuf = 0;
+    for (int i = 0; i < N_BUFS; i++)
+        nbuf += (h.mask >> i) & 1;
+    const deft_algo_ops_t *ops = deft_algo_ops((deft_algo_t)h.algo);
+    if (!ops || h.n_groups == 0 || h.n_groups > DEFT_MAX_GROUPS ||
+        (h.mask & ~(uint32_t)(COMP_BIT | ((1 << N_BUFS) - 1))) ||
+        h.n_tensors == 0 || h.n_tensors > (size - sizeof h) / 13 ||
+        h.d == 0 || h.d > (size - sizeof h) / sizeof(float))
+        return deft_fail(DEFT_ERR_FORMAT, "%s: the state's header is malformed "
+                         "(algorithm %u, %u groups, buffer mask 0x%x)", fn,
+                         h.algo, h.n_groups, h.mask);
+    const size_t fixed = sizeof h + tables_size(h.n_tensors, h.n_groups) +
+                         (size_t)nbuf * h.d * sizeof(float) + sizeof(uint32_t);
+    if (size < fixed || (size - fixed) % sizeof(float) != 0 ||
+        ((h.mask & COMP_BIT) != 0) != (size > fixed))
+        return deft_fail(DEFT_ERR_FORMAT, "%s: state holds %zu bytes, which "
+                         "does not match its header", fn, size);
+    v->algo = h.algo;
+    v->compressor = h.compressor;
+    v->mask = h.mask;
+    v->d = h.d;
+    v->step = h.step;
+    v->n_tensors = h.n_tensors;
+    v->n_groups = h.n_groups;
+    v->flags_off = sizeof h + h.n_tensors * (sizeof(uint64_t) + sizeof(uint32_t));
+    v->vec_off = sizeof h + tables_size(h.n_tensors, h.n_groups);
+    v->comp_floats = (size - fixed) / sizeof(float);
+    return DEFT_OK;
+}
+
+void deft_state_seal(void *buf, size_t size)
+{
+    uint32_t crc = deft_crc32(0, buf, size - sizeof(uint32_t));
+    memcpy((char *)buf + size - sizeof crc, &crc, sizeof crc);
+}
+
 /* The checks both versions share: algorithm, compressor, dimension. */
 static deft_status_t check_identity(const deft_optim_t *opt, uint32_t algo,
                                     uint32_t comp, uint64_t d)
