@@ -46,19 +46,40 @@ endif()
 run(${MPIEXEC} ${MPIFLAGS} -np 4 ${DEFT} ${common} --epochs 2 --backend mpi
     --save-model ${WORK}/full.bin)
 run(${MPIEXEC} ${MPIFLAGS} -np 4 ${DEFT} ${common} --epochs 2 --backend mpi
-    --stop-after 1 --checkpoint ${WORK}/run.ckpt)
+    --stop-after 1 --checkpoint ${WORK}/run.ckpt --log ${WORK}/first.jsonl)
 run(${MPIEXEC} ${MPIFLAGS} -np 4 ${DEFT} ${common} --epochs 2 --backend mpi
     --resume ${WORK}/run.ckpt --save-model ${WORK}/resumed.bin)
 run(${MODEL_DIFF} ${WORK}/resumed.bin ${WORK}/full.bin 0)
 
-# A checkpoint cannot be resumed with another rank count.
+# A checkpoint of 4 ranks is refused on 2 without --reshard, saying how;
+# with it, the output model right after the restart has the checkpoint's
+# test accuracy, and the run trains on (the loss of its second epoch is
+# below the first's).
 execute_process(COMMAND ${MPIEXEC} ${MPIFLAGS} -np 2 ${DEFT} ${common}
                 --epochs 2 --backend mpi --resume ${WORK}/run.ckpt
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err
                 TIMEOUT 300)
-if(rc EQUAL 0 OR NOT "${out}${err}" MATCHES "--workers 4")
+if(rc EQUAL 0 OR NOT "${out}${err}" MATCHES "written by 4 workers.*--reshard")
   message(FATAL_ERROR "resume with 2 ranks: exit ${rc}, want a refusal "
-                      "naming --workers 4:\n${out}${err}")
+                      "naming 4 workers and --reshard:\n${out}${err}")
+endif()
+run(${MPIEXEC} ${MPIFLAGS} -np 2 ${DEFT} ${common} --epochs 2 --backend mpi
+    --resume ${WORK}/run.ckpt --reshard --log ${WORK}/reshard.jsonl)
+function(line_field file regex name outvar)
+  file(STRINGS ${file} lines REGEX "${regex}")
+  list(GET lines 0 line)
+  string(REGEX MATCH "\"${name}\": [0-9.]+" m "${line}")
+  string(REGEX REPLACE ".*: " "" v "${m}")
+  set(${outvar} "${v}" PARENT_SCOPE)
+endfunction()
+line_field(${WORK}/first.jsonl "\"epoch\": 1," test_acc acc1)
+line_field(${WORK}/reshard.jsonl "\"resharded\"" test_acc acc_r)
+line_field(${WORK}/first.jsonl "\"epoch\": 1," train_loss l1)
+line_field(${WORK}/reshard.jsonl "\"epoch\": 2," train_loss l2)
+if(acc1 STREQUAL "" OR NOT acc_r STREQUAL acc1 OR NOT l2 LESS l1)
+  message(FATAL_ERROR "MPI re-shard 4 -> 2: test accuracy '${acc1}' at the "
+                      "checkpoint, '${acc_r}' after; train loss '${l1}' in "
+                      "epoch 1, '${l2}' in epoch 2")
 endif()
 # powersgd (two allreduces a step, the warm start in the checkpoint) and
 # fp16 (the 16-bit MPI_Allreduce with a user op) on both backends: the same

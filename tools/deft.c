@@ -25,6 +25,8 @@ enum { EXIT_RUN_FAILED = 1, EXIT_USAGE = DEFT_EXIT_USAGE, EXIT_DIVERGED = 3 };
 
 /* deft convex: ECLK and its baselines on logistic regression (convex.c). */
 int deft_cli_convex(int argc, char **argv);
+/* deft checkpoint: show a checkpoint, re-shard it (checkpoint.c). */
+int deft_cli_checkpoint(int argc, char **argv);
 
 static void usage(FILE *f)
 {
@@ -37,6 +39,8 @@ static void usage(FILE *f)
             "  train       train a network on Fashion-MNIST (deft train --help)\n"
             "  convex      ECLK and baselines on logistic regression, against\n"
             "              the optimum (deft convex --help)\n"
+            "  checkpoint  show a training checkpoint, or re-shard it to\n"
+            "              another worker count (deft checkpoint --help)\n"
             "  list        algorithms, compressors, models and backends\n"
             "\n"
             "options:\n"
@@ -102,6 +106,12 @@ static void train_usage(FILE *f)
         "  --log FILE           JSON lines, one object per epoch + a final one\n"
         "  --checkpoint FILE    save at every epoch end\n"
         "  --resume FILE        continue a run from its checkpoint\n"
+        "  --reshard[=RULE]     with --resume: continue a checkpoint of\n"
+        "                       another worker count (a lost host) on this\n"
+        "                       run's workers. mean (default): errors and\n"
+        "                       momenta keep their mean over workers, the\n"
+        "                       model and schedule go on exactly; zero:\n"
+        "                       restart errors and momenta at zero\n"
         "  --net-gbps G         model the steps' collectives on a G Gbit/s\n"
         "                       link (alpha-beta): logs comm_modeled_s and\n"
         "                       modeled_s = compute + modeled communication\n"
@@ -295,7 +305,10 @@ static int run_training(deft_train_config_t *cfg, ui_t *ui,
         } else if (st != DEFT_OK) {
             /* Errors are agreed between workers except communication
              * failures, after which a rank may be stuck: end the job. */
-            if (rank == 0 || st == DEFT_ERR_COMM)
+            if ((rank == 0 || st == DEFT_ERR_COMM) &&
+                (st == DEFT_ERR_INVALID_ARG || st == DEFT_ERR_FORMAT))
+                fprintf(stderr, "deft train: %s\n", deft_last_error());
+            else if (rank == 0 || st == DEFT_ERR_COMM)
                 fprintf(stderr, "deft train: %s: %s\n", deft_status_str(st),
                         deft_last_error());
 #ifdef DEFT_HAVE_MPI
@@ -305,6 +318,11 @@ static int run_training(deft_train_config_t *cfg, ui_t *ui,
 #endif
             rc = st == DEFT_ERR_INVALID_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
         } else {
+            if (rank == 0 && res.resharded_from && !ui->quiet)
+                printf("re-sharded from %d workers to %d: test accuracy "
+                       "%.2f%% right after, before any step\n",
+                       res.resharded_from, cfg->workers,
+                       100 * res.resumed_test_acc);
             if (rank == 0)
                 printf("%s: test accuracy %.2f%% (best %.2f%%) after %d "
                        "epochs, %s sent per worker, %.1f s\n", method(cfg),
@@ -351,7 +369,7 @@ static int cmd_train(int argc, char **argv)
         O_MODEL = 256, O_ALGO, O_COMP, O_RATIO, O_SCOPE, O_LAMBDA, O_AVG,
         O_QSGD, O_RANDK_SCALED, O_LR, O_DECAY, O_DECAY_FACTOR, O_MOMENTUM, O_WD,
         O_SEED, O_WORKERS, O_BATCH, O_EPOCHS, O_STOP, O_BACKEND, O_LOG, O_CKPT,
-        O_RESUME, O_DATA, O_AUGMENT, O_QUIET, O_HELP, O_NET_GBPS, O_NET_LAT,
+        O_RESUME, O_RESHARD, O_DATA, O_AUGMENT, O_QUIET, O_HELP, O_NET_GBPS, O_NET_LAT,
         O_COMM_TIMEOUT, O_PSGD_RANK,
         O_SAVE_MODEL, O_LIMIT_TRAIN, O_LIMIT_TEST, O_INIT, O_BN_RECAL,
         O_NESTEROV, O_DAMPENING
@@ -385,6 +403,7 @@ static int cmd_train(int argc, char **argv)
         {"log", required_argument, 0, O_LOG},
         {"checkpoint", required_argument, 0, O_CKPT},
         {"resume", required_argument, 0, O_RESUME},
+        {"reshard", optional_argument, 0, O_RESHARD},
         {"data-dir", required_argument, 0, O_DATA},
         {"augment", no_argument, 0, O_AUGMENT},
         {"net-gbps", required_argument, 0, O_NET_GBPS},
@@ -588,6 +607,15 @@ static int cmd_train(int argc, char **argv)
         case O_RESUME:
             cfg.resume_path = optarg;
             break;
+        case O_RESHARD:
+            if (!optarg || !strcmp(optarg, "mean"))
+                cfg.reshard = DEFT_RESHARD_MEAN;
+            else if (!strcmp(optarg, "zero"))
+                cfg.reshard = DEFT_RESHARD_ZERO;
+            else
+                return deft_cli_usage_error("--reshard=%s: the rule is mean or "
+                                            "zero", optarg);
+            break;
         case O_DATA:
             data_dir = optarg;
             break;
@@ -633,6 +661,9 @@ static int cmd_train(int argc, char **argv)
                            "--compressor rbgs, randk or none");
     if (deft_train_config_check(&cfg, NULL) != DEFT_OK)
         return deft_cli_usage_error("%s", deft_last_error());
+    if (cfg.reshard && !cfg.resume_path)
+        return deft_cli_usage_error("--reshard applies to --resume FILE: give "
+                                    "the checkpoint to continue");
     if (deft_cli_dry_run)
         return 0;
 
@@ -701,6 +732,8 @@ int main(int argc, char **argv)
         return cmd_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "convex"))
         return deft_cli_convex(argc - 1, argv + 1);
+    if (!strcmp(cmd, "checkpoint"))
+        return deft_cli_checkpoint(argc - 1, argv + 1);
     if (!strcmp(cmd, "list")) {
         if (argc > 2) {
             fprintf(stderr, "deft list: unexpected argument '%s'\n", argv[2]);

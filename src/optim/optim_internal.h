@@ -191,6 +191,14 @@ deft_status_t deft_state_view(const void *buf, size_t size,
  * counts in [1, 1024]. */
 void deft_reshard_mean_f32(const char *in, size_t in_stride, int k_in,
                            char *out, size_t out_stride, int k_out, size_t n);
+/* The length of the version 2 blob at the start of buf (at most max
+ * bytes; a checkpoint stores more after it), found by its checksum. */
+deft_status_t deft_state_blob_size(const void *buf, size_t max, size_t *size);
+/* deft_optim_state_reshard over blobs of size bytes placed in_stride and
+ * out_stride bytes apart. */
+deft_status_t deft_state_reshard(const char *in, size_t in_stride, size_t size,
+                                 int k_in, char *out, size_t out_stride,
+                                 int k_out, deft_reshard_t mode);
 /* Rewrites the checksum in a blob's last 4 bytes after it was changed. */
 void deft_state_seal(void *buf, size_t size);
 

@@ -102,8 +102,9 @@ static deft_status_t same_run(const char *b0, const char *bk, size_t tables_end,
 /* The vectors a ZERO re-shard resets: errors, momenta, ef21's estimates. */
 enum { ZEROED = DEFT_BUF_E | DEFT_BUF_M | DEFT_BUF_GK | DEFT_BUF_G };
 
-deft_status_t deft_optim_state_reshard(const void *in, size_t size, int k_in,
-                                       void *out, int k_out, deft_reshard_t mode)
+deft_status_t deft_state_reshard(const char *in, size_t in_stride, size_t size,
+                                 int k_in, char *out, size_t out_stride,
+                                 int k_out, deft_reshard_t mode)
 {
     const char *fn = "deft_optim_state_reshard";
     if (!in || !out)
@@ -125,16 +126,16 @@ deft_status_t deft_optim_state_reshard(const void *in, size_t size, int k_in,
         return st;
     for (int k = 1; k < k_in && st == DEFT_OK; k++) {
         deft_state_view_t vk;
-        st = deft_state_view(src + (size_t)k * size, size, &vk, fn);
+        st = deft_state_view(src + (size_t)k * in_stride, size, &vk, fn);
         if (st == DEFT_OK)
-            st = same_run(src, src + (size_t)k * size, v.vec_off, k, fn);
+            st = same_run(src, src + (size_t)k * in_stride, v.vec_off, k, fn);
     }
     if (st != DEFT_OK)
         return st;
     const int local = deft_algo_ops((deft_algo_t)v.algo)->local;
     char *dst = out;
     for (int j = 0; j < k_out; j++) /* header, tables, Q: worker 0's */
-        memcpy(dst + (size_t)j * size, src, size);
+        memcpy(dst + (size_t)j * out_stride, src, size);
     size_t off = v.vec_off;
     const size_t vbytes = v.d * sizeof(float);
     for (int bit = 1; bit < 128; bit <<= 1) {
@@ -142,17 +143,23 @@ deft_status_t deft_optim_state_reshard(const void *in, size_t size, int k_in,
             continue;
         if (mode == DEFT_RESHARD_ZERO && (bit & ZEROED))
             for (int j = 0; j < k_out; j++)
-                memset(dst + (size_t)j * size + off, 0, vbytes);
+                memset(dst + (size_t)j * out_stride + off, 0, vbytes);
         else if (local & bit)
-            deft_reshard_mean_f32(src + off, size, k_in, dst + off, size, k_out,
+            deft_reshard_mean_f32(src + off, in_stride, k_in, dst + off, out_stride, k_out,
                                   v.d);
         off += vbytes;
     }
     for (int j = 0; j < k_out; j++) {
-        char *b = dst + (size_t)j * size;
+        char *b = dst + (size_t)j * out_stride;
         if (mode == DEFT_RESHARD_ZERO && (v.mask & DEFT_BUF_M))
             memset(b + v.flags_off, 0, v.n_tensors); /* fresh momentum */
         deft_state_seal(b, size);
     }
     return DEFT_OK;
+}
+
+deft_status_t deft_optim_state_reshard(const void *in, size_t size, int k_in,
+                                       void *out, int k_out, deft_reshard_t mode)
+{
+    return deft_state_reshard(in, size, size, k_in, out, size, k_out, mode);
 }

@@ -196,6 +196,43 @@ deft_status_t deft_state_view(const void *buf, size_t size,
     return DEFT_OK;
 }
 
+deft_status_t deft_state_blob_size(const void *buf, size_t max, size_t *size)
+{
+    const char *fn = "deft_optim_state_reshard";
+    state_header_t h;
+    if (max < sizeof h + sizeof(uint32_t))
+        return deft_fail(DEFT_ERR_FORMAT, "%s: %zu bytes is too short for a "
+                         "state", fn, max);
+    memcpy(&h, buf, sizeof h);
+    int nbuf = 0;
+    for (int i = 0; i < N_BUFS; i++)
+        nbuf += (h.mask >> i) & 1;
+    if (h.magic != STATE_MAGIC || h.version != STATE_VERSION ||
+        h.n_groups > DEFT_MAX_GROUPS || h.n_tensors > max / 13 ||
+        h.d > max / sizeof(float))
+        return deft_fail(DEFT_ERR_FORMAT, "%s: not a version %u optimizer "
+                         "state", fn, STATE_VERSION);
+    const size_t fixed = sizeof h + tables_size(h.n_tensors, h.n_groups) +
+                         (size_t)nbuf * h.d * sizeof(float) + sizeof(uint32_t);
+    /* The compressor's state has no length field: its end is where the
+     * running checksum of the bytes before matches the next 4 bytes. */
+    size_t n = fixed - sizeof(uint32_t);
+    uint32_t crc = n <= max ? deft_crc32(0, buf, n) : 0;
+    for (; n + sizeof(uint32_t) <= max; n += sizeof(float)) {
+        uint32_t want;
+        memcpy(&want, (const char *)buf + n, sizeof want);
+        if (want == crc && (n + 4 == fixed || (h.mask & COMP_BIT))) {
+            *size = n + sizeof(uint32_t);
+            return DEFT_OK;
+        }
+        if (!(h.mask & COMP_BIT))
+            break;
+        crc = deft_crc32(crc, (const char *)buf + n, sizeof(float));
+    }
+    return deft_fail(DEFT_ERR_FORMAT, "%s: the state is corrupt (no checksum "
+                     "matches within its %zu bytes)", fn, max);
+}
+
 void deft_state_seal(void *buf, size_t size)
 {
     uint32_t crc = deft_crc32(0, buf, size - sizeof(uint32_t));

@@ -1,6 +1,7 @@
 #include "train/checkpoint.h"
 
 #include "core/internal.h"
+#include "optim/optim_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -159,5 +160,95 @@ deft_status_t deft_checkpoint_read(const char *path, deft_ckpt_meta_t *meta,
 out:
     free(buf);
     fclose(f);
+    return st;
+}
+
+/* Lists up to 12 worker counts in [1, 1024] that divide batch, into buf. */
+static void divisors(uint32_t batch, char *buf, size_t n)
+{
+    size_t len = 0;
+    int shown = 0;
+    buf[0] = '\0';
+    for (uint32_t k = 1; k <= batch && k <= 1024 && shown < 12; k++)
+        if (batch % k == 0 && len < n) {
+            len += (size_t)snprintf(buf + len, n - len, "%s%u", shown ? ", " : "",
+                                    k);
+            shown++;
+        }
+}
+
+deft_status_t deft_checkpoint_reshard_states(deft_ckpt_meta_t *meta,
+                                             const void *states,
+                                             size_t state_size, int k_out,
+                                             deft_reshard_t mode, void **out)
+{
+    *out = NULL;
+    if (k_out < 1 || k_out > 1024)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "cannot re-shard to %d workers: "
+                         "the count must be in [1, 1024]", k_out);
+    if (meta->batch % (uint32_t)k_out != 0) {
+        char ks[128];
+        divisors(meta->batch, ks, sizeof ks);
+        return deft_fail(DEFT_ERR_INVALID_ARG, "cannot re-shard to %d workers: "
+                         "the run's global batch %u does not split evenly over "
+                         "%d (the batch is kept, so the averaged gradient and "
+                         "the schedule keep their meaning); worker counts that "
+                         "divide it: %s. A run that may lose hosts can choose a "
+                         "batch that every count it may continue on divides, "
+                         "e.g. 96 or 120 for 4 and 3", k_out, meta->batch,
+                         k_out, ks);
+    }
+    size_t optim_size;
+    deft_status_t st = deft_state_blob_size(states, state_size, &optim_size);
+    if (st != DEFT_OK)
+        return st;
+    deft_state_view_t v;
+    if ((st = deft_state_view(states, optim_size, &v,
+                              "checkpoint")) != DEFT_OK)
+        return st;
+    if ((state_size - optim_size) % sizeof(float) != 0 ||
+        v.algo != meta->algo || v.compressor != meta->compressor ||
+        v.d != meta->dim)
+        return deft_fail(DEFT_ERR_FORMAT, "checkpoint: its worker states "
+                         "(%zu bytes, %s/%s, %llu parameters) do not match "
+                         "its header (%s/%s, %llu parameters)", state_size,
+                         deft_algo_name((deft_algo_t)v.algo),
+                         deft_compressor_name((deft_compressor_kind_t)v.compressor),
+                         (unsigned long long)v.d,
+                         deft_algo_name((deft_algo_t)meta->algo),
+                         deft_compressor_name((deft_compressor_kind_t)meta->compressor),
+                         (unsigned long long)meta->dim);
+    char *o = malloc(state_size * (size_t)k_out);
+    if (!o)
+        return deft_fail(DEFT_ERR_NOMEM, "no memory to re-shard a checkpoint "
+                         "to %d workers", k_out);
+    st = deft_state_reshard(states, state_size, optim_size, (int)meta->workers,
+                            o, state_size, k_out, mode);
+    if (st == DEFT_OK)
+        deft_reshard_mean_f32((const char *)states + optim_size, state_size,
+                              (int)meta->workers, o + optim_size, state_size,
+                              k_out, (state_size - optim_size) / sizeof(float));
+    if (st != DEFT_OK) {
+        free(o);
+        return st;
+    }
+    meta->workers = (uint32_t)k_out;
+    *out = o;
+    return DEFT_OK;
+}
+
+deft_status_t deft_checkpoint_reshard(const char *in_path, const char *out_path,
+                                      int k_out, deft_reshard_t mode)
+{
+    deft_ckpt_meta_t meta;
+    void *states = NULL, *out = NULL;
+    size_t ssz = 0;
+    deft_status_t st = deft_checkpoint_read(in_path, &meta, &states, &ssz);
+    if (st == DEFT_OK)
+        st = deft_checkpoint_reshard_states(&meta, states, ssz, k_out, mode, &out);
+    if (st == DEFT_OK)
+        st = deft_checkpoint_write(out_path, &meta, out, ssz);
+    free(states);
+    free(out);
     return st;
 }

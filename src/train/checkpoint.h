@@ -38,4 +38,20 @@ deft_status_t deft_checkpoint_write(const char *path, const deft_ckpt_meta_t *me
 deft_status_t deft_checkpoint_read(const char *path, deft_ckpt_meta_t *meta,
                                    void **states, size_t *state_size);
 
+/* Re-shards a checkpoint's states in memory: states holds meta->workers
+ * worker states of state_size bytes (the optimizer's blob, then the BN
+ * statistics, which keep their mean as the local vectors do); *out gets
+ * k_out of them (malloc'ed, free() it) and meta->workers becomes k_out.
+ * The global batch is kept, so k_out must divide it: otherwise
+ * DEFT_ERR_INVALID_ARG names the worker counts that do. */
+deft_status_t deft_checkpoint_reshard_states(deft_ckpt_meta_t *meta,
+                                             const void *states,
+                                             size_t state_size, int k_out,
+                                             deft_reshard_t mode, void **out);
+
+/* Reads the checkpoint in_path, re-shards it to k_out workers and writes
+ * it to out_path (which may be in_path). */
+deft_status_t deft_checkpoint_reshard(const char *in_path, const char *out_path,
+                                      int k_out, deft_reshard_t mode);
+
 #endif

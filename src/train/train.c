@@ -352,15 +352,17 @@ static void fill_meta(deft_ckpt_meta_t *m, const deft_train_config_t *cfg,
 
 /* Refuses a checkpoint from another kind of run, naming the difference. */
 static deft_status_t check_meta(const char *path, const deft_ckpt_meta_t *have,
-                                const deft_ckpt_meta_t *want)
+                                const deft_ckpt_meta_t *want, deft_reshard_t rs)
 {
     char h[64] = "", w[64] = "";
     const char *flag = NULL;
-    if (have->workers != want->workers) {
-        flag = "--workers";
-        snprintf(h, sizeof h, "%u", have->workers);
-        snprintf(w, sizeof w, "%u", want->workers);
-    } else if (have->model != want->model) {
+    if (have->workers != want->workers && rs == DEFT_RESHARD_NONE)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "cannot resume from %s as it "
+                         "is: it was written by %u workers and this run has "
+                         "%u; add --reshard to continue on %u (errors and "
+                         "momenta keep their mean over the workers)", path,
+                         have->workers, want->workers, want->workers);
+    if (have->model != want->model) {
         flag = "--model";
         snprintf(h, sizeof h, "%s", deft_model_name((deft_model_kind_t)have->model));
         snprintf(w, sizeof w, "%s", deft_model_name((deft_model_kind_t)want->model));
@@ -420,6 +422,8 @@ typedef struct {
     uint64_t bytes, payload;           /* per worker                      */
     double wall_before, best_acc;      /* from the resumed run            */
     double compute, comm_wall, comm_model;
+    int32_t resharded_from;            /* the checkpoint's workers, if it
+                                          was re-sharded, else 0          */
 } totals_t;
 
 /* Allocates this worker's model, buffers and optimizer, and fills the
@@ -493,7 +497,15 @@ static deft_status_t resume(const run_t *run, worker_state_t *w,
         size_t ssz = 0;
         st = deft_checkpoint_read(cfg->resume_path, &got, &states, &ssz);
         if (st == DEFT_OK)
-            st = check_meta(cfg->resume_path, &got, meta);
+            st = check_meta(cfg->resume_path, &got, meta, cfg->reshard);
+        if (st == DEFT_OK && got.workers != (uint32_t)run->K) {
+            void *re = NULL;
+            tot->resharded_from = (int32_t)got.workers;
+            st = deft_checkpoint_reshard_states(&got, states, ssz, run->K,
+                                                cfg->reshard, &re);
+            free(states);
+            states = re;
+        }
         if (st == DEFT_OK && ssz != w->state_size)
             st = deft_fail(DEFT_ERR_FORMAT, "cannot resume from %s: its "
                            "worker states have %zu bytes, expected %zu",
@@ -508,6 +520,9 @@ static deft_status_t resume(const run_t *run, worker_state_t *w,
     }
     if ((st = agree(run->comm, st)) == DEFT_OK)
         st = deft_comm_broadcast(run->comm, &got, sizeof got, 0);
+    if (st == DEFT_OK)
+        st = deft_comm_broadcast(run->comm, &tot->resharded_from,
+                                 sizeof tot->resharded_from, 0);
     if (st == DEFT_OK)
         st = deft_comm_broadcast(run->comm, w->states, all, 0);
     const char *mine = (char *)w->states + (size_t)run->r * w->state_size;
@@ -604,10 +619,32 @@ static deft_status_t train_epoch(const run_t *run, worker_state_t *w,
     return DEFT_OK;
 }
 
+/* The output model's test accuracy and loss, with the BN statistics that
+ * prepare_bn chooses for the epoch `epoch` (0-based, the one whose first
+ * batches a recalibration uses): *bn_stats names them, *n_bn counts the
+ * batches. w->eval and w->eval_bufs keep the model and statistics. */
+static deft_status_t eval_output(const run_t *run, worker_state_t *w, int epoch,
+                                 double *acc, double *test_loss,
+                                 const char **bn_stats, int *n_bn)
+{
+    *bn_stats = "none";
+    *n_bn = bn_batches(run->cfg, w, run->spe);
+    deft_status_t st = deft_optim_output(w->opt, w->eval);
+    if (st != DEFT_OK ||
+        (st = prepare_bn(run->comm, w, run->cfg, *n_bn, run->train,
+                         (uint64_t)epoch * run->spe, bn_stats)) != DEFT_OK)
+        return st;
+    st = evaluate(run->comm, w, run->test, run->eval_batch, acc, test_loss);
+    if (w->n_bufs)
+        memcpy(w->eval_bufs, deft_model_buffers(w->model),
+               w->n_bufs * sizeof(float));
+    restore_bn(w, *bn_stats);
+    return st;
+}
+
 /* After an epoch's steps: the mean training loss over the workers and the
- * output model's test accuracy and loss (with the BN statistics that
- * prepare_bn chooses) go into rep. A non-finite test loss is a
- * divergence. */
+ * output model's test accuracy and loss (eval_output) go into rep. A
+ * non-finite test loss is a divergence. */
 static deft_status_t end_epoch(const run_t *run, worker_state_t *w, int epoch,
                                double loss_sum, double t_train, float lr,
                                const totals_t *tot, deft_epoch_report_t *rep,
@@ -618,18 +655,10 @@ static deft_status_t end_epoch(const run_t *run, worker_state_t *w, int epoch,
     deft_status_t st = deft_comm_allreduce_sum_f32(run->comm, ls, 2);
     double acc = 0, test_loss = 0;
     const char *bn_stats = "none";
+    int n_bn = 0;
     const double t_eval = deft_wall_s();
-    const int n_bn = bn_batches(run->cfg, w, spe);
-    if (st != DEFT_OK || (st = deft_optim_output(w->opt, w->eval)) != DEFT_OK ||
-        (st = prepare_bn(run->comm, w, run->cfg, n_bn, run->train,
-                         (uint64_t)epoch * spe, &bn_stats)) != DEFT_OK)
-        return st;
-    st = evaluate(run->comm, w, run->test, run->eval_batch, &acc, &test_loss);
-    if (w->n_bufs)
-        memcpy(w->eval_bufs, deft_model_buffers(w->model),
-               w->n_bufs * sizeof(float));
-    restore_bn(w, bn_stats);
-    if (st != DEFT_OK)
+    if (st != DEFT_OK || (st = eval_output(run, w, epoch, &acc, &test_loss,
+                                           &bn_stats, &n_bn)) != DEFT_OK)
         return st;
     if (!isfinite(test_loss)) {
         res->diverged = 1;
@@ -710,6 +739,35 @@ static void finish(const run_t *run, worker_state_t *w, deft_train_job_t *job,
         memcpy(buffers, w->eval_bufs, sizeof(float) * w->n_bufs);
 }
 
+/* After a re-sharded resume: the output model evaluated before any step
+ * (it should evaluate as at the checkpoint), logged by rank 0. */
+static deft_status_t eval_resharded(const run_t *run, worker_state_t *w,
+                                    const totals_t *tot, deft_train_result_t *res)
+{
+    double acc = 0, loss = 0;
+    const char *bn_stats;
+    int n_bn;
+    deft_status_t st = eval_output(run, w, tot->epoch0, &acc, &loss, &bn_stats,
+                                   &n_bn);
+    if (st != DEFT_OK)
+        return st;
+    res->resharded_from = tot->resharded_from;
+    res->resumed_test_acc = acc;
+    if (run->r == 0 && w->log) {
+        fprintf(w->log,
+                "{\"resharded\": true, \"from_workers\": %d, \"workers\": %d, "
+                "\"reshard\": \"%s\", \"epoch\": %d, \"step\": %llu, "
+                "\"test_loss\": %.6f, \"test_acc\": %.6f, \"bn_stats\": "
+                "\"%s\", \"bn_batches\": %d}\n",
+                tot->resharded_from, run->K,
+                run->cfg->reshard == DEFT_RESHARD_ZERO ? "zero" : "mean",
+                tot->epoch0, (unsigned long long)((uint64_t)tot->epoch0 * run->spe),
+                loss, acc, bn_stats, n_bn);
+        fflush(w->log);
+    }
+    return DEFT_OK;
+}
+
 /* Rank 0 opens the log (appending on a resume); every worker learns
  * whether it could. */
 static deft_status_t open_log(const run_t *run, worker_state_t *w)
@@ -761,6 +819,8 @@ deft_status_t deft_train_worker(deft_comm_t *comm, void *arg)
     memset(&res, 0, sizeof res);
     res.best_test_acc = tot.best_acc;
     res.epochs_done = tot.epoch0;
+    if (tot.resharded_from)
+        st = eval_resharded(&run, &w, &tot, &res);
     int epoch_end = cfg->epochs;
     if (cfg->stop_after > 0 && tot.epoch0 + cfg->stop_after < epoch_end)
         epoch_end = tot.epoch0 + cfg->stop_after;

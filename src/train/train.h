@@ -86,6 +86,11 @@ typedef struct {
     const char *log_path;      /* JSON lines, or NULL                      */
     const char *checkpoint_path; /* written at epoch ends, or NULL         */
     const char *resume_path;   /* continue from this checkpoint, or NULL   */
+    deft_reshard_t reshard;    /* a checkpoint of another worker count:
+                                  DEFT_RESHARD_NONE (the default) refuses
+                                  it, MEAN or ZERO re-shard it
+                                  (deft_optim_state_reshard) and evaluate
+                                  the output model before going on        */
     /* Called on rank 0 after every epoch and (when set) every
      * progress_every steps. The library itself never prints. */
     void (*on_epoch)(const deft_epoch_report_t *r, void *user);
@@ -106,6 +111,10 @@ typedef struct {
     double wall_s;
     int diverged;              /* 1 if the run stopped with NaN/Inf        */
     uint64_t diverged_step;
+    int resharded_from;        /* workers of the checkpoint re-sharded at
+                                  the start, 0 if none                    */
+    double resumed_test_acc;   /* then the output model's test accuracy
+                                  right after re-sharding                 */
     float *model;              /* if not NULL (P floats, caller's): the
                                   final output model                      */
     float *buffers;            /* if not NULL (deft_model_num_buffers

@@ -12,6 +12,7 @@ function(deft_fuzz_sources target out)
   set(srcs ${_fz}/fuzz_${target}.c)
   if(target STREQUAL "cli")
     list(APPEND srcs ${_fz}/cli_main.c ${PROJECT_SOURCE_DIR}/tools/convex.c
+         ${PROJECT_SOURCE_DIR}/tools/checkpoint.c
          ${PROJECT_SOURCE_DIR}/tools/cli.c)
   endif()
   set(${out} ${srcs} PARENT_SCOPE)

@@ -1,5 +1,6 @@
-/* The deft train and deft convex option parsers, with argv made from the
- * input: byte 0 picks the command (even: train, odd: convex), the rest is
+/* The deft train, convex and checkpoint option parsers, with argv made
+ * from the input: byte 0 picks the command (train, convex, checkpoint, by
+ * its value mod 3), the rest is
  * split at NUL and newline bytes into at most 48 arguments. The CLI runs
  * with deft_cli_dry_run set, so it parses and checks everything and stops
  * before loading data or training. */
@@ -23,7 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *argv[52];
     int argc = 0;
     argv[argc++] = "deft";
-    argv[argc++] = data[0] % 2 ? "convex" : "train";
+    static char *const cmds[3] = {"train", "convex", "checkpoint"};
+    argv[argc++] = cmds[data[0] % 3];
     for (char *p = text, *end = text + size - 1; p < end && argc < 50;) {
         char *q = p;
         while (q < end && *q != '\0' && *q != '\n')

@@ -6,11 +6,14 @@
  * saved after a few steps (version 1 blobs from before the groups, and
  * version 2). Input: the state bytes, offered to both as they are, and
  * once more with their last 4 bytes replaced by the CRC-32 of the rest,
- * so that the fuzzer reaches the reader behind the checksum. */
+ * so that the fuzzer reaches the reader behind the checksum. Each version
+ * is also re-sharded as the state of 2 identical workers to 3 and back to
+ * 1, and measured as the head of a longer buffer (a checkpoint's). */
 #include "fuzz.h"
 
 #include "core/internal.h"
 #include "deft.h"
+#include "optim/optim_internal.h"
 
 enum { N_OPT = 2, MAX_D = 27 };
 static deft_optim_t *opts[N_OPT];
@@ -69,8 +72,33 @@ static deft_status_t step(deft_optim_t *opt)
     return deft_optim_tell(opt, g, NULL);
 }
 
+/* The re-sharding reader paths: what it accepts, it can re-shard again. */
+static void reshard(const uint8_t *blob, size_t size)
+{
+    if (size == 0 || size > (1u << 20))
+        return;
+    uint8_t *two = malloc(2 * size + 8), *three = malloc(3 * size);
+    if (!two || !three)
+        abort();
+    memcpy(two, blob, size);
+    memcpy(two + size, blob, size);
+    if (deft_optim_state_reshard(two, size, 2, three, 3, DEFT_RESHARD_MEAN) ==
+            DEFT_OK &&
+        deft_optim_state_reshard(three, size, 3, two, 1, DEFT_RESHARD_ZERO) !=
+            DEFT_OK)
+        abort();
+    memcpy(two, blob, size);
+    memset(two + size, 0x5a, 8);
+    size_t n = 0;
+    if (deft_state_blob_size(two, size + 8, &n) == DEFT_OK && n > size + 8)
+        abort();
+    free(two);
+    free(three);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    reshard(data, size);
     setup();
     for (int k = 0; k < N_OPT; k++)
         if (deft_optim_state_load(opts[k], data, size) == DEFT_OK)
@@ -84,6 +112,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(fixed, data, size);
     uint32_t crc = deft_crc32(0, fixed, size - 4);
     memcpy(fixed + size - 4, &crc, 4);
+    reshard(fixed, size);
     setup();
     for (int k = 0; k < N_OPT; k++)
         if (deft_optim_state_load(opts[k], fixed, size) == DEFT_OK)
