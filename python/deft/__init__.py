@@ -15,14 +15,15 @@ from .comm import Comm, run_threads
 from .errors import (CommError, DeftError, DeftIOError, Diverged, FormatError,
                      InternalError, InvalidArgument, OutOfMemory, Unsupported,
                      UsageError)
-from .optim import (ALGORITHMS, COMPRESSORS, SCOPES, Optimizer, default_config,
-                    make_config)
+from .optim import (ALGORITHMS, COMPRESSORS, RESHARD_RULES, SCOPES, Optimizer,
+                    default_config, make_config, reshard_states)
 
 __all__ = ["ALGORITHMS", "COMPRESSORS", "SCOPES", "Comm", "CommError",
            "DeftError", "DeftIOError", "Diverged", "FormatError",
            "InternalError", "InvalidArgument", "Optimizer", "OutOfMemory",
            "Unsupported", "UsageError", "default_config", "have_mpi",
-           "library_path", "make_config", "run_threads", "version"]
+           "library_path", "make_config", "reshard_states", "run_threads",
+           "version", "RESHARD_RULES"]
 
 #: Where libdeft.so was loaded from.
 library_path = _lib.path

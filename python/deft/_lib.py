@@ -174,6 +174,8 @@ _decl("deft_optim_steps", c_u64, vp)
 _decl("deft_optim_state_size", c_size, vp)
 _decl("deft_optim_state_save", c_status, vp, vp, c_size)
 _decl("deft_optim_state_load", c_status, vp, vp, c_size)
+_decl("deft_optim_state_reshard", c_status, vp, c_size, ctypes.c_int, vp,
+      ctypes.c_int, ctypes.c_int)
 _decl("deft_algo_name", ctypes.c_char_p, ctypes.c_int)
 _decl("deft_compressor_name", ctypes.c_char_p, ctypes.c_int)
 _decl("deft_algo_parse", c_status, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int))

@@ -5,7 +5,7 @@ import ctypes
 
 from . import _buf, _lib
 from .comm import Comm
-from .errors import DIVERGED, InvalidArgument, check, error_for
+from .errors import DIVERGED, FormatError, InvalidArgument, check, error_for
 
 lib = _lib.lib
 
@@ -104,6 +104,46 @@ def make_config(**kwargs):
                 raise
             raise InvalidArgument("%s = %r: %s" % (key, value, e)) from None
     return c
+
+
+#: Re-sharding rules (deft_reshard_t): keep the mean of what each worker
+#: holds, or restart errors and momenta at zero.
+RESHARD_RULES = {"mean": 1, "zero": 2}
+
+
+def reshard_states(blobs, workers, rule="mean"):
+    """The state_bytes() of a run's K workers (in rank order, saved at the
+    same step) re-sharded for `workers` workers: a list of that many blobs,
+    for optimizers made with the same layout and options, each loading its
+    rank's. The model, step, schedule and hyperparameters are kept; errors,
+    momenta and the other per-worker vectors keep their mean over workers
+    (rule "mean"; DEF's output model x - avg(e) is kept), or errors and
+    momenta restart at zero (rule "zero"). See deft_optim_state_reshard in
+    deft.h for the mapping. InvalidArgument for a bad count or rule,
+    FormatError for blobs that are corrupt or not of one run and step."""
+    blobs = [bytes(b) for b in blobs]
+    if not blobs:
+        raise InvalidArgument("reshard_states: no states given")
+    size = len(blobs[0])
+    if any(len(b) != size for b in blobs):
+        raise FormatError("reshard_states: the states have different sizes "
+                          "%s: they are not of one run"
+                          % sorted({len(b) for b in blobs}))
+    if rule not in RESHARD_RULES:
+        raise InvalidArgument("reshard_states: rule=%r, must be one of %s"
+                              % (rule, sorted(RESHARD_RULES)))
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise InvalidArgument("reshard_states: workers=%r, must be an int"
+                              % (workers,))
+    if not 1 <= workers <= 1024:
+        raise InvalidArgument("reshard_states: workers=%d, must be in "
+                              "[1, 1024]" % workers)
+    src = b"".join(blobs)
+    out = ctypes.create_string_buffer(size * workers)
+    check(lib.deft_optim_state_reshard(src, size, len(blobs), out, workers,
+                                       RESHARD_RULES[rule]))
+    raw = out.raw
+    return [raw[j * size:(j + 1) * size] for j in range(workers)]
 
 
 def _layout(sizes, rows):

@@ -26,8 +26,9 @@ from torch.optim.optimizer import required
 from .comm import Comm
 from .errors import FormatError, InvalidArgument, UsageError
 from .optim import Optimizer as _AskTell
+from .optim import reshard_states
 
-__all__ = ["Optimizer", "process_group_comm"]
+__all__ = ["Optimizer", "process_group_comm", "reshard_state_dicts"]
 
 _STATE_VERSION = 2
 
@@ -536,9 +537,15 @@ class Optimizer(torch.optim.Optimizer):
                                   "this optimizer runs %r"
                                   % (key, meta.get(key), self._options[key]))
         if meta.get("workers") != self.comm.size:
-            raise FormatError("load_state_dict: the state was saved with %r "
-                              "workers, this optimizer has %d"
-                              % (meta.get("workers"), self.comm.size))
+            raise FormatError(
+                "load_state_dict: the state was saved by %r workers, this "
+                "optimizer has %d; to continue the run on %d, re-shard all "
+                "%r workers' state_dicts first: states = "
+                "deft.torch.reshard_state_dicts(states, %d), then load "
+                "states[rank] on each rank (the model and step are kept, "
+                "errors and momenta keep their mean over workers)"
+                % (meta.get("workers"), self.comm.size, self.comm.size,
+                   meta.get("workers"), self.comm.size))
         if [len(g["params"]) for g in groups] != \
                 [len(g["params"]) for g in self.param_groups]:
             raise FormatError("load_state_dict: the state's param_groups hold "
@@ -619,3 +626,58 @@ class Optimizer(torch.optim.Optimizer):
                                         self._options["ratio"],
                                         self.param_groups[0]["lr"],
                                         self.comm.size, self.deft.dim)
+
+
+def reshard_state_dicts(state_dicts, workers, rule="mean"):
+    """The state_dict()s of a run's K workers (one per rank, saved at the
+    same step, any order) as `workers` state_dicts: element j is what rank
+    j of a job of `workers` ranks loads with load_state_dict, into an
+    Optimizer made as the saved one was. For the launcher that restarts a
+    job on fewer (or more) ranks after losing a host.
+
+    Kept exactly: the model, the step (so schedules and the shared random
+    choices go on), the param_groups' hyperparameters, the compressor's
+    shared state. Each worker's error and momentum keep their mean over
+    the workers (rule "mean": DEF's output model x - avg(e) is the same
+    after as before), or restart at zero (rule "zero", what systems that
+    drop them on a restart do). Keep the global batch: with `workers`
+    ranks, each takes K / workers times its old share.
+
+    FormatError (a ValueError) for states that are not deft.torch states of
+    one run and step, or do not cover ranks 0..K-1; InvalidArgument for a
+    bad count or rule."""
+    metas = []
+    for i, sd in enumerate(state_dicts):
+        try:
+            metas.append((sd["state"]["deft"], sd["param_groups"]))
+        except (KeyError, TypeError):
+            raise FormatError("reshard_state_dicts: state_dicts[%d] is not a "
+                              "deft.torch.Optimizer state_dict (no "
+                              "state['deft'])" % i) from None
+    if not metas:
+        raise InvalidArgument("reshard_state_dicts: no state_dicts given")
+    k = len(metas)
+    ranks = sorted(m.get("rank") for m, _ in metas)
+    if ranks != list(range(k)) or any(m.get("workers") != k for m, _ in metas):
+        raise FormatError("reshard_state_dicts: got the states of ranks %s "
+                          "of runs of %s workers; give every rank's state of "
+                          "one run" % (ranks, sorted({m.get("workers")
+                                                      for m, _ in metas})))
+    metas.sort(key=lambda mg: mg[0]["rank"])
+    first = {key: v for key, v in metas[0][0].items()
+             if key not in ("blob", "rank")}
+    for m, _ in metas[1:]:
+        other = {key: v for key, v in m.items() if key not in ("blob", "rank")}
+        if other != first:
+            raise FormatError("reshard_state_dicts: rank %d's state differs "
+                              "from rank 0's in %s: not one run"
+                              % (m["rank"], sorted(key for key in first
+                                                   if first[key] != other.get(key))))
+    blobs = reshard_states([m["blob"] for m, _ in metas], workers, rule)
+    out = []
+    for j, blob in enumerate(blobs):
+        meta = dict(first, blob=blob, workers=workers, rank=j)
+        out.append({"state": {"deft": meta},
+                    "param_groups": [dict(g, params=list(g["params"]))
+                                     for g in metas[0][1]]})
+    return out

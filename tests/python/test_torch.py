@@ -283,12 +283,98 @@ def test_state_from_another_run_is_refused():
 
     def two(comm):
         opt = deft.torch.Optimizer(mlp().parameters(), comm=comm, ratio=4, lr=0.1)
-        with pytest.raises(deft.FormatError, match="saved with 1 workers, this "
-                                                   "optimizer has 2"):
+        with pytest.raises(deft.FormatError, match="saved by 1 workers, this "
+                                                   "optimizer has 2; .*"
+                                                   "reshard_state_dicts"):
             opt.load_state_dict(sd)
     deft.run_threads(2, two)
     with pytest.raises(deft.FormatError, match="not a deft.torch.Optimizer"):
         other_algo.load_state_dict(torch.optim.SGD(mlp().parameters(), lr=1).state_dict())
+
+
+# -- re-sharding: continue a run of 4 workers on 3 -----------------------------------
+def _reshard_run(K, steps, states=None, step0=0):
+    """K workers of DEF (two param groups, a scheduler) on per-rank data;
+    from `states` when given. Returns per rank: state_dict, output model
+    right after loading, output model at the end, loss at the start and
+    end of the steps."""
+    def worker(comm):
+        r = comm.rank
+        model = mlp()
+        params = list(model.parameters())
+        opt = deft.torch.Optimizer(
+            [{"params": params[:2]},
+             {"params": params[2:], "weight_decay": 0.0, "lr": 0.05}],
+            comm=comm, lr=0.1, momentum=0.9, weight_decay=1e-3, ratio=8,
+            algo="def", seed=5)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.5)
+        if states is not None:  # (the lr as saved; the scheduler goes on)
+            opt.load_state_dict(states[r])
+        first = list(opt.deft.output())
+
+        def loss_at(s):
+            g = torch.Generator().manual_seed(100 * s + r)
+            x = torch.randn(16, 12, generator=g)
+            y = (x[:, :4].argmax(1))
+            return F.cross_entropy(model(x), y)
+        losses = []
+        for s in range(step0, step0 + steps):
+            opt.zero_grad()
+            loss = loss_at(s)
+            losses.append(loss.item())
+            loss.backward()
+            opt.step()
+            sched.step()
+        return opt.state_dict(), first, list(opt.deft.output()), losses
+    return deft.run_threads(K, worker)
+
+
+def test_state_dicts_reshard_from_4_workers_to_3_and_train_on():
+    before = _reshard_run(4, 10)
+    sds = [r[0] for r in before]
+    out_before = before[0][2]  # DEF's output x - avg(e) after 10 steps
+    with pytest.raises(deft.FormatError, match="saved by 4 workers, this "
+                                               "optimizer has 3"):
+        _reshard_run(3, 1, states=sds)
+    for rule in ("mean", "zero"):
+        three = deft.torch.reshard_state_dicts(list(reversed(sds)), 3, rule=rule)
+        assert [sd["state"]["deft"]["rank"] for sd in three] == [0, 1, 2]
+        assert all(sd["state"]["deft"]["workers"] == 3 for sd in three)
+        after = _reshard_run(3, 30, states=three, step0=10)
+        first = after[0][1]
+        if rule == "mean":  # the output model is kept (to float rounding)
+            assert max_rel(torch.tensor(first), torch.tensor(out_before),
+                           floor=1.0) < 1e-6
+        else:  # the errors are gone: the output is x, another model
+            assert max_rel(torch.tensor(first), torch.tensor(out_before),
+                           floor=1.0) > 1e-6
+        start = sum(r[3][0] for r in after) / 3
+        end = sum(sum(r[3][-5:]) / 5 for r in after) / 3
+        assert end < start, (rule, start, end)
+    # the same count is the identity
+    same = deft.torch.reshard_state_dicts(sds, 4)
+    assert [sd["state"]["deft"]["blob"] for sd in same] == \
+        [sd["state"]["deft"]["blob"] for sd in sds]
+
+
+def test_reshard_state_dicts_refuses_what_it_cannot_honour():
+    sds = [r[0] for r in _reshard_run(2, 2)]
+    with pytest.raises(deft.FormatError, match="ranks \\[0\\]"):
+        deft.torch.reshard_state_dicts(sds[:1], 1)
+    with pytest.raises(deft.InvalidArgument, match="workers=0"):
+        deft.torch.reshard_state_dicts(sds, 0)
+    with pytest.raises(deft.InvalidArgument, match="rule='half'"):
+        deft.torch.reshard_state_dicts(sds, 1, rule="half")
+    with pytest.raises(deft.FormatError, match="not a deft.torch"):
+        deft.torch.reshard_state_dicts([{}, sds[1]], 1)
+    bad = [dict(sd) for sd in sds]
+    meta = dict(bad[1]["state"]["deft"])
+    blob = bytearray(meta["blob"])
+    blob[len(blob) // 2] ^= 1
+    meta["blob"] = bytes(blob)
+    bad[1] = {"state": {"deft": meta}, "param_groups": sds[1]["param_groups"]}
+    with pytest.raises(deft.FormatError, match="corrupt"):
+        deft.torch.reshard_state_dicts(bad, 1)
 
 
 # -- bad arguments --------------------------------------------------------------------
