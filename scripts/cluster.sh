@@ -23,7 +23,11 @@
 #       index, GLOO_SOCKET_IFNAME=eth0.
 #   scripts/cluster.sh bench [options]   deft vs PyTorch DDP (bench/cluster_bench.sh)
 #   scripts/cluster.sh faults [--quick]  link down, SIGSTOP, SIGKILL, resume,
-#                                        slow link (scripts/cluster_faults.sh)
+#                                        slow link, lose a host and re-shard
+#                                        (scripts/cluster_faults.sh)
+#   scripts/cluster.sh reshard [options] lose 1 of 4 hosts and continue on 3:
+#                                        re-shard vs reset vs uninterrupted
+#                                        (scripts/cluster_reshard.sh)
 # Everything is torn down on exit, also on failure and on Ctrl-C. Needs
 # root (ip netns, tc).
 set -euo pipefail
@@ -157,7 +161,8 @@ cluster_mpirun() {
   local opts=() hostlist
   while [[ $# -gt 0 && $1 != -- ]]; do opts+=("$1"); shift; done
   [[ ${1:-} == -- ]] && shift
-  hostlist=$(awk '{ printf "%s%s:1", (NR > 1 ? "," : ""), $1 }' "$CLUSTER_STATE/hosts")
+  # The first CLUSTER_K hosts (lower it to run on fewer, as after a loss).
+  hostlist=$(awk -v k="$CLUSTER_K" 'NR <= k { printf "%s%s:1", (NR > 1 ? "," : ""), $1 }' "$CLUSTER_STATE/hosts")
   mkdir -p "$CLUSTER_STATE/tmp0"
   ip netns exec "${CLUSTER_NS}h0" unshare --uts sh -c 'hostname host0 && exec "$@"' sh \
     env TMPDIR="$CLUSTER_STATE/tmp0" OMPI_ALLOW_RUN_AS_ROOT=1 \
@@ -168,6 +173,27 @@ cluster_mpirun() {
 }
 
 cluster_ns_of() { echo "${CLUSTER_NS}h$1"; }
+
+# For fault scripts: cluster_export makes cluster_mpirun usable in child
+# shells; limited SECONDS ARGS... runs cluster_mpirun -- ARGS, killed after
+# SECONDS so that a hang fails a check instead of hanging the script.
+cluster_export() {
+  export -f cluster_mpirun
+  export CLUSTER_STATE CLUSTER_NS CLUSTER_K
+}
+limited() { local s=$1; shift; timeout -s KILL "$s" bash -c 'cluster_mpirun -- "$@"' _ "$@"; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+wait_for() { # file [seconds]: polls for it, up to seconds (default 60)
+  local i n=$(( ${2:-60} * 20 ))
+  for ((i = 0; i < n; i++)); do [[ -e $1 ]] && return; sleep 0.05; done
+}
+deft_pid_on() { # host: pid of the deft rank in that host's namespace
+  local p
+  for p in $(ip netns pids "$(cluster_ns_of "$1")"); do
+    [[ $(cat /proc/$p/comm 2>/dev/null) == deft ]] && { echo "$p"; return; }
+  done
+}
 
 # cluster_set_rate HOST GBPS: changes one host's link rate, both ways.
 cluster_set_rate() {
@@ -198,8 +224,9 @@ cluster_main() {
       ;;
     bench) exec bench/cluster_bench.sh "$@" ;;
     faults) exec scripts/cluster_faults.sh "$@" ;;
-    -h|--help|help|"") sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; [[ -n $sub ]] ;;
-    *) cluster_die "unknown command '$sub' (run, bench or faults; see --help)" ;;
+    reshard) exec scripts/cluster_reshard.sh "$@" ;;
+    -h|--help|help|"") sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; [[ -n $sub ]] ;;
+    *) cluster_die "unknown command '$sub' (run, bench, faults or reshard; see --help)" ;;
   esac
 }
 

@@ -10,7 +10,11 @@
 #       the run, and its final model equals an uninterrupted run's bitwise;
 #   (e) host 1's link slowed to 10 Mbit/s mid-run slows the job but does
 #       not fail it (default timeout), and the model is still bitwise the
-#       uninterrupted one.
+#       uninterrupted one;
+#   (f) on 4 hosts, host 3 is lost (its rank killed) in epoch 2: the job
+#       ends, restarts on hosts 0-2 from the last checkpoint with
+#       --reshard and finishes; its output model right after the restart
+#       evaluates as at the checkpoint (scripts/cluster_reshard.sh --check).
 # Runs deft train --backend mpi (LeNet, def/rbgs 256, checkpoint per
 # epoch) on 2 hosts at 1 Gbit/s.
 #
@@ -45,11 +49,7 @@ check() { # condition-status message
 }
 cluster_up 2 1
 trap 'cluster_down; rm -rf "$work"' EXIT
-export -f cluster_mpirun
-export CLUSTER_STATE CLUSTER_NS CLUSTER_K
-# limited SECONDS ARGS...: cluster_mpirun -- ARGS, killed after SECONDS so
-# that a hang fails the check instead of hanging the script.
-limited() { local s=$1; shift; timeout -s KILL "$s" bash -c 'cluster_mpirun -- "$@"' _ "$@"; }
+cluster_export
 set +e # from here on, failures are counted by check
 
 if [[ $quick -eq 1 ]]; then
@@ -60,18 +60,6 @@ else
          --limit-test 1000 --seed 3 --quiet)
 fi
 
-now() { date +%s.%N; }
-wait_for() { # file: polls for it, up to 60 s
-  local i
-  for ((i = 0; i < 1200; i++)); do [[ -e $1 ]] && return; sleep 0.05; done
-}
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-deft_pid_on() { # host: pid of the deft rank in that host's namespace
-  local p
-  for p in $(ip netns pids "$(cluster_ns_of "$1")"); do
-    [[ $(cat /proc/$p/comm 2>/dev/null) == deft ]] && { echo "$p"; return; }
-  done
-}
 
 echo "cluster faults: uninterrupted reference run"
 limited 300 "${train[@]}" --save-model "$work/ref.bin" > "$work/ref.out" 2>&1
@@ -149,6 +137,14 @@ if [[ $quick -eq 0 ]]; then
   check "$(awk -v f="$fast" -v s="$slowed" 'BEGIN { print !(s > 3 * f) }')" \
     "epochs 2-3 slowed from ${fast} s to ${slowed} s"
 fi
+
+# (f): lose a host, continue on the rest (its own 4-host cluster).
+cluster_down
+echo "cluster faults: (f)"
+DEFT=$deft scripts/cluster_reshard.sh --check $([[ $quick -eq 1 ]] && echo --quick) \
+  > "$work/f.out" 2>&1
+check $? "(f) lose 1 of 4 hosts, re-shard, finish on 3: $(grep -c '  ok:' "$work/f.out") checks passed"
+grep -E '^  (ok|FAILED):' "$work/f.out" | sed 's/^/  (f)/'
 
 if [[ $failures -gt 0 ]]; then
   echo "cluster faults: $failures check(s) FAILED; logs:" >&2

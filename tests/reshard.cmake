@@ -40,6 +40,14 @@ if(NOT out MATCHES "written by 4 workers and this run has 3; add --reshard")
   message(FATAL_ERROR "resume on 3 without --reshard: '${out}'")
 endif()
 
+# Another model's checkpoint is refused, naming it, even with --reshard.
+run(2 ${DEFT} train --model mlp --algo def --compressor rbgs --ratio 64
+    --batch 96 --epochs 3 --limit-train 4608 --limit-test 1000 --seed 5
+    --quiet --workers 3 --resume ${WORK}/run.ckpt --reshard)
+if(NOT out MATCHES "written with --model lenet, this run has --model mlp")
+  message(FATAL_ERROR "resume of a lenet checkpoint as mlp: '${out}'")
+endif()
+
 foreach(rule mean zero)
   run(0 ${DEFT} ${common} --workers 3 --resume ${WORK}/run.ckpt
       --reshard=${rule} --log ${WORK}/${rule}.jsonl)

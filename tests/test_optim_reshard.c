@@ -197,6 +197,15 @@ static void check_reshard(const case_t *c, int K, int K2)
                     assert_memory_equal(after->bufs[j][b],
                                         before->bufs[j * K / K2][b],
                                         sizeof(float) * D);
+            if (K % K2 == 0) /* equal groups: each new one is its mean */
+                for (int j = 0; j < K2; j++)
+                    for (size_t i = 0; i < D; i++) {
+                        const int g = K / K2;
+                        double sum = 0;
+                        for (int k = j * g; k < (j + 1) * g; k++)
+                            sum += before->bufs[k][b][i];
+                        assert_true(after->bufs[j][b][i] == (float)(sum / g));
+                    }
         } else {
             for (int j = 0; j < K2; j++)
                 assert_memory_equal(after->bufs[j][b], before->bufs[0][b],

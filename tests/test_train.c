@@ -147,14 +147,26 @@ static void test_resume_is_bitwise_equal(void **state)
     assert_non_null(strstr(s, "\"epoch\": 3,"));
     free(s);
 
-    /* Another worker count, model or algorithm is refused by name. */
+    /* Another worker count is refused, saying how to continue on it; with
+     * --reshard it continues (from 3 workers on 2), evaluating the output
+     * model first as it was at the checkpoint. A model or algorithm is
+     * refused by name. */
     deft_train_config_t other = cfg;
     other.workers = 2;
-    other.batch = 96;
     other.epochs = 4;
     assert_status(deft_train_run_threads(&other, &sub, &test_set, &part),
                   DEFT_ERR_INVALID_ARG);
-    assert_error_mentions("--workers");
+    assert_error_mentions("written by 3 workers and this run has 2; add "
+                          "--reshard");
+    other.reshard = DEFT_RESHARD_MEAN;
+    other.checkpoint_path = NULL;
+    other.log_path = NULL;
+    deft_train_result_t moved = {0};
+    assert_status(deft_train_run_threads(&other, &sub, &test_set, &moved),
+                  DEFT_OK);
+    assert_int_equal(moved.resharded_from, 3);
+    assert_int_equal(moved.epochs_done, 4);
+    assert_close(moved.resumed_test_acc, part.final_test_acc, 0, 0);
     other = cfg;
     other.epochs = 4;
     other.optim.algo = DEFT_ALGO_EF;

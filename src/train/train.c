@@ -48,8 +48,11 @@ deft_status_t deft_train_config_check(const deft_train_config_t *cfg,
     if (cfg->batch % cfg->workers != 0)
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "--batch %d is not divisible by --workers %d: each "
-                         "worker takes an equal part of the global batch",
-                         cfg->batch, cfg->workers);
+                         "worker takes an equal part of the global batch%s",
+                         cfg->batch, cfg->workers,
+                         cfg->reshard ? " (a re-shard keeps the checkpoint's "
+                         "batch: continue on a worker count that divides it; "
+                         "deft checkpoint FILE lists them)" : "");
     if (cfg->epochs < 1)
         return deft_fail(DEFT_ERR_INVALID_ARG, "--epochs %d: must be >= 1",
                          cfg->epochs);
@@ -739,16 +742,18 @@ static void finish(const run_t *run, worker_state_t *w, deft_train_job_t *job,
         memcpy(buffers, w->eval_bufs, sizeof(float) * w->n_bufs);
 }
 
-/* After a re-sharded resume: the output model evaluated before any step
- * (it should evaluate as at the checkpoint), logged by rank 0. */
+/* After a re-sharded resume: the output model evaluated before any step,
+ * as the checkpoint's last evaluation did (a BN recalibration over the
+ * same steps' global batches, now split over this run's workers), logged
+ * by rank 0. */
 static deft_status_t eval_resharded(const run_t *run, worker_state_t *w,
                                     const totals_t *tot, deft_train_result_t *res)
 {
     double acc = 0, loss = 0;
     const char *bn_stats;
     int n_bn;
-    deft_status_t st = eval_output(run, w, tot->epoch0, &acc, &loss, &bn_stats,
-                                   &n_bn);
+    deft_status_t st = eval_output(run, w, tot->epoch0 > 0 ? tot->epoch0 - 1 : 0,
+                                   &acc, &loss, &bn_stats, &n_bn);
     if (st != DEFT_OK)
         return st;
     res->resharded_from = tot->resharded_from;

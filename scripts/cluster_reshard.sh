@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Lose a host, continue on the rest: on a virtual cluster of 4 hosts at
+# 1 Gbit/s, deft train --backend mpi runs with a checkpoint at every epoch
+# end; once the first checkpoint exists (early in epoch 2), host 3's rank
+# is killed (SIGKILL: the host is gone) and the job ends. Then, from that
+# checkpoint:
+#   four:  the job resumes on all 4 hosts (a replacement host): the
+#          uninterrupted run (a resume on the same count is bitwise the
+#          uninterrupted run; scripts/cluster_faults.sh (d) checks that);
+#   mean:  it continues on hosts 0-2 with --reshard: errors and momenta
+#          keep their mean over the workers (deft);
+#   zero:  it continues on hosts 0-2 with --reshard=zero: errors and
+#          momenta reset to zero (what systems that drop them do).
+# Reports, per model, algorithm and seed, the test accuracy at the
+# checkpoint, right after the restart (before any step), and at the end.
+# The global batch is 96, which 4 and 3 both divide.
+#
+# usage: scripts/cluster_reshard.sh [--check [--quick]] [--models "M..."]
+#            [--seeds "S..."] [--epochs E] [--limit-train N] [--out FILE]
+#   --check: one LeNet run of DEF that checks the restart (the job ends
+#            within 30 s of the loss, the re-sharded run finishes, its
+#            output model right after the restart evaluates as at the
+#            checkpoint, and it trains on); --quick makes it shorter.
+#   default: the table (markdown) for lenet and preresnet20, DEF/rbgs at
+#            ratio 256 and EF/topk at ratio 64 (EF/rbgs 64 diverges on
+#            LeNet at this lr, at step 111), seeds 0 and 1, written to --out
+#            (default stdout); logs are kept in the work directory shown.
+# Needs root; exit status 0 if every check passed, 1 otherwise, 77 (skip)
+# without root.
+set -euo pipefail
+source "$(dirname "$0")/cluster.sh"
+
+check_mode=0 quick=0 models="lenet preresnet20" seeds="0 1" epochs=4
+limit_train="" out=/dev/stdout
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --check) check_mode=1; shift ;;
+    --quick) quick=1; shift ;;
+    --models) models=$2; shift 2 ;;
+    --seeds) seeds=$2; shift 2 ;;
+    --epochs) epochs=$2; shift 2 ;;
+    --limit-train) limit_train=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) cluster_die "reshard: unknown option '$1' (see --help)" ;;
+  esac
+done
+if [[ $(id -u) -ne 0 ]]; then
+  echo "cluster reshard: SKIPPED: needs root for network namespaces and tc" >&2
+  exit 77
+fi
+cluster_need_root
+deft=${DEFT:-build/deft}
+[[ -x $deft ]] || cluster_die "reshard: $deft is missing (run make)"
+deft=$(realpath "$deft")
+work=$(mktemp -d /tmp/deft-reshard.XXXXXX)
+cluster_up 4 1
+trap 'cluster_down' EXIT
+cluster_export
+failures=0
+check() { # condition-status message
+  if [[ $1 -eq 0 ]]; then echo "  ok: $2"; else echo "  FAILED: $2"; failures=$((failures + 1)); fi
+}
+
+# field FILE REGEX NAME: NAME's value in the last line of FILE matching REGEX.
+field() { grep -E "$2" "$1" | tail -n 1 | grep -Eo "\"$3\": [-0-9.e]+" | awk '{ print $2 }'; }
+
+# lose_host TAG ARGS...: the 4-host job (ARGS are deft train's) with host 3
+# lost in epoch 2, then the three continuations from its checkpoint. Logs
+# in $work/TAG.{first,four,mean,zero}.jsonl; the time from the loss to
+# the job's end in $work/TAG.ended.
+lose_host() {
+  local tag=$1; shift
+  local ck=$work/$tag.ckpt
+  CLUSTER_K=4 limited 3600 "$@" --comm-timeout 30 --checkpoint "$ck" \
+    --log "$work/$tag.first.jsonl" > "$work/$tag.first.out" 2>&1 &
+  local job=$!
+  while [[ ! -e $ck ]] && kill -0 $job 2>/dev/null; do sleep 0.05; done
+  if [[ ! -e $ck ]]; then # it ended (diverged?) before its first checkpoint
+    wait $job; echo "$?" > "$work/$tag.first.rc"; echo "-" > "$work/$tag.ended"
+    return 1
+  fi
+  local t0; t0=$(now)
+  kill -KILL "$(deft_pid_on 3)"
+  local rc=0; wait $job || rc=$?
+  since "$t0" > "$work/$tag.ended"
+  echo "$rc" > "$work/$tag.first.rc"
+  cp "$ck" "$work/$tag.lost.ckpt" # the checkpoint the restarts start from
+  CLUSTER_K=4 limited 3600 "$@" --resume "$work/$tag.lost.ckpt" \
+    --log "$work/$tag.four.jsonl" > "$work/$tag.four.out" 2>&1
+  CLUSTER_K=3 limited 3600 "$@" --resume "$work/$tag.lost.ckpt" --reshard \
+    --log "$work/$tag.mean.jsonl" > "$work/$tag.mean.out" 2>&1
+  CLUSTER_K=3 limited 3600 "$@" --resume "$work/$tag.lost.ckpt" --reshard=zero \
+    --log "$work/$tag.zero.jsonl" > "$work/$tag.zero.out" 2>&1
+}
+
+set +e # from here on, failures are counted by check
+if [[ $check_mode -eq 1 ]]; then
+  n=$([[ $quick -eq 1 ]] && echo 7680 || echo 19200)
+  lose_host check "$deft" train --backend mpi --model lenet --algo def --ratio 64 \
+    --batch 96 --epochs 3 --limit-train "$n" --limit-test 1000 --seed 3 --quiet
+  rc=$(cat "$work/check.first.rc") took=$(cat "$work/check.ended")
+  check $((rc == 0)) "the 4-host job ended non-zero when host 3 was lost (status $rc)"
+  check "$(awk -v t="$took" 'BEGIN { print !(t <= 30) }')" "it ended ${took} s after the loss (limit 30 s)"
+  check "$(grep -q '"final"' "$work/check.mean.jsonl"; echo $?)" \
+    "the restart on 3 hosts with --reshard finished: $(grep -Eo 'test accuracy [0-9.]+%' "$work/check.mean.out")"
+  ep=$(field "$work/check.first.jsonl" '"epoch"' epoch)
+  a0=$(field "$work/check.first.jsonl" '"epoch"' test_acc)
+  a1=$(field "$work/check.mean.jsonl" '"resharded"' test_acc)
+  check "$([[ -n $a0 && $a0 == "$a1" ]]; echo $?)" \
+    "right after the restart the output model evaluates as at the checkpoint of epoch $ep (test accuracy $a0 and $a1)"
+  l0=$(field "$work/check.first.jsonl" '"epoch"' train_loss)
+  l1=$(field "$work/check.mean.jsonl" '"epoch"' train_loss)
+  check "$(awk -v a="$l0" -v b="$l1" 'BEGIN { print !(b < a) }')" \
+    "it trained on: train loss $l0 in epoch $ep, $l1 in the last"
+  if [[ $failures -gt 0 ]]; then
+    tail -n 5 "$work"/*.out >&2
+    exit 1
+  fi
+  rm -rf "$work"
+  exit 0
+fi
+
+echo "cluster reshard: logs in $work" >&2
+pct() { awk -v a="$1" 'BEGIN { if (a == "") print "-"; else printf "%.2f", 100 * a }'; }
+{
+  echo "| model | method | seed | at the checkpoint (epoch) | 4 hosts, final | re-shard on 3: right after | final | reset on 3: right after | final | job ended after loss |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+} > "$out"
+for model in $models; do
+  if [[ $model == lenet ]]; then lt=${limit_train:-60000}; else lt=${limit_train:-9600}; fi
+  for method in "def rbgs 256" "ef topk 64"; do
+    set -- $method
+    for seed in $seeds; do
+      tag=$model-$1-$3-s$seed
+      echo "cluster reshard: $tag" >&2
+      lose_host "$tag" "$deft" train --backend mpi --model "$model" --algo "$1" \
+        --compressor "$2" --ratio "$3" --batch 96 --epochs "$epochs" \
+        --limit-train "$lt" --limit-test 2000 --seed "$seed" --quiet
+      f=$work/$tag
+      echo "| $model | $1/$2 $3 | $seed | $(pct "$(field "$f.first.jsonl" '"epoch"' test_acc)") ($(field "$f.first.jsonl" '"epoch"' epoch)) | $(pct "$(field "$f.four.jsonl" '"final"' test_acc)") | $(pct "$(field "$f.mean.jsonl" '"resharded"' test_acc)") | $(pct "$(field "$f.mean.jsonl" '"final"' test_acc)") | $(pct "$(field "$f.zero.jsonl" '"resharded"' test_acc)") | $(pct "$(field "$f.zero.jsonl" '"final"' test_acc)") | $(cat "$f.ended") s |" >> "$out"
+    done
+  done
+done
