@@ -569,6 +569,10 @@ typedef enum {
 DEFT_API deft_status_t deft_optim_state_reshard(const void *in, size_t size,
                                                 int k_in, void *out, int k_out,
                                                 deft_reshard_t mode);
+/* The rules' names ("none", "mean", "zero"; "?" for others) and their
+ * inverse (DEFT_ERR_INVALID_ARG naming the valid ones). */
+DEFT_API const char *deft_reshard_name(deft_reshard_t mode);
+DEFT_API deft_status_t deft_reshard_parse(const char *name, deft_reshard_t *out);
 
 /* Names used by the CLI and logs ("def", "rbgs", ...), and their inverse.
  * The name functions never return NULL ("?" for unknown values); the parse

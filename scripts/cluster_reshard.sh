@@ -17,6 +17,7 @@
 #
 # usage: scripts/cluster_reshard.sh [--check [--quick]] [--models "M..."]
 #            [--seeds "S..."] [--epochs E] [--limit-train N] [--out FILE]
+#            [--logs DIR]
 #   --check: one LeNet run of DEF that checks the restart (the job ends
 #            within 30 s of the loss, the re-sharded run finishes, its
 #            output model right after the restart evaluates as at the
@@ -25,13 +26,15 @@
 #            ratio 256 and EF/topk at ratio 64 (EF/rbgs 64 diverges on
 #            LeNet at this lr, at step 111), seeds 0 and 1, written to --out
 #            (default stdout); logs are kept in the work directory shown.
+#            Cells: test accuracy % (test loss). --logs DIR only writes the
+#            table from an earlier run's work directory.
 # Needs root; exit status 0 if every check passed, 1 otherwise, 77 (skip)
 # without root.
 set -euo pipefail
 source "$(dirname "$0")/cluster.sh"
 
 check_mode=0 quick=0 models="lenet preresnet20" seeds="0 1" epochs=4
-limit_train="" out=/dev/stdout
+limit_train="" out=/dev/stdout logs=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --check) check_mode=1; shift ;;
@@ -41,10 +44,43 @@ while [[ $# -gt 0 ]]; do
     --epochs) epochs=$2; shift 2 ;;
     --limit-train) limit_train=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --logs) logs=$2; shift 2 ;;
+    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) cluster_die "reshard: unknown option '$1' (see --help)" ;;
   esac
 done
+# field FILE REGEX NAME: NAME's value in the last line of FILE matching REGEX.
+field() { grep -E "$2" "$1" | tail -n 1 | grep -Eo "\"$3\": [-0-9.e]+" | awk '{ print $2 }'; }
+# cell FILE REGEX: "accuracy % (loss)" of that line.
+cell() {
+  awk -v a="$(field "$1" "$2" test_acc)" -v l="$(field "$1" "$2" test_loss)" \
+    'BEGIN { if (a == "") print "-"; else printf "%.2f (%.3f)", 100 * a, l }'
+}
+# row TAG MODEL METHOD SEED: the table's row from $work/TAG.*.
+row() {
+  local f=$work/$1
+  echo "| $2 | $3 | $4 | $(cell "$f.first.jsonl" '"epoch"') | $(cell "$f.four.jsonl" '"epoch"') | $(cell "$f.mean.jsonl" '"resharded"') | $(cell "$f.mean.jsonl" '"epoch"') | $(cell "$f.zero.jsonl" '"resharded"') | $(cell "$f.zero.jsonl" '"epoch"') | $(cat "$f.ended") s |"
+}
+header() {
+  echo "| model | method | seed | at the checkpoint (end of epoch 1) | 4 hosts, final | re-shard on 3: right after | final | reset on 3: right after | final | job ended after loss |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+}
+tags() { # prints "tag model method seed" for every run of the table
+  local model method seed
+  for model in $models; do
+    for method in "def rbgs 256" "ef topk 64"; do
+      set -- $method
+      for seed in $seeds; do echo "$model-$1-$3-s$seed $model $1/$2-$3 $seed $1 $2 $3"; done
+    done
+  done
+}
+if [[ -n $logs ]]; then
+  work=$logs
+  header > "$out"
+  tags | while read -r tag model method seed _; do row "$tag" "$model" "${method/-/ }" "$seed" >> "$out"; done
+  exit 0
+fi
+
 if [[ $(id -u) -ne 0 ]]; then
   echo "cluster reshard: SKIPPED: needs root for network namespaces and tc" >&2
   exit 77
@@ -61,9 +97,6 @@ failures=0
 check() { # condition-status message
   if [[ $1 -eq 0 ]]; then echo "  ok: $2"; else echo "  FAILED: $2"; failures=$((failures + 1)); fi
 }
-
-# field FILE REGEX NAME: NAME's value in the last line of FILE matching REGEX.
-field() { grep -E "$2" "$1" | tail -n 1 | grep -Eo "\"$3\": [-0-9.e]+" | awk '{ print $2 }'; }
 
 # lose_host TAG ARGS...: the 4-host job (ARGS are deft train's) with host 3
 # lost in epoch 2, then the three continuations from its checkpoint. Logs
@@ -122,23 +155,12 @@ if [[ $check_mode -eq 1 ]]; then
 fi
 
 echo "cluster reshard: logs in $work" >&2
-pct() { awk -v a="$1" 'BEGIN { if (a == "") print "-"; else printf "%.2f", 100 * a }'; }
-{
-  echo "| model | method | seed | at the checkpoint (epoch) | 4 hosts, final | re-shard on 3: right after | final | reset on 3: right after | final | job ended after loss |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
-} > "$out"
-for model in $models; do
+header > "$out"
+tags | while read -r tag model method seed algo comp ratio; do
   if [[ $model == lenet ]]; then lt=${limit_train:-60000}; else lt=${limit_train:-9600}; fi
-  for method in "def rbgs 256" "ef topk 64"; do
-    set -- $method
-    for seed in $seeds; do
-      tag=$model-$1-$3-s$seed
-      echo "cluster reshard: $tag" >&2
-      lose_host "$tag" "$deft" train --backend mpi --model "$model" --algo "$1" \
-        --compressor "$2" --ratio "$3" --batch 96 --epochs "$epochs" \
-        --limit-train "$lt" --limit-test 2000 --seed "$seed" --quiet
-      f=$work/$tag
-      echo "| $model | $1/$2 $3 | $seed | $(pct "$(field "$f.first.jsonl" '"epoch"' test_acc)") ($(field "$f.first.jsonl" '"epoch"' epoch)) | $(pct "$(field "$f.four.jsonl" '"final"' test_acc)") | $(pct "$(field "$f.mean.jsonl" '"resharded"' test_acc)") | $(pct "$(field "$f.mean.jsonl" '"final"' test_acc)") | $(pct "$(field "$f.zero.jsonl" '"resharded"' test_acc)") | $(pct "$(field "$f.zero.jsonl" '"final"' test_acc)") | $(cat "$f.ended") s |" >> "$out"
-    done
-  done
+  echo "cluster reshard: $tag" >&2
+  lose_host "$tag" "$deft" train --backend mpi --model "$model" --algo "$algo" \
+    --compressor "$comp" --ratio "$ratio" --batch 96 --epochs "$epochs" \
+    --limit-train "$lt" --limit-test 2000 --seed "$seed" --quiet < /dev/null
+  row "$tag" "$model" "${method/-/ }" "$seed" >> "$out"
 done

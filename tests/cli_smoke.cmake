@@ -91,3 +91,31 @@ run(0 convex --data libsvm:${CMAKE_CURRENT_BINARY_DIR}/two.svm --workers 1
 if(NOT out MATCHES "rel. suboptimality")
   message(FATAL_ERROR "deft convex on two rows, one worker: '${out}'")
 endif()
+
+# deft checkpoint: help, and bad usage exits 2 naming what is wrong.
+run(0 checkpoint --help)
+if(NOT out MATCHES "--workers K" OR NOT out MATCHES "--reshard")
+  message(FATAL_ERROR "deft checkpoint --help printed '${out}'")
+endif()
+foreach(bad "checkpoint" "checkpoint;a;b" "checkpoint;f;--workers;0;--out;x"
+            "checkpoint;f;--workers;3" "checkpoint;f;--out;x"
+            "checkpoint;f;--workers;3;--out;x;--reshard=half" "checkpoint;--bogus")
+  run(2 ${bad})
+  if(NOT out MATCHES "deft checkpoint: ")
+    message(FATAL_ERROR "deft ${bad}: '${out}'")
+  endif()
+endforeach()
+foreach(pair "checkpoint;f;--workers;0;--out;x=--workers 0"
+             "checkpoint;f;--workers;3=needs both --workers K and --out"
+             "checkpoint;f;--workers;3;--out;x;--reshard=half=the rules are mean")
+  string(REGEX REPLACE "=[^=]*$" "" bad "${pair}")
+  string(REGEX REPLACE "^.*=" "" want "${pair}")
+  run(2 ${bad})
+  if(NOT out MATCHES "${want}")
+    message(FATAL_ERROR "deft ${bad}: message '${out}' does not say '${want}'")
+  endif()
+endforeach()
+run(2 train --reshard)
+if(NOT out MATCHES "--reshard applies to --resume")
+  message(FATAL_ERROR "deft train --reshard without --resume: '${out}'")
+endif()

@@ -87,13 +87,10 @@ int deft_cli_checkpoint(int argc, char **argv)
             out = optarg;
             break;
         case O_RESHARD:
-            if (!optarg || !strcmp(optarg, "mean"))
-                rule = DEFT_RESHARD_MEAN;
-            else if (!strcmp(optarg, "zero"))
-                rule = DEFT_RESHARD_ZERO;
-            else
-                return deft_cli_usage_error("--reshard=%s: the rule is mean or "
-                                            "zero", optarg);
+            rule = DEFT_RESHARD_MEAN;
+            if (optarg && deft_reshard_parse(optarg, &rule) != DEFT_OK)
+                return deft_cli_usage_error("--reshard=%s: %s", optarg,
+                                            deft_last_error());
             break;
         case 'h':
         case O_HELP:
@@ -135,7 +132,7 @@ int deft_cli_checkpoint(int argc, char **argv)
     }
     printf("%s: re-sharded from %u to %ld workers (%s rule), epoch %u, step "
            "%llu\n", out, meta.workers, workers,
-           rule == DEFT_RESHARD_ZERO ? "zero" : "mean", meta.epochs_done,
+           deft_reshard_name(rule), meta.epochs_done,
            (unsigned long long)meta.step);
     return 0;
 }

@@ -608,13 +608,10 @@ static int cmd_train(int argc, char **argv)
             cfg.resume_path = optarg;
             break;
         case O_RESHARD:
-            if (!optarg || !strcmp(optarg, "mean"))
-                cfg.reshard = DEFT_RESHARD_MEAN;
-            else if (!strcmp(optarg, "zero"))
-                cfg.reshard = DEFT_RESHARD_ZERO;
-            else
-                return deft_cli_usage_error("--reshard=%s: the rule is mean or "
-                                            "zero", optarg);
+            cfg.reshard = DEFT_RESHARD_MEAN;
+            if (optarg && deft_reshard_parse(optarg, &cfg.reshard) != DEFT_OK)
+                return deft_cli_usage_error("--reshard=%s: %s", optarg,
+                                            deft_last_error());
             break;
         case O_DATA:
             data_dir = optarg;

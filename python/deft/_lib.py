@@ -176,6 +176,7 @@ _decl("deft_optim_state_save", c_status, vp, vp, c_size)
 _decl("deft_optim_state_load", c_status, vp, vp, c_size)
 _decl("deft_optim_state_reshard", c_status, vp, c_size, ctypes.c_int, vp,
       ctypes.c_int, ctypes.c_int)
+_decl("deft_reshard_name", ctypes.c_char_p, ctypes.c_int)
 _decl("deft_algo_name", ctypes.c_char_p, ctypes.c_int)
 _decl("deft_compressor_name", ctypes.c_char_p, ctypes.c_int)
 _decl("deft_algo_parse", c_status, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int))

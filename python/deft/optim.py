@@ -108,7 +108,7 @@ def make_config(**kwargs):
 
 #: Re-sharding rules (deft_reshard_t): keep the mean of what each worker
 #: holds, or restart errors and momenta at zero.
-RESHARD_RULES = {"mean": 1, "zero": 2}
+RESHARD_RULES = {lib.deft_reshard_name(i).decode(): i for i in (1, 2)}
 
 
 def reshard_states(blobs, workers, rule="mean"):

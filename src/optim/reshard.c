@@ -163,3 +163,25 @@ deft_status_t deft_optim_state_reshard(const void *in, size_t size, int k_in,
 {
     return deft_state_reshard(in, size, size, k_in, out, size, k_out, mode);
 }
+
+static const char *const reshard_names[] = {"none", "mean", "zero"};
+
+const char *deft_reshard_name(deft_reshard_t mode)
+{
+    return (unsigned)mode < 3 ? reshard_names[mode] : "?";
+}
+
+deft_status_t deft_reshard_parse(const char *name, deft_reshard_t *out)
+{
+    if (!name || !out)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "deft_reshard_parse: %s is NULL",
+                         !name ? "name" : "out");
+    for (int i = DEFT_RESHARD_MEAN; i <= DEFT_RESHARD_ZERO; i++)
+        if (!strcmp(name, reshard_names[i])) {
+            *out = (deft_reshard_t)i;
+            return DEFT_OK;
+        }
+    return deft_fail(DEFT_ERR_INVALID_ARG, "re-sharding rule '%s': the rules "
+                     "are mean (keep the mean of errors and momenta) and zero "
+                     "(reset them)", name);
+}

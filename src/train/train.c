@@ -765,7 +765,7 @@ static deft_status_t eval_resharded(const run_t *run, worker_state_t *w,
                 "\"test_loss\": %.6f, \"test_acc\": %.6f, \"bn_stats\": "
                 "\"%s\", \"bn_batches\": %d}\n",
                 tot->resharded_from, run->K,
-                run->cfg->reshard == DEFT_RESHARD_ZERO ? "zero" : "mean",
+                deft_reshard_name(run->cfg->reshard),
                 tot->epoch0, (unsigned long long)((uint64_t)tot->epoch0 * run->spe),
                 loss, acc, bn_stats, n_bn);
         fflush(w->log);
