@@ -145,8 +145,8 @@ deft_status_t deft_state_reshard(const char *in, size_t in_stride, size_t size,
             for (int j = 0; j < k_out; j++)
                 memset(dst + (size_t)j * out_stride + off, 0, vbytes);
         else if (local & bit)
-            deft_reshard_mean_f32(src + off, in_stride, k_in, dst + off, out_stride, k_out,
-                                  v.d);
+            deft_reshard_mean_f32(src + off, in_stride, k_in, dst + off,
+                                  out_stride, k_out, v.d);
         off += vbytes;
     }
     for (int j = 0; j < k_out; j++) {
