@@ -19,7 +19,7 @@
 # epoch) on 2 hosts at 1 Gbit/s.
 #
 # usage: scripts/cluster.sh faults [--quick] [--timeout S]
-#   --quick: CI's smoke test: one short run and only fault (a).
+#   --quick: CI's smoke test: one short run of fault (a), and a short (f).
 # Exit status 0 if every check passed, 1 otherwise, 77 (skip) without root.
 set -euo pipefail
 source "$(dirname "$0")/cluster.sh"
