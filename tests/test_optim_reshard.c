@@ -9,6 +9,9 @@
 
 #include "core/internal.h"
 #include "optim/optim_internal.h"
+#include "train/checkpoint.h"
+
+#include <unistd.h>
 
 #include <math.h>
 #include <stdio.h>
@@ -324,6 +327,99 @@ static void test_bad_requests_fail_clearly(void **state)
     free(states);
 }
 
+/* A version 1 checkpoint (no optimizer blob length in its header) is
+ * re-sharded by finding the blob's end by its checksum, powersgd's Q
+ * included; version 2 records the length. Both give the same states. */
+static void test_checkpoint_versions_reshard_alike(void **state)
+{
+    (void)state;
+    const case_t c = {DEFT_ALGO_DEF, DEFT_COMP_POWERSGD};
+    size_t osz;
+    char *states = states_after_steps(&c, 4, &osz);
+    const size_t nbn = 5, ssz = osz + nbn * sizeof(float);
+    char *ws = calloc(4, ssz);
+    for (int k = 0; k < 4; k++) {
+        memcpy(ws + (size_t)k * ssz, states + (size_t)k * osz, osz);
+        for (size_t i = 0; i < nbn; i++) {
+            float bn = (float)(k + 1) * 0.5f + (float)i;
+            memcpy(ws + (size_t)k * ssz + osz + i * sizeof bn, &bn, sizeof bn);
+        }
+    }
+    deft_ckpt_meta_t meta;
+    memset(&meta, 0, sizeof meta);
+    meta.workers = 4;
+    meta.algo = (uint32_t)c.algo;
+    meta.compressor = (uint32_t)c.comp;
+    meta.dim = D;
+    meta.batch = 12;
+    meta.optim_bytes = osz;
+    char path[] = "/tmp/deft-test-reshard-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_status(deft_checkpoint_write(path, &meta, ws, ssz), DEFT_OK);
+    deft_ckpt_meta_t got;
+    void *rd = NULL, *out2 = NULL, *out1 = NULL;
+    size_t rsz;
+    assert_status(deft_checkpoint_read(path, &got, &rd, &rsz), DEFT_OK);
+    assert_int_equal(got.optim_bytes, osz);
+    assert_status(deft_checkpoint_reshard_states(&got, rd, rsz, 3,
+                                                 DEFT_RESHARD_MEAN, &out2),
+                  DEFT_OK);
+    /* The same file as version 1: meta without optim_bytes (its last 8
+     * bytes), version 1, the checksum redone. */
+    FILE *f = fopen(path, "rb");
+    static char file[1 << 16];
+    size_t len = fread(file, 1, sizeof file, f);
+    fclose(f);
+    const size_t meta_end = 16 + sizeof(deft_ckpt_meta_t);
+    memmove(file + meta_end - 8, file + meta_end, len - meta_end);
+    len -= 8;
+    const uint32_t v1 = 1, msz = (uint32_t)sizeof(deft_ckpt_meta_t) - 8;
+    memcpy(file + 8, &v1, 4);
+    memcpy(file + 12, &msz, 4);
+    uint32_t crc = deft_crc32(0, file, len - 4);
+    memcpy(file + len - 4, &crc, 4);
+    f = fopen(path, "wb");
+    assert_int_equal(fwrite(file, 1, len, f), len);
+    fclose(f);
+    void *rd1 = NULL;
+    size_t rsz1;
+    assert_status(deft_checkpoint_read(path, &got, &rd1, &rsz1), DEFT_OK);
+    assert_int_equal(got.optim_bytes, 0);
+    assert_int_equal(got.workers, 4);
+    assert_int_equal(rsz1, rsz);
+    assert_memory_equal(rd1, rd, 4 * rsz);
+    assert_status(deft_checkpoint_reshard_states(&got, rd1, rsz1, 3,
+                                                 DEFT_RESHARD_MEAN, &out1),
+                  DEFT_OK);
+    free(rd1);
+    assert_memory_equal(out1, out2, 3 * ssz);
+    /* BN statistics keep their mean: (0.5 + 1 + 1.5 + 2) / 4 + i. */
+    for (size_t i = 0; i < nbn; i++) {
+        double m = 0;
+        for (int j = 0; j < 3; j++) {
+            float v;
+            memcpy(&v, (char *)out2 + (size_t)j * ssz + osz + i * sizeof v, sizeof v);
+            m += v;
+        }
+        assert_close(m / 3, 1.25 + (double)i, 1e-6, 0);
+    }
+    /* A batch of 12 cannot be split over 5. */
+    got.workers = 4;
+    void *bad = NULL;
+    assert_status(deft_checkpoint_reshard_states(&got, rd, rsz, 5,
+                                                 DEFT_RESHARD_MEAN, &bad),
+                  DEFT_ERR_INVALID_ARG);
+    assert_error_mentions("1, 2, 3, 4, 6, 12");
+    unlink(path);
+    free(rd);
+    free(out1);
+    free(out2);
+    free(ws);
+    free(states);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -331,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_same_count_is_identity),
         cmocka_unit_test(test_zero_mode_resets_errors_and_momenta),
         cmocka_unit_test(test_bad_requests_fail_clearly),
+        cmocka_unit_test(test_checkpoint_versions_reshard_alike),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

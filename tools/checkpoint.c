@@ -73,7 +73,7 @@ int deft_cli_checkpoint(int argc, char **argv)
     long workers = 0;
     const char *out = NULL;
     deft_reshard_t rule = DEFT_RESHARD_MEAN;
-    int c, rc;
+    int c, rc, rule_given = 0;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
@@ -87,6 +87,7 @@ int deft_cli_checkpoint(int argc, char **argv)
             out = optarg;
             break;
         case O_RESHARD:
+            rule_given = 1;
             rule = DEFT_RESHARD_MEAN;
             if (optarg && deft_reshard_parse(optarg, &rule) != DEFT_OK)
                 return deft_cli_usage_error("--reshard=%s: %s", optarg,
@@ -103,11 +104,16 @@ int deft_cli_checkpoint(int argc, char **argv)
                                         "checkpoint --help)", flag);
         }
     }
+    for (int i = optind; i < argc; i++)
+        if (!strcmp(argv[i], "mean") || !strcmp(argv[i], "zero"))
+            return deft_cli_usage_error("unexpected argument '%s': write the "
+                                        "rule as --reshard=%s", argv[i],
+                                        argv[i]);
     if (optind != argc - 1)
         return deft_cli_usage_error(optind >= argc ? "give one checkpoint FILE"
                                                    : "give one checkpoint FILE, "
                                                      "then options");
-    if (!workers != !out)
+    if (!workers != !out || (rule_given && !out))
         return deft_cli_usage_error("re-sharding needs both --workers K and "
                                     "--out OUT");
     if (deft_cli_dry_run)

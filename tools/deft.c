@@ -648,6 +648,11 @@ static int cmd_train(int argc, char **argv)
                                flag);
         }
     }
+    if (optind < argc && cfg.reshard &&
+        (!strcmp(argv[optind], "mean") || !strcmp(argv[optind], "zero")))
+        return deft_cli_usage_error("unexpected argument '%s': write the rule "
+                                    "as --reshard=%s", argv[optind],
+                                    argv[optind]);
     if (optind < argc)
         return deft_cli_usage_error("unexpected argument '%s'", argv[optind]);
     if (cfg.optim.algo == DEFT_ALGO_PSYNC &&

@@ -649,11 +649,15 @@ def reshard_state_dicts(state_dicts, workers, rule="mean"):
     metas = []
     for i, sd in enumerate(state_dicts):
         try:
-            metas.append((sd["state"]["deft"], sd["param_groups"]))
+            meta, groups = sd["state"]["deft"], sd["param_groups"]
         except (KeyError, TypeError):
+            meta = groups = None
+        if not isinstance(meta, dict) or not isinstance(meta.get("rank"), int) \
+                or not isinstance(meta.get("blob"), (bytes, bytearray)):
             raise FormatError("reshard_state_dicts: state_dicts[%d] is not a "
                               "deft.torch.Optimizer state_dict (no "
-                              "state['deft'])" % i) from None
+                              "state['deft'] with a rank and a blob)" % i)
+        metas.append((meta, groups))
     if not metas:
         raise InvalidArgument("reshard_state_dicts: no state_dicts given")
     k = len(metas)

@@ -192,8 +192,13 @@ deft_status_t deft_state_view(const void *buf, size_t size,
 void deft_reshard_mean_f32(const char *in, size_t in_stride, int k_in,
                            char *out, size_t out_stride, int k_out, size_t n);
 /* The length of the version 2 blob at the start of buf (at most max
- * bytes; a checkpoint stores more after it), found by its checksum. */
-deft_status_t deft_state_blob_size(const void *buf, size_t max, size_t *size);
+ * bytes; a checkpoint stores more after it), found by its checksum: the
+ * first 4 bytes that equal the CRC of all before them. A float of a
+ * compressor's state can match by chance (about 2^-32 per float), so only
+ * version 1 checkpoints, which do not record the length, rely on this.
+ * fn names the caller in errors. */
+deft_status_t deft_state_blob_size(const void *buf, size_t max, size_t *size,
+                                   const char *fn);
 /* deft_optim_state_reshard over blobs of size bytes placed in_stride and
  * out_stride bytes apart. */
 deft_status_t deft_state_reshard(const char *in, size_t in_stride, size_t size,

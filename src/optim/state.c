@@ -159,8 +159,9 @@ deft_status_t deft_state_view(const void *buf, size_t size,
                          "0x%08x)", fn, h.magic);
     if (h.version != STATE_VERSION)
         return deft_fail(DEFT_ERR_FORMAT, "%s: state version %u; only version "
-                         "%u can be re-sharded (load a version 1 state and "
-                         "save it again first)", fn, h.version, STATE_VERSION);
+                         "%u can be re-sharded%s", fn, h.version, STATE_VERSION,
+                         h.version == 1 ? " (load the version 1 state into an "
+                         "optimizer and save it again first)" : "");
     uint32_t crc;
     memcpy(&crc, (const char *)buf + size - sizeof crc, sizeof crc);
     if (deft_crc32(0, buf, size - sizeof crc) != crc)
@@ -173,7 +174,8 @@ deft_status_t deft_state_view(const void *buf, size_t size,
     if (!ops || h.n_groups == 0 || h.n_groups > DEFT_MAX_GROUPS ||
         (h.mask & ~(uint32_t)(COMP_BIT | ((1 << N_BUFS) - 1))) ||
         h.n_tensors == 0 || h.n_tensors > (size - sizeof h) / 13 ||
-        h.d == 0 || h.d > (size - sizeof h) / sizeof(float))
+        h.d == 0 || h.d > (size - sizeof h) / sizeof(float) /
+                              (nbuf ? (size_t)nbuf : 1))
         return deft_fail(DEFT_ERR_FORMAT, "%s: the state's header is malformed "
                          "(algorithm %u, %u groups, buffer mask 0x%x)", fn,
                          h.algo, h.n_groups, h.mask);
@@ -196,9 +198,9 @@ deft_status_t deft_state_view(const void *buf, size_t size,
     return DEFT_OK;
 }
 
-deft_status_t deft_state_blob_size(const void *buf, size_t max, size_t *size)
+deft_status_t deft_state_blob_size(const void *buf, size_t max, size_t *size,
+                                   const char *fn)
 {
-    const char *fn = "deft_optim_state_reshard";
     state_header_t h;
     if (max < sizeof h + sizeof(uint32_t))
         return deft_fail(DEFT_ERR_FORMAT, "%s: %zu bytes is too short for a "
@@ -207,11 +209,16 @@ deft_status_t deft_state_blob_size(const void *buf, size_t max, size_t *size)
     int nbuf = 0;
     for (int i = 0; i < N_BUFS; i++)
         nbuf += (h.mask >> i) & 1;
-    if (h.magic != STATE_MAGIC || h.version != STATE_VERSION ||
-        h.n_groups > DEFT_MAX_GROUPS || h.n_tensors > max / 13 ||
-        h.d > max / sizeof(float))
-        return deft_fail(DEFT_ERR_FORMAT, "%s: not a version %u optimizer "
-                         "state", fn, STATE_VERSION);
+    if (h.magic != STATE_MAGIC || h.version != STATE_VERSION)
+        return deft_fail(DEFT_ERR_FORMAT, "%s: its worker states are not "
+                         "version %u optimizer states (magic 0x%08x, version "
+                         "%u)", fn, STATE_VERSION, h.magic, h.version);
+    if (h.n_groups > DEFT_MAX_GROUPS || h.n_tensors > max / 13 ||
+        h.d > max / sizeof(float) / (nbuf ? (size_t)nbuf : 1))
+        return deft_fail(DEFT_ERR_FORMAT, "%s: an optimizer state's header is "
+                         "malformed (%llu tensors, %u groups, %llu parameters)",
+                         fn, (unsigned long long)h.n_tensors, h.n_groups,
+                         (unsigned long long)h.d);
     const size_t fixed = sizeof h + tables_size(h.n_tensors, h.n_groups) +
                          (size_t)nbuf * h.d * sizeof(float) + sizeof(uint32_t);
     /* The compressor's state has no length field: its end is where the

@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #define CKPT_MAGIC "DEFTCKPT"
-#define CKPT_VERSION 1u
+#define CKPT_VERSION 2u
+/* Version 1's meta: this one without optim_bytes. */
+#define CKPT_META_V1 (sizeof(deft_ckpt_meta_t) - sizeof(uint64_t))
 
 /* fwrite that also feeds the running CRC. */
 static int put(FILE *f, uint32_t *crc, const void *p, size_t n)
@@ -103,7 +105,7 @@ deft_status_t deft_checkpoint_read(const char *path, deft_ckpt_meta_t *meta,
     }
     long len = ftell(f);
     rewind(f);
-    const size_t head = 8 + 4 + 4 + sizeof *meta + 8 + 4;
+    size_t head = 8 + 4 + 4 + CKPT_META_V1 + 8 + 4;
     if (len < 0 || (size_t)len < head + 4) {
         st = deft_fail(DEFT_ERR_FORMAT, "checkpoint %s is truncated (%ld bytes)",
                        path, len);
@@ -127,15 +129,23 @@ deft_status_t deft_checkpoint_read(const char *path, deft_ckpt_meta_t *meta,
     uint64_t ssz;
     memcpy(&version, buf + 8, 4);
     memcpy(&meta_size, buf + 12, 4);
-    if (version != CKPT_VERSION || meta_size != sizeof *meta) {
+    if (!(version == CKPT_VERSION && meta_size == sizeof *meta) &&
+        !(version == 1 && meta_size == CKPT_META_V1)) {
         st = deft_fail(DEFT_ERR_FORMAT, "checkpoint %s has version %u (meta %u "
-                       "bytes); this build reads version %u", path, version,
-                       meta_size, CKPT_VERSION);
+                       "bytes); this build reads versions 1 and %u", path,
+                       version, meta_size, CKPT_VERSION);
         goto out;
     }
-    memcpy(meta, buf + 16, sizeof *meta);
-    memcpy(&ssz, buf + 16 + sizeof *meta, 8);
-    memcpy(&workers, buf + 24 + sizeof *meta, 4);
+    head = 8 + 4 + 4 + (size_t)meta_size + 8 + 4;
+    if ((size_t)len < head + 4) {
+        st = deft_fail(DEFT_ERR_FORMAT, "checkpoint %s is truncated (%ld bytes)",
+                       path, len);
+        goto out;
+    }
+    memset(meta, 0, sizeof *meta);
+    memcpy(meta, buf + 16, meta_size);
+    memcpy(&ssz, buf + 16 + meta_size, 8);
+    memcpy(&workers, buf + 24 + meta_size, 4);
     if (workers == 0 || workers != meta->workers || ssz == 0 ||
         ssz > ((uint64_t)len - head - 4) / workers ||
         head + ssz * workers + 4 != (uint64_t)len) {
@@ -198,16 +208,26 @@ deft_status_t deft_checkpoint_reshard_states(deft_ckpt_meta_t *meta,
                          "e.g. 96 or 120 for 4 and 3", k_out, meta->batch,
                          k_out, ks);
     }
-    size_t optim_size;
-    deft_status_t st = deft_state_blob_size(states, state_size, &optim_size);
+    size_t optim_size = (size_t)meta->optim_bytes;
+    deft_status_t st = DEFT_OK;
+    if (optim_size == 0) /* version 1: found by its checksum */
+        st = deft_state_blob_size(states, state_size, &optim_size,
+                                  "checkpoint");
+    else if (optim_size > state_size || (state_size - optim_size) % 4 != 0)
+        st = deft_fail(DEFT_ERR_FORMAT, "checkpoint: its header says the "
+                       "optimizer's state has %zu of each worker's %zu bytes",
+                       optim_size, state_size);
     if (st != DEFT_OK)
         return st;
     deft_state_view_t v;
     if ((st = deft_state_view(states, optim_size, &v,
                               "checkpoint")) != DEFT_OK)
         return st;
-    if ((state_size - optim_size) % sizeof(float) != 0 ||
-        v.algo != meta->algo || v.compressor != meta->compressor ||
+    if ((state_size - optim_size) % sizeof(float) != 0)
+        return deft_fail(DEFT_ERR_FORMAT, "checkpoint: each worker's %zu bytes "
+                         "hold an optimizer state of %zu and a remainder that "
+                         "is not whole floats", state_size, optim_size);
+    if (v.algo != meta->algo || v.compressor != meta->compressor ||
         v.d != meta->dim)
         return deft_fail(DEFT_ERR_FORMAT, "checkpoint: its worker states "
                          "(%zu bytes, %s/%s, %llu parameters) do not match "
@@ -233,6 +253,7 @@ deft_status_t deft_checkpoint_reshard_states(deft_ckpt_meta_t *meta,
         return st;
     }
     meta->workers = (uint32_t)k_out;
+    meta->optim_bytes = optim_size;
     *out = o;
     return DEFT_OK;
 }

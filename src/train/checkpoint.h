@@ -5,7 +5,8 @@
  *
  * File layout: "DEFTCKPT" | u32 version | u32 sizeof(meta) | meta |
  * u64 state_size | u32 workers | workers * state_size bytes | u32 CRC-32 of
- * all preceding bytes. Written to PATH.tmp, which is fsynced and renamed
+ * all preceding bytes. Version 2 adds optim_bytes at the end of meta;
+ * version 1 files (without it) still read, with optim_bytes 0. Written to PATH.tmp, which is fsynced and renamed
  * over PATH, and then the directory is fsynced: a crash (of the process or
  * the machine) leaves PATH holding the old checkpoint or the new one,
  * whole, never a mixture (tests/test_checkpoint_kill.c kills writers). */
@@ -26,6 +27,8 @@ typedef struct {
     uint64_t bytes_per_worker, payload_per_worker;
     double wall_s, best_test_acc;
     double compute_s, comm_s, comm_modeled_s;
+    uint64_t optim_bytes; /* of each worker's state, the optimizer's blob
+                             (the BN statistics follow); 0 if unknown */
 } deft_ckpt_meta_t;
 
 /* Writes meta and the workers' states (workers * state_size bytes). */

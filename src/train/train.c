@@ -359,12 +359,6 @@ static deft_status_t check_meta(const char *path, const deft_ckpt_meta_t *have,
 {
     char h[64] = "", w[64] = "";
     const char *flag = NULL;
-    if (have->workers != want->workers && rs == DEFT_RESHARD_NONE)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "cannot resume from %s as it "
-                         "is: it was written by %u workers and this run has "
-                         "%u; add --reshard to continue on %u (errors and "
-                         "momenta keep their mean over the workers)", path,
-                         have->workers, want->workers, want->workers);
     if (have->model != want->model) {
         flag = "--model";
         snprintf(h, sizeof h, "%s", deft_model_name((deft_model_kind_t)have->model));
@@ -398,11 +392,17 @@ static deft_status_t check_meta(const char *path, const deft_ckpt_meta_t *have,
         snprintf(h, sizeof h, "%llu", (unsigned long long)have->dim);
         snprintf(w, sizeof w, "%llu", (unsigned long long)want->dim);
     }
-    if (!flag)
-        return DEFT_OK;
-    return deft_fail(DEFT_ERR_INVALID_ARG,
-                     "cannot resume from %s: it was written with %s %s, this "
-                     "run has %s %s", path, flag, h, flag, w);
+    if (flag)
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "cannot resume from %s: it was written with %s %s, "
+                         "this run has %s %s", path, flag, h, flag, w);
+    if (have->workers != want->workers && rs == DEFT_RESHARD_NONE)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "cannot resume from %s as it "
+                         "is: it was written by %u workers and this run has "
+                         "%u; add --reshard to continue on %u (errors and "
+                         "momenta keep their mean over the workers)", path,
+                         have->workers, want->workers, want->workers);
+    return DEFT_OK;
 }
 
 /* What a worker's loop needs and does not change: the job, its shape and
@@ -504,6 +504,8 @@ static deft_status_t resume(const run_t *run, worker_state_t *w,
         if (st == DEFT_OK && got.workers != (uint32_t)run->K) {
             void *re = NULL;
             tot->resharded_from = (int32_t)got.workers;
+            if (got.optim_bytes == 0) /* version 1: this run's own size */
+                got.optim_bytes = run->optim_size;
             st = deft_checkpoint_reshard_states(&got, states, ssz, run->K,
                                                 cfg->reshard, &re);
             free(states);
@@ -708,6 +710,7 @@ static deft_status_t save_checkpoint(const run_t *run, worker_state_t *w,
         return st;
     if (run->r == 0) {
         meta->epochs_done = (uint32_t)rep->epoch;
+        meta->optim_bytes = run->optim_size;
         meta->step = rep->step;
         meta->bytes_per_worker = tot->bytes;
         meta->payload_per_worker = tot->payload;
@@ -756,6 +759,13 @@ static deft_status_t eval_resharded(const run_t *run, worker_state_t *w,
                                    &acc, &loss, &bn_stats, &n_bn);
     if (st != DEFT_OK)
         return st;
+    if (!isfinite(loss)) {
+        res->diverged = 1;
+        res->diverged_step = (uint64_t)tot->epoch0 * run->spe;
+        return deft_fail(DEFT_ERR_DIVERGED, "the checkpoint's output model "
+                         "evaluates to a non-finite test loss after "
+                         "re-sharding");
+    }
     res->resharded_from = tot->resharded_from;
     res->resumed_test_acc = acc;
     if (run->r == 0 && w->log) {

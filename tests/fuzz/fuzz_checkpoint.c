@@ -3,7 +3,9 @@
  * that mutations get past the checksum to the fields behind it), bits 1-2
  * + 1 = the worker count to re-shard to, bit 3 = the zero rule; the rest
  * is the file. Seeds hold states of a real optimizer (and 3 BN floats
- * each) as well as arbitrary bytes. */
+ * each) as well as arbitrary bytes, in the current format and in
+ * version 1 (ckpt-v1-*, whose optimizer blob length is found by its
+ * checksum). */
 #include "fuzz.h"
 
 #include "deft.h"
@@ -36,14 +38,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < ssz * meta.workers; i++)
             sum ^= ((unsigned char *)states)[i];
         (void)sum;
-        void *out = NULL;
+        /* What re-shards once re-shards again (to one worker). */
+        void *out = NULL, *again = NULL;
         if (deft_checkpoint_reshard_states(&meta, states, ssz, 1 + ((flags >> 1) & 3),
                                            (flags & 8) ? DEFT_RESHARD_ZERO
                                                        : DEFT_RESHARD_MEAN,
                                            &out) == DEFT_OK &&
-            meta.workers != 1u + ((flags >> 1) & 3))
+            (meta.workers != 1u + ((flags >> 1) & 3) ||
+             deft_checkpoint_reshard_states(&meta, out, ssz, 1, DEFT_RESHARD_MEAN,
+                                            &again) != DEFT_OK))
             abort();
         free(out);
+        free(again);
     }
     free(states);
     unlink(path);
@@ -90,6 +96,7 @@ static int real_state_seeds(const char *dir)
     meta.dim = 17;
     meta.batch = 12;
     meta.step = 3;
+    meta.optim_bytes = osz;
     const char *tmp = fuzz_path("seed");
     if (deft_checkpoint_write(tmp, &meta, states, ssz) != DEFT_OK)
         return 1;

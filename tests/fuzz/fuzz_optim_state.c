@@ -87,11 +87,16 @@ static void reshard(const uint8_t *blob, size_t size)
         deft_optim_state_reshard(three, size, 3, two, 1, DEFT_RESHARD_ZERO) !=
             DEFT_OK)
         abort();
-    memcpy(two, blob, size);
-    memset(two + size, 0x5a, 8);
-    size_t n = 0;
-    if (deft_state_blob_size(two, size + 8, &n) == DEFT_OK && n > size + 8)
-        abort();
+    /* A valid blob followed by other bytes is found to end by its size. */
+    deft_state_view_t v;
+    if (deft_state_view(blob, size, &v, "fuzz") == DEFT_OK) {
+        memcpy(two, blob, size);
+        memset(two + size, 0x5a, 8);
+        size_t n = 0;
+        if (deft_state_blob_size(two, size + 8, &n, "fuzz") != DEFT_OK ||
+            n > size)
+            abort();
+    }
     free(two);
     free(three);
 }
