@@ -20,6 +20,10 @@ usage: scripts/eclk_restate.py [--rounds N] [--check N] [--ratio R]
   --check N: also run deft (the Python binding, 4 worker threads) for N
              rounds and print the largest relative difference of y.
   --lscale S: (restatement only) the z step eta / (S L), to explore.
+  --grid T,T,... [--lscales S,S,...]: instead, for every theta1 T and
+             lscale S, the round at which the restatement reached 1e-6
+             ("-" if never), its best and its final relative
+             suboptimality over --rounds rounds.
 Prints, every --every rounds, the relative suboptimality and |e|, |z - y|,
 |x - w|, the anchor's age and the mean age of the coordinates' errors.
 """
@@ -197,6 +201,25 @@ def deft_run(A, b, mu, K, ratio, seed, rounds, theta1=None):
     return deft.run_threads(K, worker)[0]
 
 
+def grid(A, b, mu, K, a, pstar):
+    import io
+    scales = [float(v) for v in a.lscales.split(",")]
+    print("| theta1 | " + " | ".join("s = %g" % v for v in scales) + " |")
+    print("|---" * (len(scales) + 1) + "|")
+    for t1 in [float(v) for v in a.grid.split(",")]:
+        cells = []
+        for ls in scales:
+            buf = io.StringIO()
+            restate(A, b, mu, K, a.ratio, a.seed, a.rounds, t1, 100, buf,
+                    pstar, ls)
+            recs = [json.loads(line) for line in buf.getvalue().splitlines()]
+            hit = next((r["round"] for r in recs if r["rel_subopt"] <= 1e-6),
+                       "-")
+            cells.append("%s/%.0e/%.0e" % (hit, min(r["rel_subopt"] for r in recs),
+                                           recs[-1]["rel_subopt"]))
+        print("| %g | %s |" % (t1, " | ".join(cells)), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=20000)
@@ -208,6 +231,8 @@ def main():
                     help="restatement only: z step eta / (lscale L)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--every", type=int, default=500)
+    ap.add_argument("--grid")
+    ap.add_argument("--lscales", default="1")
     ap.add_argument("--log")
     a = ap.parse_args()
     K, m_per, d = 4, 100, 64
@@ -228,6 +253,9 @@ def main():
             if t + 1 in (1, 10, 100, a.check):
                 print("round %d: max |y_restated - y_deft| / max |y_deft| = "
                       "%.3g (worst so far %.3g)" % (t + 1, r, worst))
+    if a.grid:
+        grid(A, b, mu, K, a, pstar)
+        return
     log = open(a.log, "w") if a.log else None
     restate(A, b, mu, K, a.ratio, a.seed, a.rounds, a.theta1, a.every, log,
             pstar, a.lscale)
