@@ -65,14 +65,20 @@ static int state_buffers(const deft_optim_t *o, float *bufs[N_BUFS])
     return mask | (comp_floats(o) ? COMP_BIT : 0);
 }
 
+/* How many d-float vectors a buffer mask holds. */
+static size_t mask_buffers(uint32_t mask)
+{
+    size_t n = 0;
+    for (int i = 0; i < N_BUFS; i++)
+        n += (mask >> i) & 1;
+    return n;
+}
+
 /* Bytes of the buffers and the compressor's state. */
 static size_t vectors_size(const deft_optim_t *o)
 {
     float *bufs[N_BUFS];
-    int mask = state_buffers(o, bufs);
-    size_t n = 0;
-    for (int i = 0; i < N_BUFS; i++)
-        n += (mask >> i) & 1;
+    size_t n = mask_buffers((uint32_t)state_buffers(o, bufs));
     return (n * o->d + comp_floats(o)) * sizeof(float);
 }
 
@@ -86,6 +92,15 @@ static size_t tables_size(size_t n_tensors, size_t n_groups)
 {
     return n_tensors * (sizeof(uint64_t) + sizeof(uint32_t)) +
            padded_flags(n_tensors) + n_groups * sizeof(state_group_t);
+}
+
+/* Bytes of a version 2 blob with h's header, less the compressor's state:
+ * header, tables, vectors and checksum. The caller has bounded h's counts
+ * by the blob's size. */
+static size_t blob_fixed_size(const state_header_t *h)
+{
+    return sizeof *h + tables_size(h->n_tensors, h->n_groups) +
+           mask_buffers(h->mask) * h->d * sizeof(float) + sizeof(uint32_t);
 }
 
 size_t deft_optim_state_size(const deft_optim_t *opt)
@@ -136,12 +151,9 @@ deft_status_t deft_optim_state_save(const deft_optim_t *opt, void *buf,
     for (int i = 0; i < N_BUFS; i++)
         if (bufs[i])
             p = put(p, bufs[i], opt->d * sizeof(float));
-    if (comp_floats(opt)) {
+    if (comp_floats(opt))
         deft_compressor_state_get(opt->comp, p);
-        p += comp_floats(opt) * sizeof(float);
-    }
-    uint32_t crc = deft_crc32(0, buf, (size_t)(p - (char *)buf));
-    memcpy(p, &crc, sizeof crc);
+    deft_state_seal(buf, size);
     return DEFT_OK;
 }
 
@@ -158,8 +170,8 @@ deft_status_t deft_state_view(const void *buf, size_t size,
         return deft_fail(DEFT_ERR_FORMAT, "%s: not an optimizer state (magic "
                          "0x%08x)", fn, h.magic);
     if (h.version != STATE_VERSION)
-        return deft_fail(DEFT_ERR_FORMAT, "%s: state version %u; only version "
-                         "%u can be re-sharded%s", fn, h.version, STATE_VERSION,
+        return deft_fail(DEFT_ERR_FORMAT, "%s: state version %u; this reads "
+                         "version %u%s", fn, h.version, STATE_VERSION,
                          h.version == 1 ? " (load the version 1 state into an "
                          "optimizer and save it again first)" : "");
     uint32_t crc;
@@ -167,20 +179,16 @@ deft_status_t deft_state_view(const void *buf, size_t size,
     if (deft_crc32(0, buf, size - sizeof crc) != crc)
         return deft_fail(DEFT_ERR_FORMAT, "%s: the state is corrupt (checksum "
                          "mismatch over its %zu bytes)", fn, size);
-    int nbuf = 0;
-    for (int i = 0; i < N_BUFS; i++)
-        nbuf += (h.mask >> i) & 1;
+    const size_t nbuf = mask_buffers(h.mask);
     const deft_algo_ops_t *ops = deft_algo_ops((deft_algo_t)h.algo);
     if (!ops || h.n_groups == 0 || h.n_groups > DEFT_MAX_GROUPS ||
         (h.mask & ~(uint32_t)(COMP_BIT | ((1 << N_BUFS) - 1))) ||
         h.n_tensors == 0 || h.n_tensors > (size - sizeof h) / 13 ||
-        h.d == 0 || h.d > (size - sizeof h) / sizeof(float) /
-                              (nbuf ? (size_t)nbuf : 1))
+        h.d == 0 || h.d > (size - sizeof h) / sizeof(float) / (nbuf ? nbuf : 1))
         return deft_fail(DEFT_ERR_FORMAT, "%s: the state's header is malformed "
                          "(algorithm %u, %u groups, buffer mask 0x%x)", fn,
                          h.algo, h.n_groups, h.mask);
-    const size_t fixed = sizeof h + tables_size(h.n_tensors, h.n_groups) +
-                         (size_t)nbuf * h.d * sizeof(float) + sizeof(uint32_t);
+    const size_t fixed = blob_fixed_size(&h);
     if (size < fixed || (size - fixed) % sizeof(float) != 0 ||
         ((h.mask & COMP_BIT) != 0) != (size > fixed))
         return deft_fail(DEFT_ERR_FORMAT, "%s: state holds %zu bytes, which "
@@ -206,21 +214,18 @@ deft_status_t deft_state_blob_size(const void *buf, size_t max, size_t *size,
         return deft_fail(DEFT_ERR_FORMAT, "%s: %zu bytes is too short for a "
                          "state", fn, max);
     memcpy(&h, buf, sizeof h);
-    int nbuf = 0;
-    for (int i = 0; i < N_BUFS; i++)
-        nbuf += (h.mask >> i) & 1;
+    const size_t nbuf = mask_buffers(h.mask);
     if (h.magic != STATE_MAGIC || h.version != STATE_VERSION)
         return deft_fail(DEFT_ERR_FORMAT, "%s: its worker states are not "
                          "version %u optimizer states (magic 0x%08x, version "
                          "%u)", fn, STATE_VERSION, h.magic, h.version);
     if (h.n_groups > DEFT_MAX_GROUPS || h.n_tensors > max / 13 ||
-        h.d > max / sizeof(float) / (nbuf ? (size_t)nbuf : 1))
+        h.d > max / sizeof(float) / (nbuf ? nbuf : 1))
         return deft_fail(DEFT_ERR_FORMAT, "%s: an optimizer state's header is "
                          "malformed (%llu tensors, %u groups, %llu parameters)",
                          fn, (unsigned long long)h.n_tensors, h.n_groups,
                          (unsigned long long)h.d);
-    const size_t fixed = sizeof h + tables_size(h.n_tensors, h.n_groups) +
-                         (size_t)nbuf * h.d * sizeof(float) + sizeof(uint32_t);
+    const size_t fixed = blob_fixed_size(&h);
     /* The compressor's state has no length field: its end is where the
      * running checksum of the bytes before matches the next 4 bytes. */
     size_t n = fixed - sizeof(uint32_t);
@@ -384,34 +389,27 @@ deft_status_t deft_optim_state_load(deft_optim_t *opt, const void *buf,
     if (mv[1] != STATE_VERSION)
         return deft_fail(DEFT_ERR_FORMAT, "%s: state version %u, this build "
                          "reads versions 1 and %u", fn, mv[1], STATE_VERSION);
-    state_header_t h;
-    if (size < sizeof h + sizeof(uint32_t))
-        return deft_fail(DEFT_ERR_FORMAT, "%s: %zu bytes is too short for a "
-                         "state", fn, size);
-    uint32_t crc;
-    memcpy(&crc, (const char *)buf + size - sizeof crc, sizeof crc);
-    if (deft_crc32(0, buf, size - sizeof crc) != crc)
-        return deft_fail(DEFT_ERR_FORMAT, "%s: the state is corrupt (checksum "
-                         "mismatch over its %zu bytes)", fn, size);
-    memcpy(&h, buf, sizeof h);
-    deft_status_t st = check_identity(opt, h.algo, h.compressor, h.d);
+    /* Magic, checksum, a consistent header and length. */
+    deft_state_view_t h;
+    deft_status_t st = deft_state_view(buf, size, &h, fn);
     if (st != DEFT_OK)
+        return st;
+    if ((st = check_identity(opt, h.algo, h.compressor, h.d)) != DEFT_OK)
         return st;
     if (h.n_tensors != opt->n_tensors)
         return deft_fail(DEFT_ERR_FORMAT, "%s: the state's layout has %llu "
                          "tensors, this one %zu", fn,
                          (unsigned long long)h.n_tensors, opt->n_tensors);
     float *bufs[N_BUFS];
-    if (h.n_groups == 0 || h.n_groups > DEFT_MAX_GROUPS ||
-        h.mask != (uint32_t)state_buffers(opt, bufs))
+    if (h.mask != (uint32_t)state_buffers(opt, bufs))
         return deft_fail(DEFT_ERR_FORMAT, "%s: the state's header is malformed "
                          "(%u groups, buffer mask 0x%x)", fn, h.n_groups, h.mask);
-    size_t want = sizeof h + tables_size(opt->n_tensors, h.n_groups) +
+    size_t want = sizeof(state_header_t) + tables_size(opt->n_tensors, h.n_groups) +
                   vectors_size(opt) + sizeof(uint32_t);
     if (size != want)
         return deft_fail(DEFT_ERR_FORMAT, "%s: state holds %zu bytes, expected "
                          "%zu", fn, size, want);
-    const char *p = (const char *)buf + sizeof h;
+    const char *p = (const char *)buf + sizeof(state_header_t);
     deft_group_t *groups = NULL;
     if ((st = read_tables(opt, p, h.n_groups, &groups)) != DEFT_OK)
         return st;
