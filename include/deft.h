@@ -97,6 +97,9 @@ typedef struct {
  * with the same sizes. A communicator is used by one thread (its worker). */
 typedef struct deft_comm deft_comm_t;
 
+/* The most workers a run may have, on any backend. */
+enum { DEFT_MAX_WORKERS = 1024 };
+
 /* Traffic of this rank, cumulative since creation or the last reset.
  * bytes_sent counts what this rank puts on the wire under bandwidth-optimal
  * algorithms (ring allreduce: 2(K-1)/K of the buffer; ring allgather:
@@ -187,7 +190,8 @@ DEFT_API void deft_comm_reset_stats(deft_comm_t *comm);
  * the first worker to fail, and deft_last_error() on the calling thread
  * holds that worker's message prefixed by its rank. When one worker fails
  * or returns early, the others' pending and later collectives return
- * DEFT_ERR_COMM instead of waiting forever. nworkers is in [1, 1024]. */
+ * DEFT_ERR_COMM instead of waiting forever. nworkers is in
+ * [1, DEFT_MAX_WORKERS]. */
 typedef deft_status_t (*deft_worker_fn)(deft_comm_t *comm, void *arg);
 DEFT_API deft_status_t deft_run_threads(int nworkers, deft_worker_fn fn,
                                         void *arg);

@@ -25,12 +25,12 @@ static void checkpoint_usage(FILE *f)
         "zero). K must divide the run's global batch.\n"
         "\n"
         "options:\n"
-        "  --workers K        the worker count to re-shard to, 1..1024\n"
+        "  --workers K        the worker count to re-shard to, 1..%d\n"
         "  --out OUT          the re-sharded checkpoint (may be FILE)\n"
         "  --reshard[=RULE]   mean (default) or zero\n"
         "\n"
         "exit status: 0 ok, 1 failed (unreadable or corrupt file), 2 bad "
-        "usage\n");
+        "usage\n", DEFT_MAX_WORKERS);
 }
 
 static void show(const char *path, const deft_ckpt_meta_t *m, size_t ssz)
@@ -49,14 +49,10 @@ static void show(const char *path, const deft_ckpt_meta_t *m, size_t ssz)
     printf("  progress     %u epoch(s) done, step %llu, best test accuracy "
            "%.2f%%\n", m->epochs_done, (unsigned long long)m->step,
            100 * m->best_test_acc);
-    printf("  can continue on");
-    int shown = 0;
-    for (uint32_t k = 1; k <= m->batch && k <= 1024 && shown < 16; k++)
-        if (m->batch % k == 0) {
-            printf(" %u", k);
-            shown++;
-        }
-    printf(" worker(s) (counts that divide the batch)\n");
+    char ks[160];
+    deft_checkpoint_worker_counts(m->batch, 16, " ", ks, sizeof ks);
+    printf("  can continue on %s worker(s) (counts that divide the batch)\n",
+           ks);
 }
 
 int deft_cli_checkpoint(int argc, char **argv)
@@ -80,7 +76,7 @@ int deft_cli_checkpoint(int argc, char **argv)
         const char *flag = argv[optind - 1];
         switch (c) {
         case O_WORKERS:
-            if ((rc = deft_cli_parse_long("--workers", optarg, 1, 1024, &workers)))
+            if ((rc = deft_cli_parse_long("--workers", optarg, 1, DEFT_MAX_WORKERS, &workers)))
                 return rc;
             break;
         case O_OUT:
@@ -88,10 +84,8 @@ int deft_cli_checkpoint(int argc, char **argv)
             break;
         case O_RESHARD:
             rule_given = 1;
-            rule = DEFT_RESHARD_MEAN;
-            if (optarg && deft_reshard_parse(optarg, &rule) != DEFT_OK)
-                return deft_cli_usage_error("--reshard=%s: %s", optarg,
-                                            deft_last_error());
+            if ((rc = deft_cli_parse_reshard(optarg, &rule)))
+                return rc;
             break;
         case 'h':
         case O_HELP:
@@ -105,10 +99,8 @@ int deft_cli_checkpoint(int argc, char **argv)
         }
     }
     for (int i = optind; i < argc; i++)
-        if (!strcmp(argv[i], "mean") || !strcmp(argv[i], "zero"))
-            return deft_cli_usage_error("unexpected argument '%s': write the "
-                                        "rule as --reshard=%s", argv[i],
-                                        argv[i]);
+        if ((rc = deft_cli_stray_rule(argv[i])))
+            return rc;
     if (optind != argc - 1)
         return deft_cli_usage_error(optind >= argc ? "give one checkpoint FILE"
                                                    : "give one checkpoint FILE, "

@@ -49,3 +49,20 @@ int deft_cli_parse_long(const char *flag, const char *s, long lo, long hi,
     *out = v;
     return 0;
 }
+
+int deft_cli_parse_reshard(const char *arg, deft_reshard_t *out)
+{
+    *out = DEFT_RESHARD_MEAN;
+    if (arg && deft_reshard_parse(arg, out) != DEFT_OK)
+        return deft_cli_usage_error("--reshard=%s: %s", arg, deft_last_error());
+    return 0;
+}
+
+int deft_cli_stray_rule(const char *arg)
+{
+    deft_reshard_t rule;
+    if (deft_reshard_parse(arg, &rule) != DEFT_OK)
+        return 0;
+    return deft_cli_usage_error("unexpected argument '%s': write the rule as "
+                                "--reshard=%s", arg, arg);
+}

@@ -4,6 +4,8 @@
 #ifndef DEFT_CLI_H
 #define DEFT_CLI_H
 
+#include "deft.h"
+
 enum { DEFT_EXIT_USAGE = 2 };
 
 /* The subcommand named in messages ("train", "convex"); set on entry. */
@@ -21,5 +23,13 @@ int deft_cli_parse_double(const char *flag, const char *s, double lo,
                           double hi, double *out);
 int deft_cli_parse_long(const char *flag, const char *s, long lo, long hi,
                         long *out);
+
+/* --reshard[=RULE] (deft train, deft checkpoint): *out = RULE, or mean
+ * without one; 0 on success, else the message and 2. */
+int deft_cli_parse_reshard(const char *arg, deft_reshard_t *out);
+/* For an unexpected argument: 2 with a message if it is a re-sharding rule
+ * meant as --reshard=RULE (getopt takes an optional value only after '='),
+ * else 0. */
+int deft_cli_stray_rule(const char *arg);
 
 #endif

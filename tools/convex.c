@@ -297,7 +297,7 @@ static int parse_problem_opt(int code, opts_t *o)
     int rc = 0;
     switch (code) {
     case 'K':
-        rc = deft_cli_parse_long("--workers", optarg, 1, 1024, &iv);
+        rc = deft_cli_parse_long("--workers", optarg, 1, DEFT_MAX_WORKERS, &iv);
         c->workers = (int)iv;
         return rc;
     case 'R':

@@ -552,7 +552,7 @@ static int cmd_train(int argc, char **argv)
             break;
         }
         case O_WORKERS:
-            if ((rc = deft_cli_parse_long("--workers", optarg, 1, 1024, &iv)))
+            if ((rc = deft_cli_parse_long("--workers", optarg, 1, DEFT_MAX_WORKERS, &iv)))
                 return rc;
             cfg.workers = (int)iv;
             workers_given = 1;
@@ -608,10 +608,8 @@ static int cmd_train(int argc, char **argv)
             cfg.resume_path = optarg;
             break;
         case O_RESHARD:
-            cfg.reshard = DEFT_RESHARD_MEAN;
-            if (optarg && deft_reshard_parse(optarg, &cfg.reshard) != DEFT_OK)
-                return deft_cli_usage_error("--reshard=%s: %s", optarg,
-                                            deft_last_error());
+            if ((rc = deft_cli_parse_reshard(optarg, &cfg.reshard)))
+                return rc;
             break;
         case O_DATA:
             data_dir = optarg;
@@ -648,11 +646,8 @@ static int cmd_train(int argc, char **argv)
                                flag);
         }
     }
-    if (optind < argc && cfg.reshard &&
-        (!strcmp(argv[optind], "mean") || !strcmp(argv[optind], "zero")))
-        return deft_cli_usage_error("unexpected argument '%s': write the rule "
-                                    "as --reshard=%s", argv[optind],
-                                    argv[optind]);
+    if (optind < argc && cfg.reshard && (rc = deft_cli_stray_rule(argv[optind])))
+        return rc;
     if (optind < argc)
         return deft_cli_usage_error("unexpected argument '%s'", argv[optind]);
     if (cfg.optim.algo == DEFT_ALGO_PSYNC &&

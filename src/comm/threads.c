@@ -314,10 +314,10 @@ static void *worker_main(void *p)
 
 deft_status_t deft_run_threads(int nworkers, deft_worker_fn fn, void *arg)
 {
-    if (nworkers < 1 || nworkers > 1024)
+    if (nworkers < 1 || nworkers > DEFT_MAX_WORKERS)
         return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "deft_run_threads: nworkers = %d, must be in [1, 1024]",
-                         nworkers);
+                         "deft_run_threads: nworkers = %d, must be in [1, %d]",
+                         nworkers, DEFT_MAX_WORKERS);
     if (!fn)
         return deft_fail(DEFT_ERR_INVALID_ARG, "deft_run_threads: fn is NULL");
 

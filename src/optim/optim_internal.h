@@ -188,7 +188,7 @@ deft_status_t deft_state_view(const void *buf, size_t size,
                               deft_state_view_t *v, const char *fn);
 /* k_out float vectors of n elements (at out + j out_stride, any alignment)
  * from k_in (at in + k in_stride) by re-sharding's mean rule (reshard.c);
- * counts in [1, 1024]. */
+ * counts in [1, DEFT_MAX_WORKERS]. */
 void deft_reshard_mean_f32(const char *in, size_t in_stride, int k_in,
                            char *out, size_t out_stride, int k_out, size_t n);
 /* The length of the version 2 blob at the start of buf (at most max

@@ -29,7 +29,6 @@
 
 #include <stdlib.h>
 
-enum { DEFT_RESHARD_MAX = 1024 }; /* workers, as deft_comm's limit */
 
 static float get_f(const char *p, size_t i)
 {
@@ -45,7 +44,7 @@ static void put_f(char *p, size_t i, float v)
 
 /* Each of k_out float vectors of n elements (at out + j out_stride, any
  * alignment) gets its share of the k_in vectors at in + k in_stride by the
- * rule above; k_in, k_out in [1, DEFT_RESHARD_MAX]. */
+ * rule above; k_in, k_out in [1, DEFT_MAX_WORKERS]. */
 void deft_reshard_mean_f32(const char *in, size_t in_stride, int k_in,
                            char *out, size_t out_stride, int k_out, size_t n)
 {
@@ -56,8 +55,8 @@ void deft_reshard_mean_f32(const char *in, size_t in_stride, int k_in,
         return;
     }
     const int m = k_out < k_in ? k_out : k_in;
-    double sum[DEFT_RESHARD_MAX]; /* (m,) each group's sum, count */
-    int cnt[DEFT_RESHARD_MAX];
+    double sum[DEFT_MAX_WORKERS]; /* (m,) each group's sum, count */
+    int cnt[DEFT_MAX_WORKERS];
     /* Equal groups, or copies: the mean is kept without a correction. */
     const int even = k_in % k_out == 0 || k_out % k_in == 0;
     for (size_t i = 0; i < n; i++) {
@@ -110,12 +109,12 @@ deft_status_t deft_state_reshard(const char *in, size_t in_stride, size_t size,
     if (!in || !out)
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: %s is NULL", fn,
                          !in ? "in" : "out");
-    if (k_in < 1 || k_in > DEFT_RESHARD_MAX || k_out < 1 ||
-        k_out > DEFT_RESHARD_MAX)
+    if (k_in < 1 || k_in > DEFT_MAX_WORKERS || k_out < 1 ||
+        k_out > DEFT_MAX_WORKERS)
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: %s = %d, must be in [1, %d]",
-                         fn, k_in < 1 || k_in > DEFT_RESHARD_MAX ? "k_in" : "k_out",
-                         k_in < 1 || k_in > DEFT_RESHARD_MAX ? k_in : k_out,
-                         DEFT_RESHARD_MAX);
+                         fn, k_in < 1 || k_in > DEFT_MAX_WORKERS ? "k_in" : "k_out",
+                         k_in < 1 || k_in > DEFT_MAX_WORKERS ? k_in : k_out,
+                         DEFT_MAX_WORKERS);
     if (mode != DEFT_RESHARD_MEAN && mode != DEFT_RESHARD_ZERO)
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: mode = %d, must be "
                          "DEFT_RESHARD_MEAN or DEFT_RESHARD_ZERO", fn, (int)mode);

@@ -173,15 +173,15 @@ out:
     return st;
 }
 
-/* Lists up to 12 worker counts in [1, 1024] that divide batch, into buf. */
-static void divisors(uint32_t batch, char *buf, size_t n)
+void deft_checkpoint_worker_counts(uint32_t batch, int max, const char *sep,
+                                   char *buf, size_t n)
 {
     size_t len = 0;
     int shown = 0;
     buf[0] = '\0';
-    for (uint32_t k = 1; k <= batch && k <= 1024 && shown < 12; k++)
+    for (uint32_t k = 1; k <= batch && k <= DEFT_MAX_WORKERS && shown < max; k++)
         if (batch % k == 0 && len < n) {
-            len += (size_t)snprintf(buf + len, n - len, "%s%u", shown ? ", " : "",
+            len += (size_t)snprintf(buf + len, n - len, "%s%u", shown ? sep : "",
                                     k);
             shown++;
         }
@@ -193,12 +193,12 @@ deft_status_t deft_checkpoint_reshard_states(deft_ckpt_meta_t *meta,
                                              deft_reshard_t mode, void **out)
 {
     *out = NULL;
-    if (k_out < 1 || k_out > 1024)
+    if (k_out < 1 || k_out > DEFT_MAX_WORKERS)
         return deft_fail(DEFT_ERR_INVALID_ARG, "cannot re-shard to %d workers: "
-                         "the count must be in [1, 1024]", k_out);
+                         "the count must be in [1, %d]", k_out, DEFT_MAX_WORKERS);
     if (meta->batch % (uint32_t)k_out != 0) {
         char ks[128];
-        divisors(meta->batch, ks, sizeof ks);
+        deft_checkpoint_worker_counts(meta->batch, 12, ", ", ks, sizeof ks);
         return deft_fail(DEFT_ERR_INVALID_ARG, "cannot re-shard to %d workers: "
                          "the run's global batch %u does not split evenly over "
                          "%d (the batch is kept, so the averaged gradient and "

@@ -52,6 +52,12 @@ deft_status_t deft_checkpoint_reshard_states(deft_ckpt_meta_t *meta,
                                              size_t state_size, int k_out,
                                              deft_reshard_t mode, void **out);
 
+/* Writes the first max worker counts in [1, DEFT_MAX_WORKERS] that divide
+ * batch (those a run of that global batch can continue on), separated by
+ * sep, into buf (n bytes). */
+void deft_checkpoint_worker_counts(uint32_t batch, int max, const char *sep,
+                                   char *buf, size_t n);
+
 /* Reads the checkpoint in_path, re-shards it to k_out workers and writes
  * it to out_path (which may be in_path). */
 deft_status_t deft_checkpoint_reshard(const char *in_path, const char *out_path,

@@ -39,9 +39,9 @@ deft_status_t deft_train_config_check(const deft_train_config_t *cfg,
 {
     if (!cfg)
         return deft_fail(DEFT_ERR_INVALID_ARG, "train: cfg is NULL");
-    if (cfg->workers < 1 || cfg->workers > 1024)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "--workers %d: must be in [1, 1024]",
-                         cfg->workers);
+    if (cfg->workers < 1 || cfg->workers > DEFT_MAX_WORKERS)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "--workers %d: must be in [1, %d]",
+                         cfg->workers, DEFT_MAX_WORKERS);
     if (cfg->batch < 1)
         return deft_fail(DEFT_ERR_INVALID_ARG, "--batch %d: must be >= 1",
                          cfg->batch);
