@@ -174,6 +174,25 @@ cluster_mpirun() {
 
 cluster_ns_of() { echo "${CLUSTER_NS}h$1"; }
 
+# For fault scripts: cluster_fault_prelude NAME exits 77 (a skip) without
+# root, checks the tools, sets deft to the deft binary's absolute path
+# ($DEFT, default build/deft) and failures to 0; check STATUS MESSAGE
+# prints "ok" or "FAILED" and counts the failures.
+cluster_fault_prelude() {
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "cluster $1: SKIPPED: needs root for network namespaces and tc" >&2
+    exit 77
+  fi
+  cluster_need_root
+  deft=${DEFT:-build/deft}
+  [[ -x $deft ]] || cluster_die "$1: $deft is missing (run make)"
+  deft=$(realpath "$deft")
+  failures=0
+}
+check() {
+  if [[ $1 -eq 0 ]]; then echo "  ok: $2"; else echo "  FAILED: $2"; failures=$((failures + 1)); fi
+}
+
 # For fault scripts: cluster_export makes cluster_mpirun usable in child
 # shells; limited SECONDS ARGS... runs cluster_mpirun -- ARGS, killed after
 # SECONDS so that a hang fails a check instead of hanging the script.

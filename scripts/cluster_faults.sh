@@ -33,20 +33,9 @@ while [[ $# -gt 0 ]]; do
     *) cluster_die "faults: unknown option '$1' (see --help)" ;;
   esac
 done
-if [[ $(id -u) -ne 0 ]]; then
-  echo "cluster faults: SKIPPED: needs root for network namespaces and tc" >&2
-  exit 77
-fi
-cluster_need_root
-deft=${DEFT:-build/deft}
-[[ -x $deft ]] || cluster_die "faults: $deft is missing (run make)"
-deft=$(realpath "$deft")
+cluster_fault_prelude faults
 
 work=$(mktemp -d /tmp/deft-faults.XXXXXX)
-failures=0
-check() { # condition-status message
-  if [[ $1 -eq 0 ]]; then echo "  ok: $2"; else echo "  FAILED: $2"; failures=$((failures + 1)); fi
-}
 cluster_up 2 1
 trap 'cluster_down; rm -rf "$work"' EXIT
 cluster_export

@@ -81,22 +81,11 @@ if [[ -n $logs ]]; then
   exit 0
 fi
 
-if [[ $(id -u) -ne 0 ]]; then
-  echo "cluster reshard: SKIPPED: needs root for network namespaces and tc" >&2
-  exit 77
-fi
-cluster_need_root
-deft=${DEFT:-build/deft}
-[[ -x $deft ]] || cluster_die "reshard: $deft is missing (run make)"
-deft=$(realpath "$deft")
+cluster_fault_prelude reshard
 work=$(mktemp -d /tmp/deft-reshard.XXXXXX)
 cluster_up 4 1
 trap 'cluster_down' EXIT
 cluster_export
-failures=0
-check() { # condition-status message
-  if [[ $1 -eq 0 ]]; then echo "  ok: $2"; else echo "  FAILED: $2"; failures=$((failures + 1)); fi
-}
 
 # lose_host TAG ARGS...: the 4-host job (ARGS are deft train's) with host 3
 # lost in epoch 2, then the continuations named in $continuations (four,
