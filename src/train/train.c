@@ -627,10 +627,13 @@ static deft_status_t train_epoch(const run_t *run, worker_state_t *w,
 /* The output model's test accuracy and loss, with the BN statistics that
  * prepare_bn chooses for the epoch `epoch` (0-based, the one whose first
  * batches a recalibration uses): *bn_stats names them, *n_bn counts the
- * batches. w->eval and w->eval_bufs keep the model and statistics. */
+ * batches. w->eval and w->eval_bufs keep the model and statistics. The
+ * model is the one at the end of that epoch; a non-finite test loss is a
+ * divergence there, marked in res. */
 static deft_status_t eval_output(const run_t *run, worker_state_t *w, int epoch,
                                  double *acc, double *test_loss,
-                                 const char **bn_stats, int *n_bn)
+                                 const char **bn_stats, int *n_bn,
+                                 deft_train_result_t *res)
 {
     *bn_stats = "none";
     *n_bn = bn_batches(run->cfg, w, run->spe);
@@ -644,6 +647,13 @@ static deft_status_t eval_output(const run_t *run, worker_state_t *w, int epoch,
         memcpy(w->eval_bufs, deft_model_buffers(w->model),
                w->n_bufs * sizeof(float));
     restore_bn(w, *bn_stats);
+    if (st == DEFT_OK && !isfinite(*test_loss)) {
+        res->diverged = 1;
+        res->diverged_step = (uint64_t)(epoch + 1) * run->spe;
+        return deft_fail(DEFT_ERR_DIVERGED, "diverged by step %llu: the "
+                         "model evaluates to a non-finite test loss",
+                         (unsigned long long)res->diverged_step);
+    }
     return st;
 }
 
@@ -663,15 +673,8 @@ static deft_status_t end_epoch(const run_t *run, worker_state_t *w, int epoch,
     int n_bn = 0;
     const double t_eval = deft_wall_s();
     if (st != DEFT_OK || (st = eval_output(run, w, epoch, &acc, &test_loss,
-                                           &bn_stats, &n_bn)) != DEFT_OK)
+                                           &bn_stats, &n_bn, res)) != DEFT_OK)
         return st;
-    if (!isfinite(test_loss)) {
-        res->diverged = 1;
-        res->diverged_step = (uint64_t)(epoch + 1) * spe;
-        return deft_fail(DEFT_ERR_DIVERGED, "diverged by step %llu: the "
-                         "model evaluates to a non-finite test loss",
-                         (unsigned long long)res->diverged_step);
-    }
     const deft_epoch_report_t r = {
         epoch + 1, run->cfg->epochs, (uint64_t)(epoch + 1) * spe,
         ((double)ls[0] + (double)ls[1]) / (double)(spe * (uint64_t)run->K),
@@ -756,16 +759,9 @@ static deft_status_t eval_resharded(const run_t *run, worker_state_t *w,
     const char *bn_stats;
     int n_bn;
     deft_status_t st = eval_output(run, w, tot->epoch0 > 0 ? tot->epoch0 - 1 : 0,
-                                   &acc, &loss, &bn_stats, &n_bn);
+                                   &acc, &loss, &bn_stats, &n_bn, res);
     if (st != DEFT_OK)
         return st;
-    if (!isfinite(loss)) {
-        res->diverged = 1;
-        res->diverged_step = (uint64_t)tot->epoch0 * run->spe;
-        return deft_fail(DEFT_ERR_DIVERGED, "the checkpoint's output model "
-                         "evaluates to a non-finite test loss after "
-                         "re-sharding");
-    }
     res->resharded_from = tot->resharded_from;
     res->resumed_test_acc = acc;
     if (run->r == 0 && w->log) {
