@@ -1,5 +1,6 @@
 /* deft checkpoint: shows what a training checkpoint holds, and re-shards
- * it to another worker count (the library's deft_checkpoint_reshard). */
+ * it to another worker count (deft_checkpoint_reshard, which reads the
+ * file once). */
 #include "cli.h"
 #include "deft.h"
 #include "nn/nn.h"
@@ -112,18 +113,19 @@ int deft_cli_checkpoint(int argc, char **argv)
         return 0;
     const char *path = argv[optind];
     deft_ckpt_meta_t meta;
-    void *states = NULL;
-    size_t ssz = 0;
-    if (deft_checkpoint_read(path, &meta, &states, &ssz) != DEFT_OK) {
-        fprintf(stderr, "deft checkpoint: %s\n", deft_last_error());
-        return EXIT_FAILURE;
-    }
-    free(states);
     if (!out) {
+        void *states = NULL;
+        size_t ssz = 0;
+        if (deft_checkpoint_read(path, &meta, &states, &ssz) != DEFT_OK) {
+            fprintf(stderr, "deft checkpoint: %s\n", deft_last_error());
+            return EXIT_FAILURE;
+        }
+        free(states);
         show(path, &meta, ssz);
         return 0;
     }
-    deft_status_t st = deft_checkpoint_reshard(path, out, (int)workers, rule);
+    deft_status_t st = deft_checkpoint_reshard(path, out, (int)workers, rule,
+                                               &meta);
     if (st != DEFT_OK) {
         fprintf(stderr, "deft checkpoint: %s\n", deft_last_error());
         return st == DEFT_ERR_INVALID_ARG ? DEFT_EXIT_USAGE : EXIT_FAILURE;

@@ -259,12 +259,15 @@ deft_status_t deft_checkpoint_reshard_states(deft_ckpt_meta_t *meta,
 }
 
 deft_status_t deft_checkpoint_reshard(const char *in_path, const char *out_path,
-                                      int k_out, deft_reshard_t mode)
+                                      int k_out, deft_reshard_t mode,
+                                      deft_ckpt_meta_t *from)
 {
     deft_ckpt_meta_t meta;
     void *states = NULL, *out = NULL;
     size_t ssz = 0;
     deft_status_t st = deft_checkpoint_read(in_path, &meta, &states, &ssz);
+    if (st == DEFT_OK && from)
+        *from = meta;
     if (st == DEFT_OK)
         st = deft_checkpoint_reshard_states(&meta, states, ssz, k_out, mode, &out);
     if (st == DEFT_OK)

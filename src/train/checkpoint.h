@@ -59,8 +59,10 @@ void deft_checkpoint_worker_counts(uint32_t batch, int max, const char *sep,
                                    char *buf, size_t n);
 
 /* Reads the checkpoint in_path, re-shards it to k_out workers and writes
- * it to out_path (which may be in_path). */
+ * it to out_path (which may be in_path). *from (if not NULL) gets in_path's
+ * meta once it was read. */
 deft_status_t deft_checkpoint_reshard(const char *in_path, const char *out_path,
-                                      int k_out, deft_reshard_t mode);
+                                      int k_out, deft_reshard_t mode,
+                                      deft_ckpt_meta_t *from);
 
 #endif
