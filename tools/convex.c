@@ -1,8 +1,8 @@
 /* deft convex: eclk and its baselines on L2-regularized logistic regression
  * (SPEC §2, eclk), with K workers on the threads backend. The experiment
  * loop, the constants and the parameter rules are the library's
- * (src/convex/run.h); this file parses flags, loads the data, computes or
- * reads the cached P* and prints.
+ * (src/convex/run.h), as are the problem and its optimum P*
+ * (src/convex/problem.c); this file parses flags and prints.
  *
  * P* is computed once by Newton's method in double and cached next to the
  * log in pstar-<key>.txt, key = hash of (data bits, mu). The log holds JSON
@@ -16,7 +16,6 @@
 #include "convex/convex.h"
 #include "convex/run.h"
 #include "core/internal.h"
-#include "core/rng.h"
 #include "data/data.h"
 
 #include <errno.h>
@@ -27,10 +26,6 @@
 #include <string.h>
 
 enum { EXIT_RUN_FAILED = 1, EXIT_USAGE = DEFT_EXIT_USAGE, EXIT_DIVERGED = 3 };
-
-/* The data are shuffled with this fixed seed, not --seed, so that runs
- * with different algorithm seeds solve the same problem. */
-#define DATA_SEED 20201001u
 
 typedef struct {
     deft_convex_config_t c;
@@ -101,138 +96,33 @@ static void usage(FILE *f)
         "exit status: 0 ok, 1 failed, 2 bad usage, 3 diverged\n");
 }
 
-/* ---- P* cache -------------------------------------------------------- */
-
-/* dir(log)/pstar-<key>.txt, or "" without a log. */
-static void cache_path(const char *log, uint64_t key, char *out, size_t n)
-{
-    out[0] = '\0';
-    if (!log)
-        return;
-    const char *slash = strrchr(log, '/');
-    int dlen = slash ? (int)(slash - log) : 1;
-    snprintf(out, n, "%.*s/pstar-%016llx.txt", dlen, slash ? log : ".",
-             (unsigned long long)key);
-}
-
-static int cache_read(const char *path, uint64_t key, double *pstar)
-{
-    FILE *f = path[0] ? fopen(path, "r") : NULL;
-    if (!f)
-        return 0;
-    char line[512];
-    int have_key = 0, have_p = 0;
-    while (fgets(line, sizeof line, f)) {
-        unsigned long long k;
-        char *end;
-        if (sscanf(line, "key %llx", &k) == 1)
-            have_key = (uint64_t)k == key;
-        else if (!strncmp(line, "pstar ", 6)) {
-            errno = 0;
-            *pstar = strtod(line + 6, &end);
-            have_p = end != line + 6 && errno == 0 && isfinite(*pstar);
-        }
-    }
-    fclose(f);
-    return have_key && have_p;
-}
-
-static void cache_write(const char *path, uint64_t key, const char *desc,
-                        const deft_logreg_t *p, double mu,
-                        const deft_logreg_solution_t *s)
-{
-    if (!path[0])
-        return;
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, "deft convex: cannot write the P* cache %s: %s\n", path,
-                strerror(errno));
-        return;
-    }
-    fprintf(f, "# deft convex: optimum of L2-regularized logistic regression\n"
-            "# (Newton in double, %d iterations, ||grad P|| = %.3g)\n"
-            "key %016llx\ndata %s\nn %zu\nd %zu\nmu %.17g\npstar %.17g\n",
-            s->iters, s->grad_norm, (unsigned long long)key, desc, p->n, p->d,
-            mu, s->pstar);
-    if (fclose(f) != 0)
-        fprintf(stderr, "deft convex: cannot write the P* cache %s\n", path);
-}
-
-
 /* ---- setup ----------------------------------------------------------- */
 
+/* The problem (src/convex/problem.c): 0, or the exit code after saying
+ * why not (too many workers for the data is bad usage). */
 static int load_problem(const opts_t *o, deft_logreg_t *prob, char *desc,
                         size_t desc_n)
 {
-    deft_status_t st;
-    if (!strcmp(o->data, "fmnist")) {
-        deft_dataset_t ds = {0};
-        st = deft_dataset_load_mnist_dir(&ds, NULL, o->data_dir);
-        /* Shirt (6) -> class 0 -> label -1, T-shirt/top (0) -> +1. */
-        const int32_t keep[2] = {6, 0};
-        if (st == DEFT_OK)
-            st = deft_dataset_filter_labels(&ds, keep, 2);
-        if (st == DEFT_OK)
-            st = deft_logreg_from_dataset(prob, &ds, o->normalize);
-        deft_dataset_free(&ds);
-        snprintf(desc, desc_n, "fmnist:%s classes T-shirt/top(+1),Shirt(-1)%s",
-                 o->data_dir ? o->data_dir : DEFT_FASHION_MNIST_DIR,
-                 o->normalize ? " normalized" : "");
-    } else {
-        size_t features = 0;
-        st = deft_logreg_load_libsvm(prob, o->data + 7, o->normalize,
-                                     &features);
-        snprintf(desc, desc_n, "%s (%zu features in the file)%s", o->data,
-                 features, o->normalize ? " normalized" : "");
-    }
-    if (st != DEFT_OK) {
-        fprintf(stderr, "deft convex: %s\n", deft_last_error());
-        return EXIT_RUN_FAILED;
-    }
-    deft_logreg_shuffle(prob, DATA_SEED);
-    size_t m = prob->n / (size_t)o->c.workers;
-    if (m < 2) {
-        int usage_err = prob->n >= 2; /* fewer workers would do */
-        if (usage_err)
-            fprintf(stderr, "deft convex: %zu examples cannot be split over "
-                    "%d workers (at least 2 rows each): use at most "
-                    "--workers %zu\n", prob->n, o->c.workers, prob->n / 2);
-        else
-            fprintf(stderr, "deft convex: %s holds %zu example(s); at least "
-                    "2 are needed\n", o->data, prob->n);
-        deft_logreg_free(prob);
-        return usage_err ? EXIT_USAGE : EXIT_RUN_FAILED;
-    }
-    deft_logreg_truncate(prob, m * (size_t)o->c.workers);
-    return 0;
+    deft_status_t st = deft_convex_problem_load(prob, o->data, o->data_dir,
+                                                o->normalize, o->c.workers,
+                                                desc, desc_n);
+    if (st == DEFT_OK)
+        return 0;
+    fprintf(stderr, "deft convex: %s\n", deft_last_error());
+    return st == DEFT_ERR_INVALID_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
 }
 
-/* P*, from the cache next to the log or by Newton's method. */
+/* P*, from the cache next to the log or by Newton's method; a cache that
+ * cannot be written is a warning. */
 static int optimum(const opts_t *o, const deft_logreg_t *prob,
                    const char *desc, double *pstar, int *cached)
 {
-    uint64_t mu_bits;
-    memcpy(&mu_bits, &o->c.mu, sizeof mu_bits);
-    uint64_t key = deft_mix64(deft_logreg_hash(prob) ^ deft_mix64(mu_bits));
-    char cpath[4096];
-    cache_path(o->log_path, key, cpath, sizeof cpath);
-    *cached = cache_read(cpath, key, pstar);
-    if (*cached)
-        return 0;
-    double *xs = calloc(prob->d, sizeof(double));
-    deft_logreg_solution_t sol;
-    deft_status_t st = xs ? deft_logreg_solve(prob, o->c.mu, DEFT_NEWTON_AUTO,
-                                              xs, &sol)
-                          : deft_fail(DEFT_ERR_NOMEM, "no memory for %zu "
-                                      "doubles", prob->d);
-    free(xs);
-    if (st != DEFT_OK) {
-        fprintf(stderr, "deft convex: computing P*: %s\n", deft_last_error());
-        return EXIT_RUN_FAILED;
-    }
-    *pstar = sol.pstar;
-    cache_write(cpath, key, desc, prob, o->c.mu, &sol);
-    return 0;
+    deft_status_t cache_st;
+    deft_status_t st = deft_convex_optimum(prob, o->c.mu, o->log_path, desc,
+                                           pstar, cached, &cache_st);
+    if (st != DEFT_OK || cache_st != DEFT_OK)
+        fprintf(stderr, "deft convex: %s\n", deft_last_error());
+    return st == DEFT_OK ? 0 : EXIT_RUN_FAILED;
 }
 
 static int parse_opt(int code, const char *flag, opts_t *o);

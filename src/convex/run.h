@@ -1,8 +1,8 @@
 /* The convex experiment: eclk and its baselines on L2-regularized logistic
  * regression (convex.h) with K workers on the threads backend, logged
- * against communication rounds and bits. tools/convex.c only parses flags,
- * loads the data, caches P* and prints; the loop lives here, as the
- * training loop lives in src/train/.
+ * against communication rounds and bits. tools/convex.c only parses flags
+ * and prints; the loop lives here, as the training loop lives in
+ * src/train/, and the problem and its cached optimum P* in problem.c.
  *
  *   P(x) = (1/K) sum_k f_k(x) + (mu/2) ||x||^2, f_k = average logistic loss
  *   over worker k's shard of m rows (contiguous rows k m .. (k+1) m - 1).
@@ -166,5 +166,68 @@ deft_status_t deft_convex_run(const deft_logreg_t *prob,
 void deft_convex_log_final(FILE *log, const deft_convex_config_t *c,
                            const deft_convex_setup_t *s,
                            const deft_convex_result_t *r, deft_status_t st);
+
+/* ---- the problem and its optimum (problem.c) -------------------------- */
+
+/* The data are shuffled with this fixed seed, not the run's seed, so that
+ * runs with different algorithm seeds solve the same problem. */
+#define DEFT_CONVEX_DATA_SEED 20201001u
+
+/* Loads the problem deft convex solves into *out and cuts it into equal
+ * shards: data is "fmnist" (Fashion-MNIST from data_dir, NULL for
+ * DEFT_FASHION_MNIST_DIR, training set, T-shirt/top (0) -> +1 and Shirt (6)
+ * -> -1) or "libsvm:PATH" (deft_logreg_load_libsvm); rows are normalized
+ * if normalize, shuffled with DEFT_CONVEX_DATA_SEED, then truncated to
+ * workers * floor(n / workers) rows. desc (may be NULL) receives a line
+ * naming the data for the output and the log. Errors:
+ * DEFT_ERR_INVALID_ARG only for the caller's arguments (NULL out or data,
+ * workers < 1, data neither fmnist nor libsvm:PATH) and for more workers
+ * than the data have pairs of rows (the message names the largest
+ * --workers that works): a usage error; the data's own failures are
+ * DEFT_ERR_IO (a missing file or directory), DEFT_ERR_FORMAT (a malformed
+ * file, not two classes, fewer than 2 examples) or DEFT_ERR_NOMEM. On
+ * error *out is left empty. */
+deft_status_t deft_convex_problem_load(deft_logreg_t *out, const char *data,
+                                       const char *data_dir, int normalize,
+                                       int workers, char *desc,
+                                       size_t desc_n);
+
+/* The identity of (prob, mu) in the P* cache: a hash of the data's bits
+ * (deft_logreg_hash) and mu's. */
+uint64_t deft_convex_pstar_key(const deft_logreg_t *prob, double mu);
+
+/* The cache file of key next to the log: dir(log_path)/pstar-<key>.txt
+ * (16 hex digits; "./" for a log without a directory), or "" when
+ * log_path is NULL. */
+void deft_convex_pstar_path(const char *log_path, uint64_t key, char *out,
+                            size_t n);
+
+/* 1 and *pstar when path is a readable cache file holding key and a finite
+ * P* ("key <hex>" and "pstar <value>" lines); 0 otherwise (no file, a
+ * different key, a corrupt value), *pstar then undefined. Never fails. */
+int deft_convex_pstar_read(const char *path, uint64_t key, double *pstar);
+
+/* Writes the cache file at path (nothing for ""): key, desc, the
+ * problem's size, mu and s's P* with the accuracy of the solve, values in
+ * %.17g so that they read back bitwise. DEFT_ERR_IO naming the file when
+ * it cannot be written. */
+deft_status_t deft_convex_pstar_write(const char *path, uint64_t key,
+                                      const char *desc,
+                                      const deft_logreg_t *prob, double mu,
+                                      const deft_logreg_solution_t *s);
+
+/* P* = min P for (prob, mu): read from the cache next to log_path (may be
+ * NULL: no cache) when it holds this problem's key (*cached = 1), else
+ * computed by Newton's method in double (deft_logreg_solve) and written to
+ * the cache (*cached = 0). A cache that cannot be written does not fail
+ * the call: *cache_st (may be NULL, as may cached) gets DEFT_ERR_IO and
+ * deft_last_error() says why, a warning for the caller; else DEFT_OK.
+ * Errors, with messages that start "computing P*: ": those of
+ * deft_logreg_solve, DEFT_ERR_NOMEM; DEFT_ERR_INVALID_ARG for NULL prob or
+ * pstar. */
+deft_status_t deft_convex_optimum(const deft_logreg_t *prob, double mu,
+                                  const char *log_path, const char *desc,
+                                  double *pstar, int *cached,
+                                  deft_status_t *cache_st);
 
 #endif
