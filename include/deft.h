@@ -337,16 +337,104 @@ typedef struct {
 
 /* The DEF paper's defaults: DEF with RBGS at ratio 256, lambda 0.3,
  * momentum 0.9, lr 0.1; the eclk fields are 0 (eclk needs L and mu);
- * powersgd rank 1; no dampening, no Nesterov. */
+ * powersgd rank 1; no dampening, no Nesterov. Fields not named are 0.
+ * This is the one place the defaults are written: the option table below,
+ * the CLI's help and the Python binding read them from a config it
+ * initialized. */
 #define DEFT_OPTIM_CONFIG_INIT                                              \
     {                                                                       \
-        DEFT_ALGO_DEF, DEFT_COMP_RBGS, 256.0, DEFT_SCOPE_TENSOR, 0, 16,     \
-            0.3f, 0.1f, 0.9f, 0.0f, 0, 0, 0.0, 0.0, 0.0, 0.0, 0, 1, 0.0f, 0 \
+        .algo = DEFT_ALGO_DEF, .compressor = DEFT_COMP_RBGS, .ratio = 256.0, \
+        .scope = DEFT_SCOPE_TENSOR, .qsgd_levels = 16, .lambda = 0.3f,      \
+        .lr = 0.1f, .momentum = 0.9f, .powersgd_rank = 1                    \
     }
 
 /* Fills *cfg with DEFT_OPTIM_CONFIG_INIT, for bindings that cannot use the
  * macro. NULL-safe. */
 DEFT_API void deft_optim_config_init(deft_optim_config_t *cfg);
+
+/* sizeof(deft_optim_config_t), for bindings that hold a config as opaque
+ * bytes and fill it through deft_optim_config_set. */
+DEFT_API size_t deft_optim_config_size(void);
+
+/* The configuration, described: one entry per deft_optim_config_t field,
+ * with its name, type, range and help, in one table that the library's
+ * checks, the CLI's flags, help and errors, and the Python binding's
+ * keywords all read. Each algorithm's and compressor's own parameters are
+ * declared in its file and joined to the table. */
+typedef enum {
+    DEFT_OPTION_FLAG = 0, /* int, 0 or 1 (a flag without a value in the CLI) */
+    DEFT_OPTION_INT,      /* int                                            */
+    DEFT_OPTION_UINT64,   /* uint64_t                                       */
+    DEFT_OPTION_FLOAT,    /* float                                          */
+    DEFT_OPTION_DOUBLE,   /* double                                         */
+    DEFT_OPTION_CHOICE,   /* an enum, set and shown by name                 */
+    DEFT_OPTION_STRING,   /* const char *, the text given (not copied)      */
+    DEFT_OPTION_LIST      /* a comma-separated list (the training run's
+                             lr decay points)                               */
+} deft_option_type_t;
+
+/* deft_option_t.bounds: the bound itself is not allowed. */
+enum { DEFT_OPTION_MIN_OPEN = 1, DEFT_OPTION_MAX_OPEN = 2 };
+
+typedef struct {
+    const char *name;     /* the field's name, the Python keyword           */
+    const char *flag;     /* the CLI's flag, without "--" ("wd")            */
+    const char *metavar;  /* the value in help ("R"); NULL for a FLAG       */
+    deft_option_type_t type;
+    double min, max;      /* numbers: the allowed range (finite values)     */
+    int bounds;           /* DEFT_OPTION_MIN_OPEN | DEFT_OPTION_MAX_OPEN     */
+    const char *zero;     /* non-NULL: 0 is allowed too, and means this     */
+    const char *word;     /* non-NULL: this word is allowed too ("auto")    */
+    int word_value;       /*   and sets the field to this value             */
+    const char *implicit; /* the value the CLI flag means without one
+                             (FLAG: "1"), or NULL: a value is required     */
+    /* CHOICE: the name of value v (0, 1, ...), NULL when v is not one. */
+    const char *(*choice)(int v);
+    uint32_t algos;       /* bit a: algorithm a reads the field             */
+    uint32_t compressors; /* bit c: compressor c reads it                   */
+    const char *help;     /* one line                                       */
+} deft_option_t;
+
+/* The number of options, and option i (NULL for i >= the number). */
+DEFT_API size_t deft_optim_option_count(void);
+DEFT_API const deft_option_t *deft_optim_option(size_t i);
+/* For bindings that read no structs: option i's name (NULL for i >= the
+ * number), and the name of value v of the choice option called name
+ * ("algo", "compressor", "scope"; NULL past the last value or for another
+ * option). */
+DEFT_API const char *deft_optim_option_name(size_t i);
+DEFT_API const char *deft_optim_option_choice(const char *name, int v);
+/* The option called name: its field name or its flag, with or without a
+ * leading "--", '-' and '_' alike ("weight_decay", "--wd"); NULL if none. */
+DEFT_API const deft_option_t *deft_optim_option_find(const char *name);
+
+/* What o allows, as a phrase for messages and help: "a number >= 1",
+ * "an integer in [1, 127]", "0 or 1", "one of tensor, global" (with
+ * "or 0 (derive from theory)" when o->zero is set). Writes at most n bytes
+ * (NUL included) into buf and returns buf ("" for NULL o). */
+DEFT_API const char *deft_option_allowed(const deft_option_t *o, char *buf,
+                                         size_t n);
+
+/* Sets the field called name (as deft_optim_option_find) from text: a
+ * number, an integer, 0/1/true/false for flags, or a choice's name.
+ * Checks the type and the range and leaves cfg unchanged on error:
+ * DEFT_ERR_INVALID_ARG with a message that starts with name as given and
+ * the value, and says what is allowed, e.g. "--ratio '0.5': must be a
+ * number >= 1", or for an unknown name the list of valid ones. */
+DEFT_API deft_status_t deft_optim_config_set(deft_optim_config_t *cfg,
+                                             const char *name,
+                                             const char *value);
+/* Writes the field called name into buf (n bytes) as text that set reads
+ * back to the same value (a choice by its name). DEFT_ERR_INVALID_ARG for
+ * an unknown name or a buffer too small. */
+DEFT_API deft_status_t deft_optim_config_get(const deft_optim_config_t *cfg,
+                                             const char *name, char *buf,
+                                             size_t n);
+/* Checks a whole config as deft_optim_create does: every field that the
+ * chosen algorithm and compressor read is in its range, and the algorithm's
+ * and compressor's own rules (psync needs a selecting compressor, eclk
+ * needs L and mu, ...). DEFT_ERR_INVALID_ARG naming the field. */
+DEFT_API deft_status_t deft_optim_config_check(const deft_optim_config_t *cfg);
 
 /* What one step did, from this worker's view. */
 typedef struct {
@@ -580,7 +668,9 @@ DEFT_API deft_status_t deft_reshard_parse(const char *name, deft_reshard_t *out)
 
 /* Names used by the CLI and logs ("def", "rbgs", ...), and their inverse.
  * The name functions never return NULL ("?" for unknown values); the parse
- * functions return DEFT_ERR_INVALID_ARG for unknown names. */
+ * functions return DEFT_ERR_INVALID_ARG for unknown names, listing the
+ * valid ones. The names come from the algorithms' and compressors' own
+ * files; iterate them with deft_algo_name(0, 1, ...) until "?". */
 DEFT_API const char *deft_algo_name(deft_algo_t algo);
 DEFT_API const char *deft_compressor_name(deft_compressor_kind_t kind);
 DEFT_API deft_status_t deft_algo_parse(const char *name, deft_algo_t *out);

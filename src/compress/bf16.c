@@ -31,8 +31,10 @@ static void bf16_poison(const deft_compressor_t *c, void *msg)
     half_codec_poison(msg, 1);
 }
 
-const deft_compressor_ops_t deft_compress_bf16_ops = {
+DEFT_COMPRESSOR(deft_compress_bf16_ops) = {
+    .kind = DEFT_COMP_BF16,
     .name = "bf16",
+    .help = "bfloat16 values, round to nearest even (dense, 2 bytes a value)",
     .wire = DEFT_WIRE_SUM_BF16,
     .uses_ratio = 0,
     .init = half_codec_init,

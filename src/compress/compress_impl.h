@@ -6,6 +6,7 @@
 
 #include "compress/compress.h"
 #include "core/internal.h"
+#include "core/options.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -44,10 +45,29 @@ struct deft_compressor {
  * msg_bytes, float_off and float_count and allocates impl (returning
  * DEFT_ERR_NOMEM via deft_fail on failure; fini is then still called).
  * select/gather/scatter are NULL for non-linear kinds. */
+/* A compressor registers itself by defining its table entry with
+ *     DEFT_COMPRESSOR(deft_compress_NAME_ops) = { .kind = ..., ... };
+ * in its own file: the build collects these lines of src/compress/ into
+ * deft_compressor_registry, which the names, the option table, the
+ * optimizer and the CLI loop over. */
+#define DEFT_COMPRESSOR(sym) const deft_compressor_ops_t sym
+
 struct deft_compressor_ops {
+    deft_compressor_kind_t kind; /* its number: stable, stored in states */
     const char *name;
+    const char *help;  /* one line, for deft list                        */
     deft_wire_t wire;
     int uses_ratio;
+    /* Its parameters: config fields only it (or a kin) reads, declared in
+     * its file; NULL-terminated, or NULL. */
+    const deft_option_def_t *const *params;
+    /* Optional: 1 when C(v) is v on coordinates every worker shares,
+     * unscaled, so that the workers' messages average blocks of their
+     * vectors (what psync needs); NULL: never. */
+    int (*selects)(const deft_optim_config_t *cfg);
+    /* Optional: rules beyond its parameters' ranges; pre prefixes field
+     * names ("cfg->", or "--" for flags). */
+    deft_status_t (*validate)(const deft_optim_config_t *cfg, const char *pre);
     deft_status_t (*init)(deft_compressor_t *c);
     void (*fini)(deft_compressor_t *c);
     void (*encode)(deft_compressor_t *c, uint64_t step, float *v, void *msg);
@@ -74,17 +94,14 @@ struct deft_compressor_ops {
     void (*state_set)(deft_compressor_t *c, const void *state);
 };
 
-extern const deft_compressor_ops_t deft_compress_none_ops;
-extern const deft_compressor_ops_t deft_compress_scale_ops;
-extern const deft_compressor_ops_t deft_compress_rbgs_ops;
-extern const deft_compressor_ops_t deft_compress_randk_ops;
-extern const deft_compressor_ops_t deft_compress_topk_ops;
-extern const deft_compressor_ops_t deft_compress_sign_ops;
-extern const deft_compressor_ops_t deft_compress_qsgd_ops;
-extern const deft_compressor_ops_t deft_compress_powersgd_ops;
-extern const deft_compressor_ops_t deft_compress_fp16_ops;
-extern const deft_compressor_ops_t deft_compress_bf16_ops;
-extern const deft_compressor_ops_t deft_compress_randk_private_ops;
+/* Every compressor's entry, NULL-terminated (generated, see above). */
+extern const deft_compressor_ops_t *const deft_compressor_registry[];
+/* The entry of a kind; NULL for an unknown value. */
+const deft_compressor_ops_t *deft_compressor_ops_of(deft_compressor_kind_t kind);
+/* randk's option randk_scaled, which randk-private shares. */
+extern const deft_option_def_t deft_option_randk_scaled;
+/* 1 for selecting unscaled randk (randk's selects). */
+int deft_randk_selects(const deft_optim_config_t *cfg);
 
 /* The dense operations none and scale share (every coordinate chosen):
  * out += alpha * msg, msg = v, out = alpha * msg; d floats. */

@@ -4,33 +4,28 @@
 
 #include <math.h>
 
-static const deft_compressor_ops_t *ops_of(deft_compressor_kind_t kind)
+const deft_compressor_ops_t *deft_compressor_ops_of(deft_compressor_kind_t kind)
 {
-    switch (kind) {
-    case DEFT_COMP_NONE:
-        return &deft_compress_none_ops;
-    case DEFT_COMP_RBGS:
-        return &deft_compress_rbgs_ops;
-    case DEFT_COMP_RANDK:
-        return &deft_compress_randk_ops;
-    case DEFT_COMP_TOPK:
-        return &deft_compress_topk_ops;
-    case DEFT_COMP_SIGN:
-        return &deft_compress_sign_ops;
-    case DEFT_COMP_QSGD:
-        return &deft_compress_qsgd_ops;
-    case DEFT_COMP_SCALE:
-        return &deft_compress_scale_ops;
-    case DEFT_COMP_POWERSGD:
-        return &deft_compress_powersgd_ops;
-    case DEFT_COMP_FP16:
-        return &deft_compress_fp16_ops;
-    case DEFT_COMP_BF16:
-        return &deft_compress_bf16_ops;
-    case DEFT_COMP_RANDK_PRIVATE:
-        return &deft_compress_randk_private_ops;
-    }
+    for (const deft_compressor_ops_t *const *r = deft_compressor_registry; *r; r++)
+        if ((*r)->kind == kind)
+            return *r;
     return NULL;
+}
+
+/* The kind's own parameters (p's values) against their ranges. */
+static deft_status_t check_params(const deft_compressor_ops_t *ops,
+                                  const deft_compressor_params_t *p)
+{
+    deft_optim_config_t cfg = DEFT_OPTIM_CONFIG_INIT;
+    cfg.randk_scaled = p->randk_scaled;
+    cfg.qsgd_levels = p->qsgd_levels;
+    cfg.powersgd_rank = p->powersgd_rank;
+    for (const deft_option_def_t *const *d = ops->params; d && *d; d++) {
+        deft_status_t st = deft_option_check(*d, &cfg, "deft_compressor_create: p->");
+        if (st != DEFT_OK)
+            return st;
+    }
+    return DEFT_OK;
 }
 
 /* max(1, floor(n / ratio)), at most n; ratio >= 1 (may be +Inf). */
@@ -54,7 +49,7 @@ deft_status_t deft_compressor_create(deft_compressor_t **out,
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: layout is NULL", FN);
     if (!p)
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: p is NULL", FN);
-    const deft_compressor_ops_t *ops = ops_of(p->kind);
+    const deft_compressor_ops_t *ops = deft_compressor_ops_of(p->kind);
     if (!ops)
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "%s: p->kind = %d is not a compressor kind", FN,
@@ -68,11 +63,9 @@ deft_status_t deft_compressor_create(deft_compressor_t **out,
     if (ops->uses_ratio && !(p->ratio >= 1.0))
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: p->ratio = %g, must be >= 1",
                          FN, p->ratio);
-    if (p->kind == DEFT_COMP_POWERSGD &&
-        (p->powersgd_rank < 1 || p->powersgd_rank > 1024))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: p->powersgd_rank = %d, must be in 1..1024", FN,
-                         p->powersgd_rank);
+    deft_status_t pst = check_params(ops, p);
+    if (pst != DEFT_OK)
+        return pst;
     if (p->kind == DEFT_COMP_POWERSGD && p->scope != DEFT_SCOPE_TENSOR)
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "%s: powersgd approximates each matrix of the layout "
@@ -82,11 +75,6 @@ deft_status_t deft_compressor_create(deft_compressor_t **out,
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "%s: p->rank = %d, must be >= 0 (%s draws from the "
                          "rank's private stream)", FN, p->rank, ops->name);
-    if (p->kind == DEFT_COMP_QSGD &&
-        (p->qsgd_levels < 1 || p->qsgd_levels > 127))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: p->qsgd_levels = %d, must be in 1..127", FN,
-                         p->qsgd_levels);
     if (layout->n_tensors == 0)
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "%s: layout->n_tensors = 0, need at least one tensor",

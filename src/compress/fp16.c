@@ -32,8 +32,10 @@ static void fp16_poison(const deft_compressor_t *c, void *msg)
     half_codec_poison(msg, 0);
 }
 
-const deft_compressor_ops_t deft_compress_fp16_ops = {
+DEFT_COMPRESSOR(deft_compress_fp16_ops) = {
+    .kind = DEFT_COMP_FP16,
     .name = "fp16",
+    .help = "IEEE half precision, round to nearest even (dense, 2 bytes a value)",
     .wire = DEFT_WIRE_SUM_F16,
     .uses_ratio = 0,
     .init = half_codec_init,

@@ -291,9 +291,34 @@ static void psgd_state_set(deft_compressor_t *c, const void *state)
     memcpy(ps->warm, state, ps->r1 * sizeof(float));
 }
 
-const deft_compressor_ops_t deft_compress_powersgd_ops = {
+static const deft_option_def_t powersgd_rank = DEFT_OPTION_DEF(
+    deft_optim_config_t, powersgd_rank, INT, 1, 1024, 0,
+    .flag = "powersgd-rank", .metavar = "R",
+    .help = "powersgd: rank of each weight matrix's approximation (capped "
+            "at min(rows, cols))");
+static const deft_option_def_t *const powersgd_params[] = {&powersgd_rank,
+                                                           NULL};
+
+/* It approximates each matrix of the layout: one flattened vector has no
+ * matrices. */
+static deft_status_t powersgd_validate(const deft_optim_config_t *cfg,
+                                       const char *pre)
+{
+    char label[128];
+    if (cfg->scope != DEFT_SCOPE_TENSOR)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "%s global: powersgd "
+                         "approximates each matrix of the layout and needs "
+                         "scope tensor", deft_option_label("scope", pre, label));
+    return DEFT_OK;
+}
+
+DEFT_COMPRESSOR(deft_compress_powersgd_ops) = {
+    .kind = DEFT_COMP_POWERSGD,
     .name = "powersgd",
+    .help = "rank-r PowerSGD of every weight matrix, warm-started; two allreduces",
     .wire = DEFT_WIRE_ROUNDS,
+    .params = powersgd_params,
+    .validate = powersgd_validate,
     .uses_ratio = 0,
     .init = psgd_init,
     .fini = psgd_fini,

@@ -260,9 +260,17 @@ static void qsgd_decode_add(const deft_compressor_t *c, const void *msg,
     }
 }
 
-const deft_compressor_ops_t deft_compress_qsgd_ops = {
+static const deft_option_def_t qsgd_levels = DEFT_OPTION_DEF(
+    deft_optim_config_t, qsgd_levels, INT, 1, 127, 0, .flag = "qsgd-levels",
+    .metavar = "S", .help = "qsgd: number of levels s");
+static const deft_option_def_t *const qsgd_params[] = {&qsgd_levels, NULL};
+
+DEFT_COMPRESSOR(deft_compress_qsgd_ops) = {
+    .kind = DEFT_COMP_QSGD,
     .name = "qsgd",
+    .help = "stochastic s-level quantization with norms (allgather)",
     .wire = DEFT_WIRE_GATHER,
+    .params = qsgd_params,
     .uses_ratio = 0,
     .init = qsgd_init,
     .fini = NULL,

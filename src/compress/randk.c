@@ -131,9 +131,25 @@ static void randk_scatter(const deft_compressor_t *c, const float *msg,
         out[idx[j]] = alpha * msg[j];
 }
 
-const deft_compressor_ops_t deft_compress_randk_ops = {
+const deft_option_def_t deft_option_randk_scaled = DEFT_OPTION_DEF(
+    deft_optim_config_t, randk_scaled, FLAG, 0, 1, 0, .flag = "randk-scaled",
+    .help = "randk, randk-private: scale kept values by n/k (unbiased)");
+
+static const deft_option_def_t *const randk_params[] = {
+    &deft_option_randk_scaled, NULL};
+
+int deft_randk_selects(const deft_optim_config_t *cfg)
+{
+    return !cfg->randk_scaled;
+}
+
+DEFT_COMPRESSOR(deft_compress_randk_ops) = {
+    .kind = DEFT_COMP_RANDK,
     .name = "randk",
+    .help = "k random coordinates per tensor, the same on every worker (shared seed)",
     .wire = DEFT_WIRE_SUM,
+    .params = randk_params,
+    .selects = deft_randk_selects,
     .uses_ratio = 1,
     .init = randk_init,
     .fini = randk_fini,

@@ -37,9 +37,15 @@ static void randk_private_encode(deft_compressor_t *c, uint64_t step,
     deft_randk_take(c, idx, v, (float *)(idx + c->total_k));
 }
 
-const deft_compressor_ops_t deft_compress_randk_private_ops = {
+static const deft_option_def_t *const randk_private_params[] = {
+    &deft_option_randk_scaled, NULL};
+
+DEFT_COMPRESSOR(deft_compress_randk_private_ops) = {
+    .kind = DEFT_COMP_RANDK_PRIVATE,
     .name = "randk-private",
+    .help = "k random coordinates per tensor, each worker its own, with indices (allgather)",
     .wire = DEFT_WIRE_GATHER,
+    .params = randk_private_params,
     .uses_ratio = 1,
     .init = randk_private_init,
     .fini = randk_private_fini,

@@ -25,8 +25,10 @@ static void scale_encode(deft_compressor_t *c, uint64_t step, float *v,
     }
 }
 
-const deft_compressor_ops_t deft_compress_scale_ops = {
+DEFT_COMPRESSOR(deft_compress_scale_ops) = {
+    .kind = DEFT_COMP_SCALE,
     .name = "scale",
+    .help = "C(v) = v / ratio, dense: SGD with iterate averaging (DEF paper, Lemma C.1); saves no traffic",
     .wire = DEFT_WIRE_SUM,
     .uses_ratio = 1,
     .init = scale_init,

@@ -123,8 +123,10 @@ static void sign_decode_add(const deft_compressor_t *c, const void *msg,
     }
 }
 
-const deft_compressor_ops_t deft_compress_sign_ops = {
+DEFT_COMPRESSOR(deft_compress_sign_ops) = {
+    .kind = DEFT_COMP_SIGN,
     .name = "sign",
+    .help = "sign bits scaled by the mean magnitude (allgather)",
     .wire = DEFT_WIRE_GATHER,
     .uses_ratio = 0,
     .init = sign_init,

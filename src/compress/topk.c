@@ -103,7 +103,7 @@ static void topk_fini(deft_compressor_t *c)
 void deft_topk_get_stats(const deft_compressor_t *c, deft_topk_stats_t *out)
 {
     memset(out, 0, sizeof *out);
-    if (c && c->ops == &deft_compress_topk_ops)
+    if (c && c->ops->kind == DEFT_COMP_TOPK)
         *out = ((const topk_t *)c->impl)->stats;
 }
 
@@ -669,8 +669,10 @@ size_t deft_topk_sample_positions(size_t n, size_t k, size_t *pos,
     return S;
 }
 
-const deft_compressor_ops_t deft_compress_topk_ops = {
+DEFT_COMPRESSOR(deft_compress_topk_ops) = {
+    .kind = DEFT_COMP_TOPK,
     .name = "topk",
+    .help = "k largest magnitudes per tensor, with indices (allgather)",
     .wire = DEFT_WIRE_GATHER,
     .uses_ratio = 1,
     .init = topk_init,

@@ -3,12 +3,17 @@
  * (DEF paper, Lemma C.1); it generalizes faster early in training. */
 #include "optim/optim_internal.h"
 
-const deft_algo_ops_t deft_algo_defa = {
-    DEFT_ALGO_DEFA,
-    "defa",
-    DEFT_NEED_E | DEFT_NEED_M | DEFT_NEED_POINT | DEFT_NEED_COMPRESSOR,
-    deft_ef_ask,
-    deft_ef_step,
-    deft_output_x,
-    DEFT_BUF_E | DEFT_BUF_M,
+static const deft_option_def_t *const defa_params[] = {&deft_option_lambda,
+                                                       NULL};
+
+DEFT_ALGORITHM(deft_algo_defa) = {
+    .algo = DEFT_ALGO_DEFA,
+    .name = "defa",
+    .help = "DEF-A: DEF's steps, output x",
+    .needs = DEFT_NEED_E | DEFT_NEED_M | DEFT_NEED_POINT | DEFT_NEED_COMPRESSOR,
+    .ask = deft_ef_ask,
+    .tell = deft_ef_step,
+    .output = deft_output_x,
+    .local = DEFT_BUF_E | DEFT_BUF_M,
+    .params = defa_params,
 };

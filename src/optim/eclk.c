@@ -57,7 +57,7 @@ void deft_eclk_theory(double L, double mu, uint64_t n, double p_in,
     *theta1_out = theta1;
 }
 
-void deft_eclk_setup(deft_optim_t *opt)
+static void eclk_setup(deft_optim_t *opt)
 {
     const deft_optim_config_t *c = &opt->cfg;
     deft_eclk_theory(c->eclk_L, c->eclk_mu, c->eclk_n, c->eclk_p,
@@ -145,12 +145,64 @@ deft_status_t deft_optim_eclk_anchor(const deft_optim_t *opt, const float **w,
     return DEFT_OK;
 }
 
-const deft_algo_ops_t deft_algo_eclk = {
-    DEFT_ALGO_ECLK,
-    "eclk",
-    DEFT_NEED_E | DEFT_NEED_POINT | DEFT_NEED_ECLK | DEFT_NEED_COMPRESSOR,
-    eclk_ask,
-    eclk_tell,
-    deft_output_x,
-    DEFT_BUF_E,
+/* The problem's constants and the method's parameters (0: from theory). */
+static const deft_option_def_t eclk_L = DEFT_OPTION_DEF(
+    deft_optim_config_t, eclk_L, DOUBLE, 0, INFINITY, DEFT_OPTION_MIN_OPEN,
+    .help = "eclk: smoothness L of the parts (required)");
+static const deft_option_def_t eclk_mu = DEFT_OPTION_DEF(
+    deft_optim_config_t, eclk_mu, DOUBLE, 0, INFINITY, DEFT_OPTION_MIN_OPEN,
+    .help = "eclk: strong convexity mu, at most eclk_L (required)");
+static const deft_option_def_t eclk_p = DEFT_OPTION_DEF(
+    deft_optim_config_t, eclk_p, DOUBLE, 0, 1, DEFT_OPTION_MIN_OPEN,
+    .zero = "the theory's 1/eclk_n",
+    .help = "eclk: probability that the anchor moves in a step");
+static const deft_option_def_t eclk_theta1 = DEFT_OPTION_DEF(
+    deft_optim_config_t, eclk_theta1, DOUBLE, 0, 0.5, DEFT_OPTION_MIN_OPEN,
+    .zero = "derive from theory",
+    .help = "eclk: momentum weight theta1");
+static const deft_option_def_t eclk_n = DEFT_OPTION_DEF(
+    deft_optim_config_t, eclk_n, UINT64, 1, INFINITY, 0,
+    .zero = "not given: eclk_p and eclk_theta1 must be",
+    .help = "eclk: parts (local samples) per worker");
+static const deft_option_def_t *const eclk_params[] = {
+    &eclk_L, &eclk_mu, &eclk_p, &eclk_theta1, &eclk_n, NULL};
+/* Its steps follow from L and mu. */
+static const char *const eclk_ignores[] = {"lr", "momentum", "dampening",
+                                           "nesterov", NULL};
+
+/* The rules between eclk's fields (each one's range is checked from its
+ * entry above). */
+static deft_status_t eclk_validate(const deft_optim_config_t *cfg,
+                                   const char *pre)
+{
+    char a[128], b[128];
+    if (!(cfg->eclk_mu <= cfg->eclk_L))
+        return deft_fail(DEFT_ERR_INVALID_ARG, "%s = %g: must be at most %s "
+                         "= %g (strong convexity cannot exceed smoothness)",
+                         deft_option_label("eclk_mu", pre, a), cfg->eclk_mu,
+                         deft_option_label("eclk_L", pre, b), cfg->eclk_L);
+    if (cfg->eclk_n == 0 && (cfg->eclk_p == 0.0 || cfg->eclk_theta1 == 0.0))
+        return deft_fail(DEFT_ERR_INVALID_ARG,
+                         "%s = 0: the number of parts per worker is needed to "
+                         "derive %s from theory",
+                         deft_option_label("eclk_n", pre, a),
+                         deft_option_label(cfg->eclk_p == 0.0 ? "eclk_p"
+                                                              : "eclk_theta1",
+                                           pre, b));
+    return DEFT_OK;
+}
+
+DEFT_ALGORITHM(deft_algo_eclk) = {
+    .algo = DEFT_ALGO_ECLK,
+    .name = "eclk",
+    .help = "error-compensated loopless Katyusha (convex problems)",
+    .needs = DEFT_NEED_E | DEFT_NEED_POINT | DEFT_NEED_ECLK | DEFT_NEED_COMPRESSOR,
+    .ask = eclk_ask,
+    .tell = eclk_tell,
+    .output = deft_output_x,
+    .local = DEFT_BUF_E,
+    .params = eclk_params,
+    .ignores = eclk_ignores,
+    .validate = eclk_validate,
+    .setup = eclk_setup,
 };

@@ -58,12 +58,18 @@ static deft_status_t ef21_tell(deft_optim_t *opt, const float *grad)
     return DEFT_OK;
 }
 
-const deft_algo_ops_t deft_algo_ef21 = {
-    DEFT_ALGO_EF21,
-    "ef21",
-    DEFT_NEED_POINT | DEFT_NEED_EF21 | DEFT_NEED_COMPRESSOR,
-    ef21_ask,
-    ef21_tell,
-    deft_output_x,
-    DEFT_BUF_GK,
+/* The paper's method has no momentum. */
+static const char *const ef21_ignores[] = {"momentum", "dampening", "nesterov",
+                                           NULL};
+
+DEFT_ALGORITHM(deft_algo_ef21) = {
+    .algo = DEFT_ALGO_EF21,
+    .name = "ef21",
+    .help = "EF21: compressed gradient differences (no momentum)",
+    .needs = DEFT_NEED_POINT | DEFT_NEED_EF21 | DEFT_NEED_COMPRESSOR,
+    .ask = ef21_ask,
+    .tell = ef21_tell,
+    .output = deft_output_x,
+    .local = DEFT_BUF_GK,
+    .ignores = ef21_ignores,
 };

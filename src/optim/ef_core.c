@@ -39,3 +39,9 @@ deft_status_t deft_ef_step(deft_optim_t *opt, const float *grad)
     return deft_optim_exchange(opt, e, expmax == DEFT_EXP_NONFINITE,
                                -1.0f / (float)opt->nworkers, opt->x, NULL);
 }
+
+const deft_option_def_t deft_option_lambda = DEFT_OPTION_DEF(
+    deft_optim_config_t, lambda, FLOAT, 0, 1, 0, .flag = "lambda",
+    .metavar = "L",
+    .help = "def, defa: the gradient is taken at x - lambda e (DEF's detach "
+            "coefficient)");

@@ -10,132 +10,37 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <strings.h>
-
-const deft_algo_ops_t *deft_algo_ops(deft_algo_t a)
-{
-    switch (a) {
-    case DEFT_ALGO_SGD: return &deft_algo_sgd;
-    case DEFT_ALGO_EF: return &deft_algo_ef;
-    case DEFT_ALGO_DEF: return &deft_algo_def;
-    case DEFT_ALGO_DEFA: return &deft_algo_defa;
-    case DEFT_ALGO_SAEF: return &deft_algo_saef;
-    case DEFT_ALGO_PSYNC: return &deft_algo_psync;
-    case DEFT_ALGO_EF21: return &deft_algo_ef21;
-    case DEFT_ALGO_ECLK: return &deft_algo_eclk;
-    }
-    return NULL;
-}
-
-static const char *const algo_names[] = {"sgd",  "ef",    "def",  "defa",
-                                         "saef", "psync", "ef21", "eclk"};
-static const char *const comp_names[] = {"none", "rbgs",  "randk",
-                                         "topk", "sign",  "qsgd",
-                                         "scale", "powersgd", "fp16",
-                                         "bf16", "randk-private"};
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
-
-const char *deft_algo_name(deft_algo_t algo)
-{
-    return (unsigned)algo < COUNT(algo_names) ? algo_names[algo] : "?";
-}
-
-const char *deft_compressor_name(deft_compressor_kind_t kind)
-{
-    return (unsigned)kind < COUNT(comp_names) ? comp_names[kind] : "?";
-}
-
-deft_status_t deft_algo_parse(const char *name, deft_algo_t *out)
-{
-    if (!name || !out)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "deft_algo_parse: %s is NULL",
-                         !name ? "name" : "out");
-    for (size_t i = 0; i < COUNT(algo_names); i++)
-        if (strcasecmp(name, algo_names[i]) == 0) {
-            *out = (deft_algo_t)i;
-            return DEFT_OK;
-        }
-    return deft_fail(DEFT_ERR_INVALID_ARG,
-                     "unknown algorithm '%s' (expected one of sgd, ef, def, "
-                     "defa, saef, psync, ef21, eclk)", name);
-}
-
-deft_status_t deft_compressor_parse(const char *name,
-                                    deft_compressor_kind_t *out)
-{
-    if (!name || !out)
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "deft_compressor_parse: %s is NULL",
-                         !name ? "name" : "out");
-    for (size_t i = 0; i < COUNT(comp_names); i++)
-        if (strcasecmp(name, comp_names[i]) == 0) {
-            *out = (deft_compressor_kind_t)i;
-            return DEFT_OK;
-        }
-    return deft_fail(DEFT_ERR_INVALID_ARG,
-                     "unknown compressor '%s' (expected one of none, rbgs, "
-                     "randk, topk, sign, qsgd, scale, powersgd, fp16, bf16, "
-                     "randk-private)",
-                     name);
-}
 
 deft_status_t deft_group_check(const deft_group_t *g, const char *fn,
                                const char *what)
 {
-    if (!(g->lr >= 0.0f) || !isfinite(g->lr))
-        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: %slr = %g, must be a "
-                         "finite number >= 0", fn, what, (double)g->lr);
-    if (!(g->momentum >= 0.0f && g->momentum < 1.0f))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: %smomentum = %g, must be in [0, 1)", fn, what,
-                         (double)g->momentum);
-    if (!(g->dampening >= 0.0f && g->dampening <= 1.0f))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: %sdampening = %g, must be in [0, 1]", fn, what,
-                         (double)g->dampening);
-    if (!(g->weight_decay >= 0.0f) || !isfinite(g->weight_decay))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: %sweight_decay = %g, must be a finite number "
-                         ">= 0", fn, what, (double)g->weight_decay);
-    if (g->nesterov != 0 && g->nesterov != 1)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: %snesterov = %d, must be "
-                         "0 or 1", fn, what, g->nesterov);
+    char pre[160];
+    snprintf(pre, sizeof pre, "%s%s%s", fn && fn[0] ? fn : "",
+             fn && fn[0] ? ": " : "", what);
+    /* The ranges are the config's (config.c), except that a group may
+     * have lr 0 (its tensors stay where they are, as torch allows). */
+    deft_optim_config_t c = DEFT_OPTIM_CONFIG_INIT;
+    c.lr = g->lr == 0.0f ? c.lr : g->lr;
+    c.momentum = g->momentum;
+    c.dampening = g->dampening;
+    c.weight_decay = g->weight_decay;
+    c.nesterov = g->nesterov;
+    static const char *const fields[] = {"lr", "momentum", "dampening",
+                                         "weight_decay", "nesterov"};
+    const deft_option_def_t *t;
+    const size_t n = deft_optim_option_defs(&t);
+    for (size_t f = 0; f < 5; f++)
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(t[i].o.name, fields[f]) == 0 &&
+                deft_option_check(&t[i], &c, pre) != DEFT_OK)
+                return DEFT_ERR_INVALID_ARG;
+    char a[128];
     if (g->nesterov && (g->momentum == 0.0f || g->dampening != 0.0f))
         return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: %snesterov = 1 needs momentum > 0 and dampening "
-                         "0 (momentum = %g, dampening = %g)", fn, what,
+                         "%s = 1 needs momentum > 0 and dampening 0 (momentum "
+                         "= %g, dampening = %g)",
+                         deft_option_label("nesterov", pre, a),
                          (double)g->momentum, (double)g->dampening);
-    return DEFT_OK;
-}
-
-/* eclk's problem constants and parameters (0 = derive from theory, see
- * eclk.c). */
-static deft_status_t validate_eclk(const deft_optim_config_t *cfg)
-{
-    const char *fn = "deft_optim_create";
-    if (!(cfg->eclk_L > 0.0) || !isfinite(cfg->eclk_L))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: cfg->eclk_L = %g: eclk needs the smoothness "
-                         "constant L of the parts, a finite number > 0", fn,
-                         cfg->eclk_L);
-    if (!(cfg->eclk_mu > 0.0) || !(cfg->eclk_mu <= cfg->eclk_L))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: cfg->eclk_mu = %g: eclk needs the strong "
-                         "convexity constant mu, in (0, eclk_L = %g]", fn,
-                         cfg->eclk_mu, cfg->eclk_L);
-    if (!(cfg->eclk_p >= 0.0 && cfg->eclk_p <= 1.0))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: cfg->eclk_p = %g, must be in (0, 1] (0 = the "
-                         "theory's 1/eclk_n)", fn, cfg->eclk_p);
-    if (!(cfg->eclk_theta1 >= 0.0 && cfg->eclk_theta1 <= 0.5))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: cfg->eclk_theta1 = %g, must be in (0, 1/2] (0 = "
-                         "derive from theory)", fn, cfg->eclk_theta1);
-    if (cfg->eclk_n == 0 && (cfg->eclk_p == 0.0 || cfg->eclk_theta1 == 0.0))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: cfg->eclk_n = 0: the number of parts per worker "
-                         "is needed to derive %s from theory", fn,
-                         cfg->eclk_p == 0.0 ? "eclk_p" : "eclk_theta1");
     return DEFT_OK;
 }
 
@@ -173,103 +78,16 @@ static deft_status_t validate(const deft_layout_t *layout, const float *x0,
                              "sizes / rows)", fn, t, r, t, layout->sizes[t]);
         d += layout->sizes[t];
     }
-    if ((unsigned)cfg->algo >= COUNT(algo_names))
-        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: cfg->algo = %d is not a "
-                         "deft_algo_t", fn, (int)cfg->algo);
-    if (!deft_algo_ops(cfg->algo))
-        return deft_fail(DEFT_ERR_UNSUPPORTED,
-                         "%s: cfg->algo = %s is not available in this version",
-                         fn, deft_algo_name(cfg->algo));
-    if ((unsigned)cfg->compressor >= COUNT(comp_names))
-        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: cfg->compressor = %d is not "
-                         "a deft_compressor_kind_t", fn, (int)cfg->compressor);
-    if (!(cfg->ratio >= 1.0) || !isfinite(cfg->ratio))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: cfg->ratio = %g, must be a finite number >= 1",
-                         fn, cfg->ratio);
-    if (cfg->scope != DEFT_SCOPE_TENSOR && cfg->scope != DEFT_SCOPE_GLOBAL)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: cfg->scope = %d is not a "
-                         "deft_scope_t", fn, (int)cfg->scope);
-    if (!(cfg->lambda >= 0.0f && cfg->lambda <= 1.0f))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: cfg->lambda = %g, must be in [0, 1]", fn,
-                         (double)cfg->lambda);
-    if (!(cfg->lr > 0.0f) || !isfinite(cfg->lr))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: cfg->lr = %g, must be a finite number > 0", fn,
-                         (double)cfg->lr);
-    deft_group_t g0 = deft_config_group(cfg);
-    deft_status_t gst = deft_group_check(&g0, fn, "cfg->");
-    if (gst != DEFT_OK)
-        return gst;
-    if (cfg->avg_period < 0)
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: cfg->avg_period = %d, must be >= 0 (0 = never)",
-                         fn, cfg->avg_period);
-    if (cfg->compressor == DEFT_COMP_QSGD &&
-        (cfg->qsgd_levels < 1 || cfg->qsgd_levels > 127))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: cfg->qsgd_levels = %d, must be in [1, 127]", fn,
-                         cfg->qsgd_levels);
-    if (cfg->compressor == DEFT_COMP_POWERSGD &&
-        (cfg->powersgd_rank < 1 || cfg->powersgd_rank > 1024))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: cfg->powersgd_rank = %d, must be in [1, 1024]",
-                         fn, cfg->powersgd_rank);
-    if (cfg->compressor == DEFT_COMP_POWERSGD && cfg->scope != DEFT_SCOPE_TENSOR &&
-        cfg->algo != DEFT_ALGO_SGD)
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: powersgd approximates each matrix of the layout "
-                         "and needs scope tensor, not global", fn);
-    if (cfg->algo == DEFT_ALGO_ECLK) {
-        deft_status_t st = validate_eclk(cfg);
-        if (st != DEFT_OK)
-            return st;
-    }
-    const deft_algo_ops_t *ops = deft_algo_ops(cfg->algo);
-    if ((ops->needs & DEFT_NEED_LINEAR) &&
-        !(cfg->compressor == DEFT_COMP_NONE || cfg->compressor == DEFT_COMP_RBGS ||
-          (cfg->compressor == DEFT_COMP_RANDK && !cfg->randk_scaled)))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "%s: %s averages blocks of the models and needs a "
-                         "selecting, unscaled compressor (none, rbgs or "
-                         "unscaled randk), not %s", fn, ops->name,
-                         deft_compressor_name(cfg->compressor));
-    return DEFT_OK;
+    return deft_optim_config_check_as(cfg, "deft_optim_create: cfg->");
 }
 
 /* A fingerprint of everything that must agree between workers. Fields the
  * chosen algorithm or compressor ignores are left out, so that workers that
  * differ only there are not refused. */
 static uint64_t config_hash(const deft_layout_t *layout,
-                            const deft_optim_config_t *in)
+                            const deft_optim_config_t *cfg)
 {
-    deft_optim_config_t norm = *in, *cfg = &norm;
-    if (cfg->algo != DEFT_ALGO_DEF && cfg->algo != DEFT_ALGO_DEFA)
-        cfg->lambda = 0;
-    if (cfg->algo != DEFT_ALGO_SAEF)
-        cfg->avg_period = 0;
-    if (cfg->algo == DEFT_ALGO_SGD)
-        cfg->compressor = DEFT_COMP_NONE, cfg->ratio = 1;
-    if (cfg->algo == DEFT_ALGO_EF21)
-        cfg->momentum = 0;
-    if (cfg->momentum == 0.0f)
-        cfg->dampening = 0, cfg->nesterov = 0;
-    if (cfg->compressor != DEFT_COMP_QSGD)
-        cfg->qsgd_levels = 0;
-    if (cfg->algo == DEFT_ALGO_ECLK) {
-        cfg->lr = 0, cfg->momentum = 0, cfg->dampening = 0, cfg->nesterov = 0;
-        /* theta1 and p derived from n are hashed through n. */
-    } else {
-        cfg->eclk_L = cfg->eclk_mu = cfg->eclk_p = cfg->eclk_theta1 = 0;
-        cfg->eclk_n = 0;
-    }
-    cfg->randk_scaled = (cfg->compressor == DEFT_COMP_RANDK ||
-                         cfg->compressor == DEFT_COMP_RANDK_PRIVATE) &&
-                        cfg->randk_scaled;
     const int psgd = cfg->compressor == DEFT_COMP_POWERSGD;
-    if (!psgd)
-        cfg->powersgd_rank = 0;
     uint64_t h = deft_mix64(layout->n_tensors);
     for (size_t t = 0; t < layout->n_tensors; t++) {
         h = deft_mix64(h ^ layout->sizes[t]);
@@ -277,34 +95,20 @@ static uint64_t config_hash(const deft_layout_t *layout,
         size_t r = psgd && layout->rows && layout->rows[t] > 1 ? layout->rows[t] : 0;
         h = deft_mix64(h ^ r);
     }
-    uint64_t fields[20];
-    double ratio = cfg->ratio;
-    uint32_t f32[5];
-    memcpy(&f32[0], &cfg->lambda, 4);
-    memcpy(&f32[1], &cfg->lr, 4);
-    memcpy(&f32[2], &cfg->momentum, 4);
-    memcpy(&f32[3], &cfg->weight_decay, 4);
-    memcpy(&f32[4], &cfg->dampening, 4);
-    memcpy(&fields[0], &ratio, 8);
-    fields[1] = (uint64_t)cfg->algo;
-    fields[2] = (uint64_t)cfg->compressor;
-    fields[3] = (uint64_t)cfg->scope;
-    fields[4] = (uint64_t)cfg->randk_scaled;
-    fields[5] = (uint64_t)cfg->qsgd_levels;
-    fields[6] = (uint64_t)cfg->avg_period;
-    fields[7] = cfg->seed;
-    for (int i = 0; i < 4; i++)
-        fields[8 + i] = f32[i];
-    memcpy(&fields[12], &cfg->eclk_L, 8);
-    memcpy(&fields[13], &cfg->eclk_mu, 8);
-    memcpy(&fields[14], &cfg->eclk_p, 8);
-    memcpy(&fields[15], &cfg->eclk_theta1, 8);
-    fields[16] = cfg->eclk_n;
-    fields[17] = (uint64_t)cfg->powersgd_rank;
-    fields[18] = f32[4];
-    fields[19] = (uint64_t)cfg->nesterov;
-    for (int i = 0; i < 20; i++)
-        h = deft_mix64(h ^ fields[i]);
+    const deft_option_def_t *t;
+    const size_t n = deft_optim_option_defs(&t);
+    for (size_t i = 0; i < n; i++) {
+        if (!deft_option_applies(&t[i].o, cfg))
+            continue;
+        if (cfg->momentum == 0.0f && (!strcmp(t[i].o.name, "dampening") ||
+                                      !strcmp(t[i].o.name, "nesterov")))
+            continue; /* read only with momentum */
+        uint64_t bits = 0; /* the field's bytes, whatever its type */
+        const size_t size = t[i].o.type == DEFT_OPTION_DOUBLE ||
+                            t[i].o.type == DEFT_OPTION_UINT64 ? 8 : 4;
+        memcpy(&bits, (const char *)cfg + t[i].offset, size);
+        h = deft_mix64(h ^ deft_mix64(bits + i));
+    }
     return h;
 }
 
@@ -421,10 +225,8 @@ deft_status_t deft_optim_create(deft_optim_t **out, deft_comm_t *comm,
                 o->d += layout->sizes[t];
             }
             o->offs[layout->n_tensors] = o->d;
-            o->lambda = cfg->algo == DEFT_ALGO_SAEF ? 1.0f
-                        : (cfg->algo == DEFT_ALGO_DEF || cfg->algo == DEFT_ALGO_DEFA)
-                            ? cfg->lambda
-                            : 0.0f;
+            o->lambda = deft_option_applies(deft_optim_option_find("lambda"), cfg)
+                            ? cfg->lambda : 0.0f; /* saef's setup: 1 */
             st = allocate(o, x0);
         }
     }
@@ -465,20 +267,14 @@ deft_status_t deft_optim_create(deft_optim_t **out, deft_comm_t *comm,
         free(ag);
     if (st == DEFT_OK)
         st = deft_comm_broadcast(comm, o->x, o->d * sizeof(float), 0);
-    if (st == DEFT_OK && o->cfg.algo == DEFT_ALGO_ECLK)
-        deft_eclk_setup(o); /* after the broadcast: z = w = rank 0's x0 */
+    if (st == DEFT_OK && o->ops->setup)
+        o->ops->setup(o); /* after the broadcast (eclk: z = w = rank 0's x0) */
     if (st != DEFT_OK) {
         deft_optim_destroy(o);
         return st;
     }
     *out = o;
     return DEFT_OK;
-}
-
-void deft_optim_config_init(deft_optim_config_t *cfg)
-{
-    if (cfg)
-        *cfg = (deft_optim_config_t)DEFT_OPTIM_CONFIG_INIT;
 }
 
 deft_status_t deft_optim_ask(deft_optim_t *opt, const float **point)

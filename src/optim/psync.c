@@ -52,12 +52,13 @@ static deft_status_t psync_output(deft_optim_t *opt, float *model)
     return DEFT_OK;
 }
 
-const deft_algo_ops_t deft_algo_psync = {
-    DEFT_ALGO_PSYNC,
-    "psync",
-    DEFT_NEED_M | DEFT_NEED_COMPRESSOR | DEFT_NEED_LINEAR,
-    psync_ask,
-    psync_tell,
-    psync_output,
-    DEFT_BUF_X | DEFT_BUF_M,
+DEFT_ALGORITHM(deft_algo_psync) = {
+    .algo = DEFT_ALGO_PSYNC,
+    .name = "psync",
+    .help = "partial synchronization of local models (CSER)",
+    .needs = DEFT_NEED_M | DEFT_NEED_COMPRESSOR | DEFT_NEED_LINEAR,
+    .ask = psync_ask,
+    .tell = psync_tell,
+    .output = psync_output,
+    .local = DEFT_BUF_X | DEFT_BUF_M,
 };

@@ -25,12 +25,26 @@ static deft_status_t saef_tell(deft_optim_t *opt, const float *grad)
     return DEFT_OK;
 }
 
-const deft_algo_ops_t deft_algo_saef = {
-    DEFT_ALGO_SAEF,
-    "saef",
-    DEFT_NEED_E | DEFT_NEED_M | DEFT_NEED_POINT | DEFT_NEED_COMPRESSOR,
-    deft_ef_ask,
-    saef_tell,
-    deft_output_x,
-    DEFT_BUF_E | DEFT_BUF_M,
+/* The step-ahead point: lambda = 1 whatever cfg->lambda says. */
+static void saef_setup(deft_optim_t *opt)
+{
+    opt->lambda = 1.0f;
+}
+
+static const deft_option_def_t avg_period = DEFT_OPTION_DEF(
+    deft_optim_config_t, avg_period, INT, 0, 1 << 30, 0, .flag = "avg-period",
+    .metavar = "P", .help = "saef: average the errors every P steps (0 = never)");
+static const deft_option_def_t *const saef_params[] = {&avg_period, NULL};
+
+DEFT_ALGORITHM(deft_algo_saef) = {
+    .algo = DEFT_ALGO_SAEF,
+    .name = "saef",
+    .help = "step-ahead error feedback (lambda = 1) with error averaging",
+    .needs = DEFT_NEED_E | DEFT_NEED_M | DEFT_NEED_POINT | DEFT_NEED_COMPRESSOR,
+    .ask = deft_ef_ask,
+    .tell = saef_tell,
+    .output = deft_output_x,
+    .local = DEFT_BUF_E | DEFT_BUF_M,
+    .params = saef_params,
+    .setup = saef_setup,
 };

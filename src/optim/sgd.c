@@ -37,6 +37,17 @@ static deft_status_t sgd_tell(deft_optim_t *opt, const float *grad)
     return DEFT_OK;
 }
 
-const deft_algo_ops_t deft_algo_sgd = {
-    DEFT_ALGO_SGD, "sgd", DEFT_NEED_M, sgd_ask, sgd_tell, deft_output_x, 0,
+/* It sends the dense gradient: no compressor. */
+static const char *const sgd_ignores[] = {"compressor", "ratio", "scope", NULL};
+
+DEFT_ALGORITHM(deft_algo_sgd) = {
+    .algo = DEFT_ALGO_SGD,
+    .name = "sgd",
+    .help = "full-precision momentum SGD (dense allreduce), the baseline",
+    .needs = DEFT_NEED_M,
+    .ask = sgd_ask,
+    .tell = sgd_tell,
+    .output = deft_output_x,
+    .local = 0,
+    .ignores = sgd_ignores,
 };
