@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 const char *deft_cli_cmd = "";
 int deft_cli_dry_run;
@@ -65,4 +66,91 @@ int deft_cli_stray_rule(const char *arg)
         return 0;
     return deft_cli_usage_error("unexpected argument '%s': write the rule as "
                                 "--reshard=%s", arg, arg);
+}
+
+void deft_cli_flags_add(deft_cli_flags_t *f, const deft_option_t *o)
+{
+    if (o && o->flag && f->n < DEFT_CLI_MAX_FLAGS)
+        f->opt[f->n++] = o;
+}
+
+void deft_cli_flags_getopt(const deft_cli_flags_t *f,
+                           const struct option *extra, struct option *out)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < f->n; i++, k++) {
+        const deft_option_t *o = f->opt[i];
+        int has = o->type == DEFT_OPTION_FLAG ? no_argument
+                  : o->implicit               ? optional_argument
+                                              : required_argument;
+        out[k] = (struct option){o->flag, has, NULL,
+                                 DEFT_CLI_TABLE_CODE + (int)i};
+    }
+    for (; extra && extra->name; extra++)
+        out[k++] = *extra;
+    out[k] = (struct option){0, 0, 0, 0};
+}
+
+const deft_option_t *deft_cli_flag_of(const deft_cli_flags_t *f, int code)
+{
+    int i = code - DEFT_CLI_TABLE_CODE;
+    return i >= 0 && (size_t)i < f->n ? f->opt[i] : NULL;
+}
+
+const char *deft_cli_flag_value(const deft_option_t *o, const char *arg)
+{
+    if (arg)
+        return arg;
+    return o->implicit ? o->implicit : "1"; /* a FLAG given */
+}
+
+/* Writes words to f, wrapped at 78 columns, continuing at column 23. */
+static void wrap(FILE *f, int col, const char *text)
+{
+    while (*text) {
+        const char *sp = strchr(text, ' ');
+        int w = sp ? (int)(sp - text) : (int)strlen(text);
+        if (col + 1 + w > 78 && col > 23) {
+            fprintf(f, "\n%23s", "");
+            col = 23;
+        } else if (col > 23) {
+            fputc(' ', f);
+            col++;
+        }
+        fprintf(f, "%.*s", w, text);
+        col += w;
+        text += w;
+        while (*text == ' ')
+            text++;
+    }
+    fputc('\n', f);
+}
+
+void deft_cli_print_option(FILE *f, const deft_option_t *o, const char *deflt)
+{
+    char head[64], text[1400], allowed[600] = "";
+    const int opt = o->implicit && o->metavar; /* --reshard[=RULE] */
+    snprintf(head, sizeof head, "  --%s%s%s%s", o->flag,
+             opt ? "[=" : o->metavar ? " " : "", o->metavar ? o->metavar : "",
+             opt ? "]" : "");
+    if (o->type != DEFT_OPTION_FLAG && o->type != DEFT_OPTION_STRING &&
+        o->type != DEFT_OPTION_LIST)
+        deft_option_allowed(o, allowed, sizeof allowed);
+    snprintf(text, sizeof text, "%s%s%s%s%s%s", o->help, allowed[0] ? ": " : "",
+             allowed, deflt && deflt[0] ? " (default " : "",
+             deflt && deflt[0] ? deflt : "", deflt && deflt[0] ? ")" : "");
+    int col = (int)strlen(head);
+    fputs(head, f);
+    if (col < 23) {
+        fprintf(f, "%*s", 23 - col, "");
+        col = 23;
+    } else {
+        fprintf(f, "\n%23s", "");
+        col = 23;
+    }
+    /* the first word starts the column */
+    const char *sp = strchr(text, ' ');
+    int w = sp ? (int)(sp - text) : (int)strlen(text);
+    fprintf(f, "%.*s", w, text);
+    wrap(f, col + w, text + w + (sp ? 1 : 0));
 }

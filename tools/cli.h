@@ -6,6 +6,9 @@
 
 #include "deft.h"
 
+#include <getopt.h>
+#include <stdio.h>
+
 enum { DEFT_EXIT_USAGE = 2 };
 
 /* The subcommand named in messages ("train", "convex"); set on entry. */
@@ -31,5 +34,29 @@ int deft_cli_parse_reshard(const char *arg, deft_reshard_t *out);
  * meant as --reshard=RULE (getopt takes an optional value only after '='),
  * else 0. */
 int deft_cli_stray_rule(const char *arg);
+
+/* A command's flags that come from option tables (the optimizer's, the
+ * training run's): getopt entries, values and help lines built from the
+ * descriptions, so that a flag, its help and its range are written once. */
+enum { DEFT_CLI_MAX_FLAGS = 96, DEFT_CLI_TABLE_CODE = 1000 };
+typedef struct {
+    const deft_option_t *opt[DEFT_CLI_MAX_FLAGS];
+    size_t n;
+} deft_cli_flags_t;
+
+/* Adds o (skipped without a flag or when full). */
+void deft_cli_flags_add(deft_cli_flags_t *f, const deft_option_t *o);
+/* The table flags as getopt entries (code DEFT_CLI_TABLE_CODE + index),
+ * then the command's own (extra, ended by a zero entry), then the zero
+ * entry, into out (room for f->n + the extras + 1). */
+void deft_cli_flags_getopt(const deft_cli_flags_t *f,
+                           const struct option *extra, struct option *out);
+/* The table option of a getopt code, or NULL for the command's own. */
+const deft_option_t *deft_cli_flag_of(const deft_cli_flags_t *f, int code);
+/* The text a table flag sets: its value, or its implicit one. */
+const char *deft_cli_flag_value(const deft_option_t *o, const char *arg);
+/* One help line (wrapped): "  --flag METAVAR   help: allowed (default
+ * deflt)"; deflt NULL or "" prints no default. */
+void deft_cli_print_option(FILE *f, const deft_option_t *o, const char *deflt);
 
 #endif

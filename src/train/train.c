@@ -34,17 +34,10 @@ void deft_train_config_init(deft_train_config_t *cfg)
     cfg->bn_recalibrate = DEFT_TRAIN_BN_AUTO;
 }
 
-deft_status_t deft_train_config_check(const deft_train_config_t *cfg,
-                                      const deft_dataset_t *train)
+/* The rules between the run's fields (each one's range is its entry's in
+ * options.c). */
+static deft_status_t check_rules(const deft_train_config_t *cfg)
 {
-    if (!cfg)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "train: cfg is NULL");
-    if (cfg->workers < 1 || cfg->workers > DEFT_MAX_WORKERS)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "--workers %d: must be in [1, %d]",
-                         cfg->workers, DEFT_MAX_WORKERS);
-    if (cfg->batch < 1)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "--batch %d: must be >= 1",
-                         cfg->batch);
     if (cfg->batch % cfg->workers != 0)
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "--batch %d is not divisible by --workers %d: each "
@@ -53,25 +46,14 @@ deft_status_t deft_train_config_check(const deft_train_config_t *cfg,
                          cfg->reshard ? " (a re-shard keeps the checkpoint's "
                          "batch: continue on a worker count that divides it; "
                          "deft checkpoint FILE lists them)" : "");
-    if (cfg->epochs < 1)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "--epochs %d: must be >= 1",
-                         cfg->epochs);
-    if (cfg->bn_recalibrate < DEFT_TRAIN_BN_AUTO || cfg->bn_recalibrate > 100000)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "--bn-recalibrate %d: must be "
-                         "in [0, 100000] batches, or auto", cfg->bn_recalibrate);
     if (cfg->bn_recalibrate > 0 && !deft_model_kind_has_bn(cfg->model))
         return deft_fail(DEFT_ERR_INVALID_ARG, "--bn-recalibrate: %s has no "
                          "batch norm (preresnet20 and vgg11bn have)",
                          deft_model_name(cfg->model));
-    const deft_group_t g = deft_config_group(&cfg->optim);  // the flags' ranges
-    if (deft_group_check(&g, "optimizer flags", "--") != DEFT_OK)
-        return DEFT_ERR_INVALID_ARG;
-    if ((int)cfg->init < 0 || (int)cfg->init > (int)DEFT_INIT_HE)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "--init: %d is not an "
-                         "initialization", (int)cfg->init);
-    if (cfg->stop_after < 0)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "--stop-after %d: must be >= 0",
-                         cfg->stop_after);
+    if (cfg->optim.algo == DEFT_ALGO_ECLK)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "--algo eclk is for convex "
+                         "problems and is not available in 'deft train' (see "
+                         "deft convex)");
     if (cfg->n_decays < 0 || cfg->n_decays > DEFT_TRAIN_MAX_DECAYS)
         return deft_fail(DEFT_ERR_INVALID_ARG, "--lr-decay: at most %d points",
                          DEFT_TRAIN_MAX_DECAYS);
@@ -80,21 +62,35 @@ deft_status_t deft_train_config_check(const deft_train_config_t *cfg,
             return deft_fail(DEFT_ERR_INVALID_ARG,
                              "--lr-decay: %g is not a fraction in (0, 1)",
                              cfg->decay_at[i]);
-    if (!(cfg->net_gbps >= 0) || !(cfg->net_latency_us >= 0))
-        return deft_fail(DEFT_ERR_INVALID_ARG, "--net-gbps %g / --net-latency-us "
-                         "%g: must be >= 0", cfg->net_gbps, cfg->net_latency_us);
-    if (!(cfg->comm_timeout_s >= 0) || !(cfg->comm_timeout_s <= 1e7))
-        return deft_fail(DEFT_ERR_INVALID_ARG, "--comm-timeout %g: must be in "
-                         "[0, 1e7] seconds (0 = off)", cfg->comm_timeout_s);
-    if (!(cfg->decay_factor > 0.0f && cfg->decay_factor <= 1.0f))
-        return deft_fail(DEFT_ERR_INVALID_ARG,
-                         "--lr-decay-factor %g: must be in (0, 1]",
-                         (double)cfg->decay_factor);
+    if (cfg->backend == DEFT_TRAIN_MPI && !deft_have_mpi())
+        return deft_fail(DEFT_ERR_INVALID_ARG, "--backend mpi: this build has "
+                         "no MPI backend (install libopenmpi-dev and rebuild)");
+    if (cfg->reshard && !cfg->resume_path)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "--reshard applies to --resume "
+                         "FILE: give the checkpoint to continue");
+    return DEFT_OK;
+}
+
+deft_status_t deft_train_config_check(const deft_train_config_t *cfg,
+                                      const deft_dataset_t *train)
+{
+    if (!cfg)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "train: cfg is NULL");
+    const deft_option_def_t *t;
+    const size_t n = deft_train_option_defs(&t);
+    for (size_t i = 0; i < n; i++)
+        if (deft_option_check(&t[i], cfg, "--") != DEFT_OK)
+            return DEFT_ERR_INVALID_ARG;
+    if (deft_optim_config_check_as(&cfg->optim, "--") != DEFT_OK)
+        return DEFT_ERR_INVALID_ARG; /* the optimizer's flags, in their names */
+    deft_status_t st = check_rules(cfg);
+    if (st != DEFT_OK)
+        return st;
     if (train && (size_t)cfg->batch > train->n)
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "--batch %d is larger than the training set (%zu "
                          "examples)", cfg->batch, train->n);
-    if (train && cfg->batch >= 1 && cfg->bn_recalibrate > 0 &&
+    if (train && cfg->bn_recalibrate > 0 &&
         (size_t)cfg->bn_recalibrate > train->n / (size_t)cfg->batch)
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "--bn-recalibrate %d: more batches than the %zu "

@@ -5,6 +5,7 @@
 #ifndef DEFT_TRAIN_H
 #define DEFT_TRAIN_H
 
+#include "core/options.h"
 #include "data/data.h"
 #include "deft.h"
 #include "nn/nn.h"
@@ -19,8 +20,14 @@ enum {
      * algorithm's output model is not its training point
      * (deft_optim_output_is_point), else keep the running statistics. */
     DEFT_TRAIN_BN_AUTO = -1,
-    DEFT_TRAIN_BN_BATCHES = 20,
 };
+#define DEFT_TRAIN_BN_BATCHES 20 /* a macro: the option's help quotes it */
+
+/* Where the workers run (deft_train_job). */
+typedef enum {
+    DEFT_TRAIN_THREADS = 0, /* cfg->workers threads of this process        */
+    DEFT_TRAIN_MPI          /* one worker per rank of the MPI job          */
+} deft_train_backend_t;
 
 /* One epoch's results, as logged. */
 typedef struct {
@@ -57,7 +64,8 @@ typedef struct {
     double eta_s;              /* whole run                               */
 } deft_progress_t;
 
-typedef struct {
+typedef struct deft_train_config deft_train_config_t;
+struct deft_train_config {
     deft_model_kind_t model;
     deft_init_t init;          /* default DEFT_INIT_TORCH                 */
     int bn_recalibrate;        /* models with BN: before each evaluation,
@@ -91,13 +99,26 @@ typedef struct {
                                   it, MEAN or ZERO re-shard it
                                   (deft_optim_state_reshard) and evaluate
                                   the output model before going on        */
+    /* The whole job (deft_train_job): */
+    deft_train_backend_t backend;
+    int workers_set;           /* 1: workers was given (with MPI it must
+                                  then equal the job's size)               */
+    const char *data_dir;      /* IDX files; NULL: DEFT_FASHION_MNIST_DIR  */
+    uint64_t limit_train;      /* use the first N training examples; 0: all */
+    uint64_t limit_test;       /* evaluate on the first N; 0: all          */
+    const char *save_model_path; /* the final output model (P floats, then
+                                  the BN statistics its evaluation used),
+                                  or NULL                                 */
+    /* Called on rank 0 before the first step of deft_train_job, when the
+     * worker count is known. */
+    void (*on_start)(const deft_train_config_t *cfg, void *user);
     /* Called on rank 0 after every epoch and (when set) every
      * progress_every steps. The library itself never prints. */
     void (*on_epoch)(const deft_epoch_report_t *r, void *user);
     void (*on_progress)(const deft_progress_t *p, void *user);
     int progress_every;
     void *user;
-} deft_train_config_t;
+};
 
 /* Defaults: lenet, def/rbgs(256), K = 8, B = 128, 10 epochs, lr 0.05,
  * momentum 0.9, wd 5e-4, decay x0.1 at 50% and 75%. */
@@ -149,6 +170,42 @@ deft_status_t deft_train_run_comm(const deft_train_config_t *cfg,
                                   const deft_dataset_t *train,
                                   const deft_dataset_t *test,
                                   deft_train_result_t *result);
+
+/* The training run's options (deft train's flags), as a table like the
+ * optimizer's (core/options.h): model, workers, batch, epochs, ... Their
+ * ranges are checked by deft_train_config_check. */
+size_t deft_train_option_defs(const deft_option_def_t **defs);
+/* Sets the option called name ("--workers", "workers", or any optimizer
+ * option: "--ratio") from text; errors name it as given. */
+deft_status_t deft_train_config_set(deft_train_config_t *cfg,
+                                    const char *name, const char *value);
+
+/* The option's value as text (as deft_optim_config_get). */
+deft_status_t deft_train_config_get(const deft_train_config_t *cfg,
+                                    const char *name, char *buf, size_t n);
+
+/* What deft_train_job did, from this process's view. */
+typedef struct {
+    deft_train_result_t run;   /* rank 0's results                        */
+    int rank, workers;         /* this process's rank, and the run's K     */
+    int report;                /* 1 when this process should show the
+                                  error (rank 0's for what all ranks agree
+                                  on; any rank's own data or communication
+                                  failure)                                 */
+    int end_job;               /* MPI: a peer may be stuck in a collective:
+                                  the caller should end the job
+                                  (MPI_Abort) instead of returning        */
+} deft_train_job_result_t;
+
+/* A whole training run as deft train does it: with cfg->backend MPI,
+ * initializes MPI and takes the job's ranks as workers; loads Fashion-MNIST
+ * from cfg->data_dir, keeps the first limit_train / limit_test examples and
+ * standardizes them; checks cfg against the data on every rank and agrees
+ * on the outcome before any training collective; trains (threads or MPI);
+ * rank 0 writes cfg->save_model_path; finalizes MPI. Errors name the
+ * flags; DEFT_ERR_DIVERGED when the run diverged (out->run says where). */
+deft_status_t deft_train_job(deft_train_config_t *cfg,
+                             deft_train_job_result_t *out);
 
 /* Checks cfg against the data (batch divisible, epochs >= 1, ...), naming
  * the bad field. */
