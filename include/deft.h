@@ -364,6 +364,7 @@ DEFT_API size_t deft_optim_config_size(void);
 typedef enum {
     DEFT_OPTION_FLAG = 0, /* int, 0 or 1 (a flag without a value in the CLI) */
     DEFT_OPTION_INT,      /* int                                            */
+    DEFT_OPTION_LONG,     /* long                                           */
     DEFT_OPTION_UINT64,   /* uint64_t                                       */
     DEFT_OPTION_FLOAT,    /* float                                          */
     DEFT_OPTION_DOUBLE,   /* double                                         */

@@ -137,16 +137,6 @@ static void eclk_params(const deft_convex_config_t *c, deft_convex_setup_t *s)
     s->eta = 0.5 / (1.5 * theta1);
 }
 
-/* A parameter outside [lo, hi] (0 = default is allowed): named. */
-static deft_status_t check_range(const char *fn, const char *name, double v,
-                                 double lo, double hi)
-{
-    if (v == 0 || (v >= lo && v <= hi))
-        return DEFT_OK;
-    return deft_fail(DEFT_ERR_INVALID_ARG, "%s: %s = %g, must be in [%g, %g] "
-                     "(0 = the default)", fn, name, v, lo, hi);
-}
-
 static deft_status_t check_config(const char *fn, const deft_logreg_t *prob,
                                   const deft_convex_config_t *c)
 {
@@ -154,32 +144,19 @@ static deft_status_t check_config(const char *fn, const deft_logreg_t *prob,
     if (!prob || !c)
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: %s is NULL", fn,
                          !prob ? "prob" : "c");
-    if ((unsigned)c->method >= DEFT_CONVEX_N_METHODS)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: method %d out of range",
-                         fn, (int)c->method);
-    if (c->workers < 1 || c->workers > 1024)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: workers = %d, must be in "
-                         "[1, 1024]", fn, c->workers);
+    /* Every field's range, from the table (options.c). */
+    char pre[64];
+    snprintf(pre, sizeof pre, "%s: ", fn);
+    const deft_option_def_t *t;
+    const size_t n_opts = deft_convex_option_defs(&t);
+    for (size_t i = 0; i < n_opts; i++)
+        if ((st = deft_option_check(&t[i], c, pre)) != DEFT_OK)
+            return st;
     if (prob->n / (size_t)c->workers < 2 ||
         prob->n / (size_t)c->workers > UINT32_MAX)
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: %zu examples cannot be "
                          "split over %d workers (2 to 2^32 - 1 rows each): "
                          "use fewer workers", fn, prob->n, c->workers);
-    if (!(c->mu > 0) || !isfinite(c->mu))
-        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: mu = %g, must be > 0", fn,
-                         c->mu);
-    if (c->rounds < 1 || c->log_every < 1 || c->batch < 0)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: %s = %ld out of range", fn,
-                         c->rounds < 1 ? "rounds" : c->log_every < 1
-                         ? "log_every" : "batch", c->rounds < 1 ? c->rounds
-                         : c->log_every < 1 ? c->log_every : c->batch);
-    if ((st = check_range(fn, "theta1", c->theta1, 1e-12, 0.5)) ||
-        (st = check_range(fn, "p", c->p, 1e-12, 1)) ||
-        (st = check_range(fn, "alpha", c->alpha, 1e-12, 1)) ||
-        (st = check_range(fn, "lr", c->lr, 1e-300, 1e300)) ||
-        (c->delta_exp_set &&
-         (st = check_range(fn, "delta_exp", c->delta_exp, 0, 4))))
-        return st;
     if ((c->method == DEFT_CONVEX_GD || c->method == DEFT_CONVEX_LKATYUSHA) &&
         c->compressor != DEFT_COMP_NONE)
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: %s sends dense vectors; "

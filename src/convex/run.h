@@ -34,6 +34,8 @@
 #include "convex/convex.h"
 #include "deft.h"
 
+#include "core/options.h"
+
 #include <stdint.h>
 #include <stdio.h>
 
@@ -82,7 +84,35 @@ typedef struct {
                               default exponent (run.c)                      */
     double delta_exp;      /* eclk: L_eff = L / delta^delta_exp in the
                               constants, in [0, 4]                          */
+    /* The problem and the run's files (deft convex): */
+    const char *data;      /* "fmnist" or "libsvm:PATH"                     */
+    const char *data_dir;  /* IDX files; NULL: DEFT_FASHION_MNIST_DIR       */
+    int normalize;         /* scale every example to unit norm              */
+    const char *log_path;  /* JSON lines (P* is cached next to it), or NULL */
+    int compressor_set;    /* 1: compressor was given (gd and lkatyusha
+                              refuse one; without it they take none)        */
 } deft_convex_config_t;
+
+/* deft convex's defaults: eclk, topk at ratio 16, 8 workers, 2000 rounds
+ * logged every 10, batch 1, mu 1e-3, the Fashion-MNIST problem. */
+void deft_convex_config_init(deft_convex_config_t *c);
+
+/* The run's options as a table (core/options.h; options.c): the CLI's
+ * flags, help and range errors, and the checks of deft_convex_setup. The
+ * compressor's, ratio's, seed's, theta1's and p's descriptions are the
+ * optimizer's (deft_optim_option). */
+size_t deft_convex_option_defs(const deft_option_def_t **defs);
+/* Sets the option called name (field name or flag) from text. */
+deft_status_t deft_convex_config_set(deft_convex_config_t *c, const char *name,
+                                     const char *value);
+/* The option's value as text. */
+deft_status_t deft_convex_config_get(const deft_convex_config_t *c,
+                                     const char *name, char *buf, size_t n);
+/* Ranges of every field, and the rules between them: a parameter of
+ * another method (theta1 for ecgd), a compressor for a dense method, the
+ * data's form. Fields are named as pre + name, or as flags when pre is
+ * "--". Without compressor_set, gd and lkatyusha take compressor none. */
+deft_status_t deft_convex_config_check(deft_convex_config_t *c, const char *pre);
 
 /* Constants of the problem and the parameters a run uses. */
 typedef struct {

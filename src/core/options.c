@@ -44,6 +44,17 @@ const char *deft_option_label(const char *name, const char *pre, char *buf)
     return buf;
 }
 
+const char *deft_option_label_in(const deft_option_def_t *defs, size_t n,
+                                 const char *name, const char *pre, char *buf)
+{
+    for (size_t i = 0; i < n && strcmp(pre, "--") == 0; i++)
+        if (strcmp(defs[i].o.name, name) == 0 && defs[i].o.flag) {
+            snprintf(buf, 128, "--%s", defs[i].o.flag);
+            return buf;
+        }
+    return deft_option_label(name, pre, buf);
+}
+
 const char *deft_option_choices(const deft_option_t *o, char *buf, size_t n)
 {
     size_t len = 0;
@@ -62,6 +73,7 @@ const char *deft_option_choices(const deft_option_t *o, char *buf, size_t n)
 static void range_text(const deft_option_t *o, char *buf, size_t n)
 {
     const char *what = o->type == DEFT_OPTION_INT ||
+                       o->type == DEFT_OPTION_LONG ||
                        o->type == DEFT_OPTION_UINT64 ? "an integer"
                                                      : "a number";
     const int lo_open = o->bounds & DEFT_OPTION_MIN_OPEN;
@@ -130,6 +142,7 @@ double deft_option_value(const deft_option_def_t *d, const void *base)
     case DEFT_OPTION_FLOAT: return *(const float *)p;
     case DEFT_OPTION_DOUBLE: return *(const double *)p;
     case DEFT_OPTION_UINT64: return (double)*(const uint64_t *)p;
+    case DEFT_OPTION_LONG: return (double)*(const long *)p;
     case DEFT_OPTION_STRING:
     case DEFT_OPTION_LIST: return NAN;
     case DEFT_OPTION_CHOICE: /* enums are stored as int */
@@ -179,7 +192,10 @@ deft_status_t deft_option_parse(const deft_option_def_t *d, void *base,
     char *end;
     errno = 0;
     if (o->word && strcasecmp(text, o->word) == 0) {
-        *(int *)field(d, base) = o->word_value;
+        if (o->type == DEFT_OPTION_LONG)
+            *(long *)field(d, base) = o->word_value;
+        else
+            *(int *)field(d, base) = o->word_value;
         return DEFT_OK;
     }
     switch (o->type) {
@@ -208,12 +224,16 @@ deft_status_t deft_option_parse(const deft_option_def_t *d, void *base,
         *(uint64_t *)field(d, base) = u;
         return DEFT_OK;
     }
-    case DEFT_OPTION_INT: {
+    case DEFT_OPTION_INT:
+    case DEFT_OPTION_LONG: {
         long v = strtol(text, &end, 10);
-        if (end == text || *end || errno || v < INT_MIN || v > INT_MAX ||
-            !in_range(o, (double)v))
+        if (end == text || *end || errno || !in_range(o, (double)v) ||
+            (o->type == DEFT_OPTION_INT && (v < INT_MIN || v > INT_MAX)))
             return bad_value(o, given, text);
-        *(int *)field(d, base) = (int)v;
+        if (o->type == DEFT_OPTION_INT)
+            *(int *)field(d, base) = (int)v;
+        else
+            *(long *)field(d, base) = v;
         return DEFT_OK;
     }
     case DEFT_OPTION_FLOAT:
@@ -260,9 +280,23 @@ deft_status_t deft_option_format(const deft_option_def_t *d,
         }
         break;
     }
-    case DEFT_OPTION_DOUBLE: w = snprintf(buf, n, "%.17g", *(const double *)p); break;
+    case DEFT_OPTION_DOUBLE: { /* the shortest text of the same double */
+        const double v = *(const double *)p;
+        for (int digits = 1; digits <= 17; digits++) {
+            w = snprintf(buf, n, "%.*g", digits, v);
+            if (w < 0 || (size_t)w >= n || strtod(buf, NULL) == v)
+                break;
+        }
+        break;
+    }
     case DEFT_OPTION_UINT64:
         w = snprintf(buf, n, "%llu", (unsigned long long)*(const uint64_t *)p);
+        break;
+    case DEFT_OPTION_LONG:
+        if (d->o.word && *(const long *)p == d->o.word_value)
+            w = snprintf(buf, n, "%s", d->o.word);
+        else
+            w = snprintf(buf, n, "%ld", *(const long *)p);
         break;
     case DEFT_OPTION_CHOICE: {
         const char *name = d->o.choice ? d->o.choice(*(const int *)p) : NULL;
@@ -288,7 +322,8 @@ deft_status_t deft_option_check(const deft_option_def_t *d, const void *base,
     if (o->type == DEFT_OPTION_FLAG || o->type == DEFT_OPTION_CHOICE ||
         o->type == DEFT_OPTION_INT)
         memcpy(&iv, (const char *)base + d->offset, sizeof iv);
-    if (o->word && iv == o->word_value && o->type == DEFT_OPTION_INT)
+    if (o->word && o->type != DEFT_OPTION_CHOICE &&
+        deft_option_value(d, base) == (double)o->word_value)
         ok = 1;
     else if (o->type == DEFT_OPTION_FLAG)
         ok = iv == 0 || iv == 1;

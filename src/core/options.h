@@ -48,8 +48,9 @@ deft_status_t deft_option_parse(const deft_option_def_t *d, void *base,
 deft_status_t deft_option_check(const deft_option_def_t *d, const void *base,
                                 const char *prefix);
 
-/* The field's value as text set reads back (%.17g for doubles, %.9g for
- * floats, a choice's name); DEFT_ERR_INVALID_ARG when n is too small. */
+/* The field's value as text that parses back to the same value (the
+ * shortest decimal of a float or double, a choice's name); the message
+ * names a buffer too small. */
 deft_status_t deft_option_format(const deft_option_def_t *d,
                                  const void *base, char *buf, size_t n);
 
@@ -60,6 +61,10 @@ double deft_option_value(const deft_option_def_t *d, const void *base);
  * when pre is "--". buf holds at least 128 bytes. Rules between fields
  * (src/optim, src/compress) name fields this way. */
 const char *deft_option_label(const char *name, const char *pre, char *buf);
+
+/* As deft_option_label, with the flag of the entry called name in defs. */
+const char *deft_option_label_in(const deft_option_def_t *defs, size_t n,
+                                 const char *name, const char *pre, char *buf);
 
 /* The names of a choice option's values, "a, b or c", into buf. */
 const char *deft_option_choices(const deft_option_t *o, char *buf, size_t n);
