@@ -675,6 +675,10 @@ DEFT_API deft_status_t deft_reshard_parse(const char *name, deft_reshard_t *out)
 DEFT_API const char *deft_algo_name(deft_algo_t algo);
 DEFT_API const char *deft_compressor_name(deft_compressor_kind_t kind);
 DEFT_API deft_status_t deft_algo_parse(const char *name, deft_algo_t *out);
+/* One line on what an algorithm or compressor is, from its file ("" for
+ * unknown values). */
+DEFT_API const char *deft_algo_describe(deft_algo_t algo);
+DEFT_API const char *deft_compressor_describe(deft_compressor_kind_t kind);
 DEFT_API deft_status_t deft_compressor_parse(const char *name,
                                              deft_compressor_kind_t *out);
 

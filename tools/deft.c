@@ -288,6 +288,33 @@ static int cmd_train(int argc, char **argv)
 #endif
     return rc;
 }
+/* Each algorithm and compressor in a line, and the options only some of
+ * them read (from their own files, through the option table). */
+static void list_described(void)
+{
+    printf("\nalgorithms:\n");
+    for (int a = 0; strcmp(deft_algo_name((deft_algo_t)a), "?"); a++)
+        printf("  %-14s %s\n", deft_algo_name((deft_algo_t)a),
+               deft_algo_describe((deft_algo_t)a));
+    printf("\ncompressors (--ratio R keeps about n/R values of a tensor):\n");
+    const deft_option_t *ratio = deft_optim_option_find("ratio");
+    const uint32_t all = deft_optim_option_find("algo")->compressors;
+    for (int c = 0; strcmp(deft_compressor_name((deft_compressor_kind_t)c), "?"); c++) {
+        printf("  %-14s %s", deft_compressor_name((deft_compressor_kind_t)c),
+               deft_compressor_describe((deft_compressor_kind_t)c));
+        const char *sep = " [";
+        if (ratio->compressors & (1u << c))
+            printf("%s--ratio", sep), sep = ", ";
+        for (size_t i = 0; i < deft_optim_option_count(); i++) {
+            const deft_option_t *o = deft_optim_option(i);
+            if (o->flag && o != ratio && o->compressors != all &&
+                (o->compressors & (1u << c)))
+                printf("%s--%s", sep, o->flag), sep = ", ";
+        }
+        printf("%s\n", sep[1] == ' ' ? "]" : "");
+    }
+}
+
 static int cmd_list(void)
 {
     printf("algorithms:");
@@ -300,6 +327,7 @@ static int cmd_list(void)
     for (int m = DEFT_MODEL_LOGREG; m <= DEFT_MODEL_VGG11BN; m++)
         printf(" %s", deft_model_name((deft_model_kind_t)m));
     printf("\nbackends: threads%s\n", deft_have_mpi() ? " mpi" : "");
+    list_described();
     /* Each model's tensors on Fashion-MNIST (1x28x28, 10 classes), as
      * rows x cols for weight matrices (what powersgd compresses) and n
      * for vectors. */

@@ -234,10 +234,11 @@ static deft_status_t check_rules(const deft_optim_config_t *cfg,
     if ((ops->needs & DEFT_NEED_LINEAR) && !(cops->selects && cops->selects(cfg))) {
         char names[256] = "", a[128], c[128];
         size_t len = 0;
-        for (const deft_compressor_ops_t *const *r = deft_compressor_registry; *r; r++)
-            if ((*r)->selects && len < sizeof names)
+        const deft_compressor_ops_t *r;
+        for (int k = 0; (r = deft_compressor_ops_of((deft_compressor_kind_t)k)); k++)
+            if (r->selects && len < sizeof names)
                 len += (size_t)snprintf(names + len, sizeof names - len, "%s%s",
-                                        len ? ", " : "", (*r)->name);
+                                        len ? ", " : "", r->name);
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "%s %s averages blocks of the models and needs a "
                          "compressor that keeps shared coordinates unscaled "
@@ -323,6 +324,18 @@ const char *deft_compressor_name(deft_compressor_kind_t kind)
 {
     const char *name = compressor_choice((int)kind);
     return name ? name : "?";
+}
+
+const char *deft_algo_describe(deft_algo_t algo)
+{
+    const deft_algo_ops_t *ops = deft_algo_ops(algo);
+    return ops && ops->help ? ops->help : "";
+}
+
+const char *deft_compressor_describe(deft_compressor_kind_t kind)
+{
+    const deft_compressor_ops_t *ops = deft_compressor_ops_of(kind);
+    return ops && ops->help ? ops->help : "";
 }
 
 /* Parses a choice option's value by name, with its message. */
