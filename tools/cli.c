@@ -104,6 +104,39 @@ const char *deft_cli_flag_value(const deft_option_t *o, const char *arg)
     return o->implicit ? o->implicit : "1"; /* a FLAG given */
 }
 
+int deft_cli_parse(int argc, char **argv, const deft_cli_flags_t *f,
+                   deft_cli_set_fn set, void *cfg, int *quiet)
+{
+    static const struct option own[] = {{"quiet", no_argument, 0, 1},
+                                        {"help", no_argument, 0, 'h'},
+                                        {0, 0, 0, 0}};
+    struct option opts[DEFT_CLI_MAX_FLAGS + 3];
+    deft_cli_flags_getopt(f, own, opts);
+    opterr = 0;
+    optind = 0; /* glibc: a full reset, also of a half-parsed "-xy" */
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        const char *flag = argv[optind - 1];
+        const deft_option_t *o = deft_cli_flag_of(f, c);
+        char name[80];
+        snprintf(name, sizeof name, "--%s", o ? o->flag : "");
+        if (o && set(cfg, name, deft_cli_flag_value(o, optarg)) != DEFT_OK)
+            return deft_cli_usage_error("%s", deft_last_error());
+        if (o)
+            continue;
+        if (c == 1)
+            *quiet = 1;
+        else if (c == 'h')
+            return DEFT_CLI_HELP;
+        else if (c == ':')
+            return deft_cli_usage_error("%s needs a value", flag);
+        else
+            return deft_cli_usage_error("unknown option '%s' (see deft %s "
+                                        "--help)", flag, deft_cli_cmd);
+    }
+    return DEFT_CLI_GO;
+}
+
 /* Writes words to f, wrapped at 78 columns, continuing at column 23. */
 static void wrap(FILE *f, int col, const char *text)
 {

@@ -55,6 +55,16 @@ void deft_cli_flags_getopt(const deft_cli_flags_t *f,
 const deft_option_t *deft_cli_flag_of(const deft_cli_flags_t *f, int code);
 /* The text a table flag sets: its value, or its implicit one. */
 const char *deft_cli_flag_value(const deft_option_t *o, const char *arg);
+/* Parses argv (argv[0] is the command): each table flag sets its value
+ * through set(cfg, "--flag", text) (whose error is the message), --quiet
+ * sets *quiet, --help is reported; an unknown flag or a missing value is
+ * a usage error. Returns DEFT_CLI_GO with optind at the first operand,
+ * DEFT_CLI_HELP, or the exit status (2) after the message. */
+enum { DEFT_CLI_GO = -1, DEFT_CLI_HELP = -2 };
+typedef deft_status_t (*deft_cli_set_fn)(void *cfg, const char *name,
+                                         const char *value);
+int deft_cli_parse(int argc, char **argv, const deft_cli_flags_t *f,
+                   deft_cli_set_fn set, void *cfg, int *quiet);
 /* One help line (wrapped): "  --flag METAVAR   help: allowed (default
  * deflt)"; deflt NULL or "" prints no default. */
 void deft_cli_print_option(FILE *f, const deft_option_t *o, const char *deflt);

@@ -100,40 +100,22 @@ static int optimum(const opts_t *o, const deft_logreg_t *prob,
     return st == DEFT_OK ? 0 : EXIT_RUN_FAILED;
 }
 
+static deft_status_t set_convex(void *cfg, const char *name, const char *value)
+{
+    return deft_convex_config_set(cfg, name, value);
+}
+
 /* Parses the flags into o; 0 to go on, -1 after --help, else the exit
  * status. */
 static int parse(int argc, char **argv, opts_t *o)
 {
     deft_cli_flags_t flags;
     convex_flags(&flags);
-    static const struct option own[] = {{"quiet", no_argument, 0, 1},
-                                        {"help", no_argument, 0, 'h'},
-                                        {0, 0, 0, 0}};
-    struct option opts[DEFT_CLI_MAX_FLAGS + 3];
-    deft_cli_flags_getopt(&flags, own, opts);
-    opterr = 0;
-    optind = 0; /* glibc: a full reset, also of a half-parsed "-xy" */
-    int code;
-    while ((code = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        const char *flag = argv[optind - 1];
-        const deft_option_t *opt = deft_cli_flag_of(&flags, code);
-        char name[80];
-        snprintf(name, sizeof name, "--%s", opt ? opt->flag : "");
-        if (opt && deft_convex_config_set(&o->c, name,
-                                          deft_cli_flag_value(opt, optarg)))
-            return deft_cli_usage_error("%s", deft_last_error());
-        if (opt)
-            continue;
-        if (code == 1)
-            o->quiet = 1;
-        else if (code == 'h')
-            return usage(stdout, &flags), -1;
-        else if (code == ':')
-            return deft_cli_usage_error("%s needs a value", flag);
-        else
-            return deft_cli_usage_error("unknown option '%s' (see deft convex "
-                                        "--help)", flag);
-    }
+    int rc = deft_cli_parse(argc, argv, &flags, set_convex, &o->c, &o->quiet);
+    if (rc == DEFT_CLI_HELP)
+        return usage(stdout, &flags), -1;
+    if (rc != DEFT_CLI_GO)
+        return rc;
     if (optind < argc)
         return deft_cli_usage_error("unexpected argument '%s'", argv[optind]);
     if (deft_convex_config_check(&o->c, "--") != DEFT_OK)

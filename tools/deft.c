@@ -221,39 +221,21 @@ static int report(const deft_train_config_t *cfg, const ui_t *ui,
 
 /* Parses deft train's flags into cfg and ui; -1 to go on, else the exit
  * status. */
+static deft_status_t set_train(void *cfg, const char *name, const char *value)
+{
+    return deft_train_config_set(cfg, name, value);
+}
+
 static int parse_train(int argc, char **argv, deft_train_config_t *cfg,
                        ui_t *ui)
 {
     train_flags_t tf;
     train_flags(&tf);
-    static const struct option own[] = {{"quiet", no_argument, 0, 1},
-                                        {"help", no_argument, 0, 'h'},
-                                        {0, 0, 0, 0}};
-    struct option opts[DEFT_CLI_MAX_FLAGS + 3];
-    deft_cli_flags_getopt(&tf.flags, own, opts);
-    opterr = 0;
-    optind = 0; /* glibc: a full reset, also of a half-parsed "-xy" */
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        const char *flag = argv[optind - 1];
-        const deft_option_t *o = deft_cli_flag_of(&tf.flags, c);
-        char name[80];
-        snprintf(name, sizeof name, "--%s", o ? o->flag : "");
-        if (o && deft_train_config_set(cfg, name, deft_cli_flag_value(o, optarg)))
-            return deft_cli_usage_error("%s", deft_last_error());
-        else if (o)
-            continue;
-        if (c == 1)
-            ui->quiet = 1;
-        else if (c == 'h')
-            return train_usage(stdout, &tf), 0;
-        else if (c == ':')
-            return deft_cli_usage_error("%s needs a value", flag);
-        else
-            return deft_cli_usage_error("unknown option '%s' (see deft train "
-                                        "--help)", flag);
-    }
-    int rc;
+    int rc = deft_cli_parse(argc, argv, &tf.flags, set_train, cfg, &ui->quiet);
+    if (rc == DEFT_CLI_HELP)
+        return train_usage(stdout, &tf), 0;
+    if (rc != DEFT_CLI_GO)
+        return rc;
     if (optind < argc && cfg->reshard && (rc = deft_cli_stray_rule(argv[optind])))
         return rc;
     if (optind < argc)
