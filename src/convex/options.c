@@ -138,10 +138,7 @@ static const deft_option_def_t *find(const char *name)
 {
     const deft_option_def_t *t;
     const size_t n = deft_convex_option_defs(&t);
-    for (size_t i = 0; i < n; i++)
-        if (deft_option_matches(&t[i].o, name))
-            return &t[i];
-    return NULL;
+    return deft_option_find(t, n, name);
 }
 
 void deft_convex_config_init(deft_convex_config_t *c)

@@ -44,6 +44,15 @@ const char *deft_option_label(const char *name, const char *pre, char *buf)
     return buf;
 }
 
+const deft_option_def_t *deft_option_find(const deft_option_def_t *defs,
+                                          size_t n, const char *given)
+{
+    for (size_t i = 0; i < n; i++)
+        if (deft_option_matches(&defs[i].o, given))
+            return &defs[i];
+    return NULL;
+}
+
 const char *deft_option_label_in(const deft_option_def_t *defs, size_t n,
                                  const char *name, const char *pre, char *buf)
 {

@@ -37,6 +37,10 @@ struct deft_option_def {
  * alike. */
 int deft_option_matches(const deft_option_t *o, const char *given);
 
+/* The entry of defs (n of them) that given names, or NULL. */
+const deft_option_def_t *deft_option_find(const deft_option_def_t *defs,
+                                          size_t n, const char *given);
+
 /* Parses text into the field d describes in base, checking type and
  * range; on error base is unchanged and the message starts with
  * "<given> '<text>': ". */

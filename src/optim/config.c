@@ -151,11 +151,8 @@ const char *deft_optim_option_choice(const char *name, int v)
 static const deft_option_def_t *find_def(const char *name)
 {
     const deft_option_def_t *t;
-    size_t n = deft_optim_option_defs(&t);
-    for (size_t i = 0; i < n; i++)
-        if (deft_option_matches(&t[i].o, name))
-            return &t[i];
-    return NULL;
+    const size_t n = deft_optim_option_defs(&t);
+    return deft_option_find(t, n, name);
 }
 
 const deft_option_t *deft_optim_option_find(const char *name)

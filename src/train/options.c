@@ -194,15 +194,14 @@ deft_status_t deft_train_config_set(deft_train_config_t *cfg,
         return deft_fail(DEFT_ERR_INVALID_ARG, "deft_train_config_set: %s is "
                          "NULL", !cfg ? "cfg" : !name ? "name" : "value");
     const deft_option_def_t *t;
-    const size_t n = deft_train_option_defs(&t);
-    for (size_t i = 0; i < n; i++)
-        if (deft_option_matches(&t[i].o, name)) {
-            deft_status_t st = deft_option_parse(&t[i], cfg, name, value);
-            if (st == DEFT_OK && !strcmp(t[i].o.name, "workers"))
-                cfg->workers_set = 1;
-            return st;
-        }
-    return deft_optim_config_set(&cfg->optim, name, value);
+    const size_t count = deft_train_option_defs(&t);
+    const deft_option_def_t *d = deft_option_find(t, count, name);
+    if (!d)
+        return deft_optim_config_set(&cfg->optim, name, value);
+    deft_status_t st = deft_option_parse(d, cfg, name, value);
+    if (st == DEFT_OK && !strcmp(d->o.name, "workers"))
+        cfg->workers_set = 1;
+    return st;
 }
 
 deft_status_t deft_train_config_get(const deft_train_config_t *cfg,
@@ -213,8 +212,7 @@ deft_status_t deft_train_config_get(const deft_train_config_t *cfg,
                          "NULL argument or an empty buffer");
     const deft_option_def_t *t;
     const size_t count = deft_train_option_defs(&t);
-    for (size_t i = 0; i < count; i++)
-        if (deft_option_matches(&t[i].o, name))
-            return deft_option_format(&t[i], cfg, buf, n);
-    return deft_optim_config_get(&cfg->optim, name, buf, n);
+    const deft_option_def_t *d = deft_option_find(t, count, name);
+    return d ? deft_option_format(d, cfg, buf, n)
+             : deft_optim_config_get(&cfg->optim, name, buf, n);
 }
