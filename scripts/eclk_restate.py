@@ -111,9 +111,9 @@ def optimum(A, b, mu):
 
 
 def constants(A, b, mu, K, ratio):
-    """eclk's parameters as deft sets them (deft_eclk_setup with p = delta
-    and theta1 from L-Katyusha's rule for that p), L = the largest shard's
-    smoothness + mu."""
+    """eclk's parameters as deft sets them (eclk's setup in
+    src/optim/eclk.c, with p = delta and theta1 from L-Katyusha's rule for
+    that p), L = the largest shard's smoothness + mu."""
     m_per = len(b) // K
     L = max(np.linalg.eigvalsh(A[k * m_per:(k + 1) * m_per].T @
                                A[k * m_per:(k + 1) * m_per] / m_per)[-1]

@@ -57,6 +57,7 @@ enum { MAX_OPTIONS = 64 };
 static deft_option_def_t table[MAX_OPTIONS];
 static size_t n_table;
 static uint32_t all_comps; /* a bit for every compressor */
+static const deft_option_t *comp_option; /* the entry "compressor" */
 static pthread_once_t table_once = PTHREAD_ONCE_INIT;
 
 static uint32_t bit(int v)
@@ -114,6 +115,8 @@ static void build_table(void)
         if (!o->compressors)
             o->compressors = strcmp(o->name, "ratio") == 0 ? ratio_comps
                                                            : all_comps;
+        if (strcmp(o->name, "compressor") == 0)
+            comp_option = o;
     }
 }
 
@@ -200,9 +203,8 @@ deft_status_t deft_optim_config_get(const deft_optim_config_t *cfg,
 
 int deft_option_applies(const deft_option_t *o, const deft_optim_config_t *cfg)
 {
-    static const deft_option_t *comp;
-    if (!comp)
-        comp = deft_optim_option_find("compressor");
+    deft_optim_option_defs(NULL); /* the table is built */
+    const deft_option_t *comp = comp_option;
     if (!(o->algos & bit((int)cfg->algo)))
         return 0;
     if (o == comp)
@@ -220,11 +222,10 @@ static deft_status_t check_rules(const deft_optim_config_t *cfg,
     const deft_compressor_ops_t *cops = deft_compressor_ops_of(cfg->compressor);
     deft_group_t g0 = {cfg->lr, cfg->momentum, cfg->dampening,
                        cfg->weight_decay, cfg->nesterov};
-    deft_status_t st = deft_group_check(&g0, pre[0] == '-' ? "" : NULL, pre);
+    deft_status_t st = deft_group_check(&g0, NULL, pre);
     if (st == DEFT_OK && ops->validate)
         st = ops->validate(cfg, pre);
-    const deft_option_t *comp = deft_optim_option_find("compressor");
-    if (st != DEFT_OK || !deft_option_applies(comp, cfg))
+    if (st != DEFT_OK || !deft_option_applies(comp_option, cfg))
         return st;
     if (cops->validate && (st = cops->validate(cfg, pre)) != DEFT_OK)
         return st;

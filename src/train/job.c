@@ -132,8 +132,10 @@ deft_status_t deft_train_job(deft_train_config_t *cfg,
     memset(&j, 0, sizeof j);
     deft_status_t st = DEFT_OK;
     if (cfg->backend == DEFT_TRAIN_MPI && (st = start_mpi(cfg, &j, out)) != DEFT_OK &&
-        !j.comm)
-        return st; /* MPI did not start: nothing to agree on */
+        !j.comm) {
+        out->report = 1; /* MPI did not start: nothing to agree on */
+        return st;
+    }
     out->report = out->rank == 0;
     if (st == DEFT_OK && (st = load(cfg, &j)) != DEFT_OK && st != DEFT_ERR_INVALID_ARG)
         out->report = 1; /* data that one rank cannot read: it says so */
