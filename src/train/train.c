@@ -891,6 +891,24 @@ deft_status_t deft_train_run_comm(const deft_train_config_t *cfg,
     return deft_train_worker(comm, &job);
 }
 
+/* The threads backend's job: the worker's, and rank 0's outcome. */
+typedef struct {
+    deft_train_job_t job;
+    deft_status_t r0_status;
+    char r0_error[1024];
+} threads_job_t;
+
+static deft_status_t thread_worker(deft_comm_t *comm, void *arg)
+{
+    threads_job_t *tj = arg;
+    deft_status_t st = deft_train_worker(comm, &tj->job);
+    if (deft_comm_rank(comm) == 0) {
+        tj->r0_status = st;
+        snprintf(tj->r0_error, sizeof tj->r0_error, "%s", deft_last_error());
+    }
+    return st;
+}
+
 deft_status_t deft_train_run_threads(const deft_train_config_t *cfg,
                                      const deft_dataset_t *train,
                                      const deft_dataset_t *test,
@@ -899,6 +917,11 @@ deft_status_t deft_train_run_threads(const deft_train_config_t *cfg,
     deft_status_t st = prepare(cfg, train, test);
     if (st != DEFT_OK)
         return st;
-    deft_train_job_t job = {cfg, train, test, result};
-    return deft_run_threads(cfg->workers, deft_train_worker, &job);
+    threads_job_t job = {{cfg, train, test, result}, DEFT_OK, ""};
+    st = deft_run_threads(cfg->workers, thread_worker, &job);
+    /* An error every worker agreed on (a checkpoint that does not fit, a
+     * divergence) is said once, as rank 0 says it, without a rank. */
+    if (st != DEFT_OK && st == job.r0_status && st != DEFT_ERR_COMM)
+        deft_set_last_error_text(job.r0_error);
+    return st;
 }
