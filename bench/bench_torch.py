@@ -77,8 +77,8 @@ def main():
     sizes = [p.numel() for p in params]
     x0 = torch.cat([p.detach().reshape(-1) for p in params])
     grad = torch.cat([g.reshape(-1) for g in grads])
-    c = deft.Optimizer(deft.Comm.single(), sizes, x0, algo="def",
-                       compressor="rbgs", ratio=args.ratio, **opts)
+    c = deft.FlatOptimizer(deft.Comm.single(), sizes, x0, algo="def",
+                           compressor="rbgs", ratio=args.ratio, **opts)
     lib, h = _lib.lib, c._ptr
     pt, gaddr = ctypes.c_void_p(), grad.data_ptr()
 

@@ -389,6 +389,10 @@ typedef struct {
     int word_value;       /*   and sets the field to this value             */
     const char *implicit; /* the value the CLI flag means without one
                              (FLAG: "1"), or NULL: a value is required     */
+    int required;         /* 1: 0 means "not given", and the algorithms
+                             that read it refuse to run without it (eclk's
+                             L and mu); a field of an algorithm that is
+                             not running is then not checked at all        */
     /* CHOICE: the name of value v (0, 1, ...), NULL when v is not one. */
     const char *(*choice)(int v);
     uint32_t algos;       /* bit a: algorithm a reads the field             */
@@ -405,6 +409,10 @@ DEFT_API const deft_option_t *deft_optim_option(size_t i);
  * option). */
 DEFT_API const char *deft_optim_option_name(size_t i);
 DEFT_API const char *deft_optim_option_choice(const char *name, int v);
+/* The type of the option called name as a word: "flag", "int", "long",
+ * "uint64", "float", "double", "choice", "string" or "list" (NULL for an
+ * unknown name), for bindings that read no structs. */
+DEFT_API const char *deft_optim_option_type(const char *name);
 /* The option called name: its field name or its flag, with or without a
  * leading "--", '-' and '_' alike ("weight_decay", "--wd"); NULL if none. */
 DEFT_API const deft_option_t *deft_optim_option_find(const char *name);

@@ -186,11 +186,11 @@ def deft_run(A, b, mu, K, ratio, seed, rounds, theta1=None):
     def worker(comm):
         k = comm.rank
         Ak, bk = A[k * m_per:(k + 1) * m_per], b[k * m_per:(k + 1) * m_per]
-        opt = deft.Optimizer(comm, [d], np.zeros(d, np.float32), algo="eclk",
-                             compressor="randk", ratio=ratio, seed=seed,
-                             eclk_L=L, eclk_mu=mu, eclk_p=p,
-                             eclk_theta1=theta1 if theta1 else th1,
-                             weight_decay=0.0, momentum=0.0)
+        opt = deft.FlatOptimizer(comm, [d], np.zeros(d, np.float32),
+                                 algo="eclk", compressor="randk", ratio=ratio,
+                                 seed=seed, eclk_L=L, eclk_mu=mu, eclk_p=p,
+                                 eclk_theta1=theta1 if theta1 else th1,
+                                 weight_decay=0.0, momentum=0.0)
         out = []
         for _ in range(rounds):
             x = np.array(opt.ask(), np.float64)

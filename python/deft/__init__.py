@@ -6,7 +6,8 @@ torch.optim.Optimizer and torch.distributed collectives.
 
     import deft
     def worker(comm):
-        opt = deft.Optimizer(comm, [784 * 10, 10], x0, algo="def", ratio=64)
+        opt = deft.FlatOptimizer(comm, [784 * 10, 10], x0, algo="def",
+                                 ratio=64)
         ...
     deft.run_threads(4, worker)
 """
@@ -15,12 +16,13 @@ from .comm import Comm, run_threads
 from .errors import (CommError, DeftError, DeftIOError, Diverged, FormatError,
                      InternalError, InvalidArgument, OutOfMemory, Unsupported,
                      UsageError)
-from .optim import (ALGORITHMS, COMPRESSORS, RESHARD_RULES, SCOPES, Optimizer,
-                    default_config, make_config, reshard_states)
+from .optim import (ALGORITHMS, COMPRESSORS, RESHARD_RULES, SCOPES, Config,
+                    FlatOptimizer, default_config, make_config,
+                    reshard_states)
 
 __all__ = ["ALGORITHMS", "COMPRESSORS", "SCOPES", "Comm", "CommError",
-           "DeftError", "DeftIOError", "Diverged", "FormatError",
-           "InternalError", "InvalidArgument", "Optimizer", "OutOfMemory",
+           "Config", "DeftError", "DeftIOError", "Diverged", "FlatOptimizer",
+           "FormatError", "InternalError", "InvalidArgument", "OutOfMemory",
            "Unsupported", "UsageError", "default_config", "have_mpi",
            "library_path", "make_config", "reshard_states", "run_threads",
            "version", "RESHARD_RULES"]

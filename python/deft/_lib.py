@@ -57,32 +57,6 @@ vp = ctypes.c_void_p
 pvp = ctypes.POINTER(ctypes.c_void_p)
 
 
-class OptimConfig(ctypes.Structure):
-    """Mirror of deft_optim_config_t (include/deft.h), field by field."""
-    _fields_ = [
-        ("algo", ctypes.c_int),
-        ("compressor", ctypes.c_int),
-        ("ratio", ctypes.c_double),
-        ("scope", ctypes.c_int),
-        ("randk_scaled", ctypes.c_int),
-        ("qsgd_levels", ctypes.c_int),
-        ("lambda_", ctypes.c_float),
-        ("lr", ctypes.c_float),
-        ("momentum", ctypes.c_float),
-        ("weight_decay", ctypes.c_float),
-        ("avg_period", ctypes.c_int),
-        ("seed", ctypes.c_uint64),
-        ("eclk_L", ctypes.c_double),
-        ("eclk_mu", ctypes.c_double),
-        ("eclk_p", ctypes.c_double),
-        ("eclk_theta1", ctypes.c_double),
-        ("eclk_n", ctypes.c_uint64),
-        ("powersgd_rank", ctypes.c_int),
-        ("dampening", ctypes.c_float),
-        ("nesterov", ctypes.c_int),
-    ]
-
-
 class Group(ctypes.Structure):
     """Mirror of deft_group_t: one group's hyperparameters."""
     _fields_ = [("lr", ctypes.c_float), ("momentum", ctypes.c_float),
@@ -150,9 +124,19 @@ _decl("deft_comm_create_self", c_status, pvp)
 _decl("deft_comm_create_mpi_world", c_status, pvp)
 _decl("deft_mpi_finalize", c_status)
 _decl("deft_comm_destroy", None, vp)
-_decl("deft_optim_config_init", None, ctypes.POINTER(OptimConfig))
-_decl("deft_optim_create", c_status, pvp, vp, ctypes.POINTER(Layout), vp,
-      ctypes.POINTER(OptimConfig))
+# deft_optim_config_t is held as opaque bytes (deft_optim_config_size) and
+# filled and read by name, as text, through the library's option table.
+_decl("deft_optim_config_size", c_size)
+_decl("deft_optim_config_init", None, vp)
+_decl("deft_optim_config_set", c_status, vp, ctypes.c_char_p, ctypes.c_char_p)
+_decl("deft_optim_config_get", c_status, vp, ctypes.c_char_p, ctypes.c_char_p,
+      c_size)
+_decl("deft_optim_config_check", c_status, vp)
+_decl("deft_optim_option_count", c_size)
+_decl("deft_optim_option_name", ctypes.c_char_p, c_size)
+_decl("deft_optim_option_choice", ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int)
+_decl("deft_optim_option_type", ctypes.c_char_p, ctypes.c_char_p)
+_decl("deft_optim_create", c_status, pvp, vp, ctypes.POINTER(Layout), vp, vp)
 _decl("deft_optim_destroy", None, vp)
 _decl("deft_optim_ask", c_status, vp, pvp)
 _decl("deft_optim_tell", c_status, vp, vp, ctypes.POINTER(StepInfo))

@@ -45,6 +45,8 @@ class Comm:
         """MPI_COMM_WORLD of a job started by mpirun. Initializes MPI (thread
         level MPI_THREAD_MULTIPLE, for the watchdog) if nothing did yet; MPI is then
         finalized at interpreter exit. Collective over all ranks."""
+        # first: the create may initialize MPI and still fail
+        _register_finalize_mpi()
         h = ctypes.c_void_p()
         check(lib.deft_comm_create_mpi_world(ctypes.byref(h)))
         comm = cls(h.value, owned=True)
@@ -237,9 +239,22 @@ def _install_mpi_excepthook():
     sys.excepthook = hook
 
 
-@atexit.register
 def _finalize_mpi():
     for c in _mpi_comms:
         c.close()
     _mpi_comms.clear()
     lib.deft_mpi_finalize()
+
+
+_finalize_registered = False
+_finalize_lock = threading.Lock()
+
+
+def _register_finalize_mpi():
+    """Registers _finalize_mpi to run at interpreter exit, once, when the
+    first MPI communicator is made: importing deft leaves exit alone."""
+    global _finalize_registered
+    with _finalize_lock:
+        if not _finalize_registered:
+            atexit.register(_finalize_mpi)
+            _finalize_registered = True

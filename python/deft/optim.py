@@ -1,109 +1,210 @@
-"""The ask/tell optimizer over one flat float32 vector, and its
-configuration as keyword arguments with the C field names
-(deft_optim_config_t; `lam` for the C field `lambda`, a Python keyword)."""
+"""The ask/tell optimizer over one flat float32 vector (FlatOptimizer), and
+its configuration as keyword arguments named as the library's options (the
+fields of deft_optim_config_t; `lam` for the C field `lambda`, a Python
+keyword).
+
+The options are the library's table (deft.h, "The configuration,
+described"): their names, types, ranges and the names of the algorithms,
+compressors and scopes are read from it. A config is held as opaque bytes
+(deft_optim_config_size) that deft_optim_config_set fills and
+deft_optim_config_get reads, by name and as text; nothing here knows the
+struct's layout."""
+import collections.abc
 import ctypes
+import numbers
+import operator
 
 from . import _buf, _lib
 from .comm import Comm
-from .errors import DIVERGED, FormatError, InvalidArgument, check, error_for
+from .errors import (DIVERGED, OK, FormatError, InvalidArgument, check,
+                     error_for)
 
 lib = _lib.lib
 
-#: The names deft knows, in the order of the C enums.
-ALGORITHMS = ("sgd", "ef", "def", "defa", "saef", "psync", "ef21", "eclk")
-COMPRESSORS = ("none", "rbgs", "randk", "topk", "sign", "qsgd", "scale",
-               "powersgd", "fp16", "bf16", "randk-private")
-SCOPES = ("tensor", "global")
 
-_FIELDS = [name for name, _ in _lib.OptimConfig._fields_]
-_PY_NAME = {"lambda_": "lam"}
-_C_NAME = {v: k for k, v in _PY_NAME.items()}
-_C_NAME["lambda"] = "lambda_"
+def _choices(option):
+    """The names of the values of a choice option, in the order of its C
+    enum, as the library lists them."""
+    names = []
+    while True:
+        name = lib.deft_optim_option_choice(option.encode(), len(names))
+        if name is None:
+            return tuple(names)
+        names.append(name.decode())
 
 
-def _short_float32(v):
-    """The shortest decimal that is the same float32 as v (0.3, not
-    0.30000001192092896)."""
-    for digits in range(1, 10):
-        d = float("%.*g" % (digits, v))
-        if ctypes.c_float(d).value == v:
-            return d
-    return v
+#: The names deft knows, in the order of the C enums (the library's).
+ALGORITHMS = _choices("algo")
+COMPRESSORS = _choices("compressor")
+SCOPES = _choices("scope")
+
+# The Python keyword of a C field whose name is a Python keyword.
+_PY_NAME = {"lambda": "lam"}
+# Keyword -> C name, for every option of the library's table, in its order.
+_OPTIONS = {}
+for _i in range(lib.deft_optim_option_count()):
+    _c = lib.deft_optim_option_name(_i).decode()
+    _OPTIONS[_PY_NAME.get(_c, _c)] = _c
+del _i, _c
+
+
+# How a field's text reads in Python, by the library's name of its type.
+_KINDS = {"flag": "int", "int": "int", "long": "int", "uint64": "int",
+          "float": "float", "double": "float", "choice": "choice",
+          "string": "text", "list": "text"}
+_KIND = {c: _KINDS.get(lib.deft_optim_option_type(c.encode()).decode())
+         for c in _OPTIONS.values()}
+_TEXT_SIZE = 256
+# Other spellings of a keyword that name the same field (lam's C name, and
+# the name ctypes mirrors once used).
+_ALIASES = {"lambda": "lambda", "lambda_": "lambda"}
+
+
+def _c_name(key):
+    """The C name of the keyword key; InvalidArgument listing the valid
+    keywords if it is none."""
+    cname = (_OPTIONS.get(key) or _ALIASES.get(key)) if isinstance(key, str) \
+        else None
+    if cname is None:
+        raise InvalidArgument("%s: not a deft option (known: %s)"
+                              % (key, ", ".join(_OPTIONS)))
+    return cname
+
+
+def _as_keyword(message, cname, key):
+    """The library's message about field cname, naming it as the Python
+    keyword (lam for lambda)."""
+    if key != cname and message.startswith(cname):
+        return key + message[len(cname):]
+    return message
+
+
+def _number(key, value):
+    """A number from a scalar that is not registered as one (a 0-d
+    tensor), through its __index__ or __float__; InvalidArgument naming
+    key for anything else (a list, None, bytes)."""
+    if not isinstance(value, (bytes, bytearray)):
+        for convert in (operator.index, float):
+            try:
+                return convert(value)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+    raise InvalidArgument("%s = %r: a %s, not a number, a bool or a name"
+                          % (key, value, type(value).__name__))
+
+
+def _to_text(key, cname, value):
+    """value as the text deft_optim_config_set reads: a bool as 1 or 0, an
+    integer in decimal (an algorithm, compressor or scope given by its
+    number as its name), a float as its round-trip repr (a whole one in
+    decimal for an integer field), a string (a name) as given.
+    InvalidArgument naming key for a value of another type."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, numbers.Real):  # integers are Real too
+        value = _number(key, value)
+    if isinstance(value, numbers.Integral):
+        value = int(value)
+        if _KIND[cname] == "choice" and 0 <= value < 2**31:
+            name = lib.deft_optim_option_choice(cname.encode(), value)
+            if name is not None:
+                return name.decode()
+        return str(value)
+    value = float(value)
+    if _KIND[cname] == "int" and value.is_integer():
+        return str(int(value))  # qsgd_levels=8.0 is 8, as it always was
+    return repr(value)
+
+
+class Config(collections.abc.Mapping):
+    """A deft_optim_config_t: the library's bytes, initialized with
+    deft_optim_config_init (DEFT_OPTIM_CONFIG_INIT) and changed only by
+    set(), through deft_optim_config_set, which checks each value's type
+    and range. A read-only mapping from the keywords (lam for lambda) to
+    the values deft_optim_config_get shows: str for algo, compressor and
+    scope (names), int for integers and flags, float for numbers (a
+    float32 field as its shortest decimal, 0.3)."""
+
+    def __init__(self, **options):
+        self._buf = ctypes.create_string_buffer(lib.deft_optim_config_size())
+        lib.deft_optim_config_init(self._buf)
+        for key, value in options.items():
+            self.set(key, value)
+
+    def set(self, key, value):
+        """Sets the option called key (a keyword) to value; InvalidArgument
+        (the library's message, naming key) if the name, the type or the
+        range is wrong, leaving the config unchanged."""
+        cname = _c_name(key)
+        st = lib.deft_optim_config_set(self._buf, cname.encode(),
+                                       _to_text(key, cname, value).encode())
+        if st != OK:
+            e = error_for(st)
+            raise type(e)(_as_keyword(str(e), cname, key), st) from None
+
+    def text(self, key):
+        """The option's value as deft_optim_config_get writes it, text
+        that set() reads back to the same value."""
+        cname = _c_name(key)
+        out = ctypes.create_string_buffer(_TEXT_SIZE)
+        check(lib.deft_optim_config_get(self._buf, cname.encode(), out,
+                                        _TEXT_SIZE))
+        return out.value.decode()
+
+    def __getitem__(self, key):
+        if key not in _OPTIONS:
+            raise KeyError(key)
+        text, cname = self.text(key), _OPTIONS[key]
+        kind = _KIND[cname]
+        if kind in ("int", None):
+            try:
+                return int(text)
+            except ValueError:
+                pass
+        if kind in ("float", None):
+            try:  # the library writes the shortest decimal: 0.3, not
+                return float(text)  # 0.300000012 for a float holding 0.3f
+            except ValueError:
+                pass
+        return text  # a choice's name, text, or a word the option allows
+
+    def __iter__(self):
+        return iter(_OPTIONS)
+
+    def __len__(self):
+        return len(_OPTIONS)
+
+    def check(self):
+        """The library's check of the whole config (deft_optim_config_check,
+        as deft_optim_create does it): each field the algorithm and
+        compressor read in its range, and the rules between fields.
+        InvalidArgument naming the field."""
+        st = lib.deft_optim_config_check(self._buf)
+        if st != OK:
+            e = error_for(st)
+            raise type(e)(_as_keyword(str(e), "lambda", "lam"), st) from None
+
+    def __repr__(self):
+        return "deft.Config(%s)" % ", ".join("%s=%r" % kv
+                                             for kv in self.items())
 
 
 def default_config():
-    """DEFT_OPTIM_CONFIG_INIT as a dict of keyword arguments, with algorithm,
-    compressor and scope by name."""
-    c = _lib.OptimConfig()
-    lib.deft_optim_config_init(ctypes.byref(c))
-    out = {}
-    for f in _FIELDS:
-        v = getattr(c, f)
-        if f == "algo":
-            v = ALGORITHMS[v]
-        elif f == "compressor":
-            v = COMPRESSORS[v]
-        elif f == "scope":
-            v = SCOPES[v]
-        elif isinstance(v, float) and f in ("lambda_", "lr", "momentum",
-                                            "weight_decay", "dampening"):
-            v = _short_float32(v)
-        out[_PY_NAME.get(f, f)] = v
-    return out
-
-
-def _enum(value, names, what):
-    if isinstance(value, int) and not isinstance(value, bool):
-        if 0 <= value < len(names):
-            return value
-    elif isinstance(value, str):
-        low = value.lower()
-        if low in names:
-            return names.index(low)
-    raise InvalidArgument("%s = %r: unknown %s (expected one of %s)"
-                          % ("algo" if what == "algorithm" else what, value,
-                             what, ", ".join(names)))
+    """DEFT_OPTIM_CONFIG_INIT as a dict of keyword arguments (every option
+    of the library's table), with algorithm, compressor and scope by
+    name."""
+    return dict(Config())
 
 
 def make_config(**kwargs):
-    """A deft_optim_config_t from keyword arguments named as its C fields
-    (lam for lambda); unnamed fields keep DEFT_OPTIM_CONFIG_INIT's value.
-    An unknown name or a value of the wrong type raises InvalidArgument
-    naming it; ranges are checked by deft_optim_create."""
-    c = _lib.OptimConfig()
-    lib.deft_optim_config_init(ctypes.byref(c))
-    for key, value in kwargs.items():
-        f = _C_NAME.get(key, key)
-        if f not in _FIELDS or f in _PY_NAME.values():
-            raise InvalidArgument(
-                "%s: not a deft option (known: %s)" % (key, ", ".join(
-                    _PY_NAME.get(n, n) for n in _FIELDS)))
-        if f == "algo":
-            value = _enum(value, ALGORITHMS, "algorithm")
-        elif f == "compressor":
-            value = _enum(value, COMPRESSORS, "compressor")
-        elif f == "scope":
-            value = _enum(value, SCOPES, "scope")
-        try:
-            ctype = dict(_lib.OptimConfig._fields_)[f]
-            if ctype in (ctypes.c_float, ctypes.c_double):
-                value = float(value)
-            else:
-                if isinstance(value, float) and not value.is_integer():
-                    raise TypeError("not a whole number")
-                value = int(value)
-                if ctype is ctypes.c_uint64 and value < 0:
-                    raise InvalidArgument("%s = %d, must be >= 0" % (key, value))
-                if ctype is ctypes.c_int and not -2**31 <= value < 2**31:
-                    raise InvalidArgument("%s = %d is out of range" % (key, value))
-                if ctype is ctypes.c_uint64 and value >= 2**64:
-                    raise InvalidArgument("%s = %d is out of range" % (key, value))
-            setattr(c, f, value)
-        except (TypeError, ValueError) as e:
-            if isinstance(e, InvalidArgument):
-                raise
-            raise InvalidArgument("%s = %r: %s" % (key, value, e)) from None
-    return c
+    """A Config from keyword arguments named as the library's options (lam
+    for lambda); the others keep DEFT_OPTIM_CONFIG_INIT's value. An
+    unknown name, a value of the wrong type or out of range raises
+    InvalidArgument naming it; the rules between fields are checked by
+    deft_optim_create (or Config.check())."""
+    return Config(**kwargs)
 
 
 #: Re-sharding rules (deft_reshard_t): keep the mean of what each worker
@@ -119,8 +220,9 @@ def reshard_states(blobs, workers, rule="mean"):
     momenta and the other per-worker vectors keep their mean over workers
     (rule "mean"; DEF's output model x - avg(e) is kept), or errors and
     momenta restart at zero (rule "zero"). See deft_optim_state_reshard in
-    deft.h for the mapping. InvalidArgument for a bad count or rule,
-    FormatError for blobs that are corrupt or not of one run and step."""
+    deft.h for the mapping. InvalidArgument for a bad rule, or a count the
+    library refuses (deft_optim_state_reshard's k_in, k_out), FormatError
+    for blobs that are corrupt or not of one run and step."""
     blobs = [bytes(b) for b in blobs]
     if not blobs:
         raise InvalidArgument("reshard_states: no states given")
@@ -135,11 +237,13 @@ def reshard_states(blobs, workers, rule="mean"):
     if isinstance(workers, bool) or not isinstance(workers, int):
         raise InvalidArgument("reshard_states: workers=%r, must be an int"
                               % (workers,))
-    if not 1 <= workers <= 1024:
-        raise InvalidArgument("reshard_states: workers=%d, must be in "
-                              "[1, 1024]" % workers)
+    if not -2**31 <= workers < 2**31:
+        raise InvalidArgument("reshard_states: workers=%d is not a C int"
+                              % workers)
+    # deft_optim_state_reshard refuses a count it does not allow (its
+    # k_out) before it writes; out must not be NULL even then.
     src = b"".join(blobs)
-    out = ctypes.create_string_buffer(size * workers)
+    out = ctypes.create_string_buffer(size * max(workers, 1))
     check(lib.deft_optim_state_reshard(src, size, len(blobs), out, workers,
                                        RESHARD_RULES[rule]))
     raw = out.raw
@@ -167,7 +271,8 @@ def _layout(sizes, rows):
 
 class _Handle:
     """Owns a deft_optim_t; freed when the last Python object that needs the
-    optimizer's memory (the Optimizer, or a view of its buffers) is gone."""
+    optimizer's memory (the FlatOptimizer, or a view of its buffers) is
+    gone."""
 
     def __init__(self, ptr, comm):
         self.ptr = ctypes.c_void_p(ptr)
@@ -179,10 +284,11 @@ class _Handle:
             lib.deft_optim_destroy(ptr)
 
 
-class Optimizer:
-    """deft's ask/tell optimizer on this worker of comm.
+class FlatOptimizer:
+    """deft's ask/tell optimizer on this worker of comm, over one flat
+    float32 vector (deft.torch.Optimizer is torch's optimizer over it).
 
-        opt = deft.Optimizer(comm, sizes, x0, algo="def", ratio=64, lr=0.05)
+        opt = deft.FlatOptimizer(comm, sizes, x0, algo="def", ratio=64, lr=0.05)
         for step in range(steps):
             point = opt.ask()          # float32 memoryview: take the gradient here
             opt.tell(gradient(point))  # compress, communicate, update
@@ -190,7 +296,8 @@ class Optimizer:
 
     sizes lists the tensor sizes of the flat model (per-tensor compressors
     use them), x0 is any float32 buffer of sum(sizes) floats (rank 0's is
-    broadcast), and the keywords are deft_optim_config_t's fields. rows,
+    broadcast), and the keywords are the library's options (make_config;
+    self.config is the Config, read by name). rows,
     optional, gives each tensor's matrix rows (a weight (out, in, ...) has
     rows = out; 0 or 1 for vectors): powersgd compresses those matrices.
     Creation is collective over comm."""
@@ -207,14 +314,14 @@ class Optimizer:
         self.rows = tuple(rows) if rows is not None else None
         h = ctypes.c_void_p()
         check(lib.deft_optim_create(ctypes.byref(h), comm.handle,
-                                    ctypes.byref(layout), addr, ctypes.byref(cfg)))
+                                    ctypes.byref(layout), addr, cfg._buf))
         self._adopt(h.value, cfg)
 
     def _adopt(self, handle, cfg):
         self._h = _Handle(handle, self.comm)
         self.config = cfg
-        self.algo = ALGORITHMS[cfg.algo]
-        self.compressor = COMPRESSORS[cfg.compressor]
+        self.algo = cfg["algo"]
+        self.compressor = cfg["compressor"]
         self.last_info = _lib.StepInfo()
         self._point = None
 
@@ -232,7 +339,7 @@ class Optimizer:
         h = ctypes.c_void_p()
         check(lib.deft_optim_create_grown(ctypes.byref(h), self._ptr,
                                           ctypes.byref(layout), addr))
-        new = Optimizer.__new__(Optimizer)
+        new = FlatOptimizer.__new__(FlatOptimizer)
         new.comm = self.comm
         new.sizes = self.sizes + tuple(sizes)
         new.dim = sum(new.sizes)
@@ -257,11 +364,11 @@ class Optimizer:
                                       % (i, ", ".join(sorted(unknown)),
                                          ", ".join(self._GROUP_KEYS)))
             c = self.config
-            arr[i].lr = float(g.get("lr", c.lr))
-            arr[i].momentum = float(g.get("momentum", c.momentum))
-            arr[i].dampening = float(g.get("dampening", c.dampening))
-            arr[i].weight_decay = float(g.get("weight_decay", c.weight_decay))
-            arr[i].nesterov = int(bool(g.get("nesterov", c.nesterov)))
+            arr[i].lr = float(g.get("lr", c["lr"]))
+            arr[i].momentum = float(g.get("momentum", c["momentum"]))
+            arr[i].dampening = float(g.get("dampening", c["dampening"]))
+            arr[i].weight_decay = float(g.get("weight_decay", c["weight_decay"]))
+            arr[i].nesterov = int(bool(g.get("nesterov", c["nesterov"])))
         tg = None
         if tensor_group is not None:
             tensor_group = [int(t) for t in tensor_group]

@@ -25,7 +25,7 @@ from torch.optim.optimizer import required
 
 from .comm import Comm
 from .errors import FormatError, InvalidArgument, UsageError
-from .optim import Optimizer as _AskTell
+from .optim import FlatOptimizer
 from .optim import reshard_states
 
 __all__ = ["Optimizer", "process_group_comm", "reshard_state_dicts"]
@@ -109,7 +109,7 @@ def _check_param(i, p):
 
 # torch.optim.SGD's per-group options. The first five are deft's per-tensor
 # hyperparameters (deft_group_t); maximize is applied to the gradient here.
-_SGD_KEYS = _AskTell._GROUP_KEYS
+_SGD_KEYS = FlatOptimizer._GROUP_KEYS
 _C_GROUP_RE = re.compile(r"(?:deft_optim_set_groups: )?groups\[(\d+)\]\.(\w+)")
 
 
@@ -161,7 +161,7 @@ class Optimizer(torch.optim.Optimizer):
             raise InvalidArgument(
                 "algo = 'eclk': ECLK takes its steps from the problem's "
                 "constants (eclk_L, eclk_mu), not from param_groups; use "
-                "deft.Optimizer or `deft convex` for it")
+                "deft.FlatOptimizer or `deft convex` for it")
         for gi, g in enumerate(self.param_groups):
             self._check_group_keys(gi, g)
         included, self._excluded, seen = [], [], 0
@@ -180,11 +180,11 @@ class Optimizer(torch.optim.Optimizer):
         # deft's group values are set from param_groups before every step;
         # the config holds a placeholder lr (deft_optim_create needs > 0).
         x0 = torch.cat([p.detach().reshape(-1) for p in ps]).contiguous()
-        self.deft = _AskTell(self.comm, [p.numel() for p in ps], x0,
-                             rows=[p.shape[0] if p.dim() >= 2 else 0 for p in ps],
-                             algo=algo, compressor=compressor, ratio=ratio,
-                             lam=lam, seed=seed, lr=1.0, momentum=0.0,
-                             weight_decay=0.0, **more)
+        self.deft = FlatOptimizer(
+            self.comm, [p.numel() for p in ps], x0,
+            rows=[p.shape[0] if p.dim() >= 2 else 0 for p in ps],
+            algo=algo, compressor=compressor, ratio=ratio, lam=lam, seed=seed,
+            lr=1.0, momentum=0.0, weight_decay=0.0, **more)
         self._options = dict(algo=self.deft.algo, compressor=self.deft.compressor,
                              ratio=float(ratio), lam=float(lam), seed=int(seed),
                              **more)

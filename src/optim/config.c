@@ -145,6 +145,16 @@ const char *deft_optim_option_name(size_t i)
     return o ? o->name : NULL;
 }
 
+const char *deft_optim_option_type(const char *name)
+{
+    static const char *const words[] = {"flag",   "int",    "long",
+                                        "uint64", "float",  "double",
+                                        "choice", "string", "list"};
+    const deft_option_t *o = deft_optim_option_find(name);
+    return o && (size_t)o->type < sizeof words / sizeof words[0]
+               ? words[o->type] : NULL;
+}
+
 const char *deft_optim_option_choice(const char *name, int v)
 {
     const deft_option_t *o = deft_optim_option_find(name);
@@ -259,14 +269,18 @@ deft_status_t deft_optim_config_check_as(const deft_optim_config_t *cfg,
                          deft_option_label("algo", pre, label), (int)cfg->algo);
     const deft_option_def_t *t;
     const size_t n = deft_optim_option_defs(&t);
-    const deft_optim_config_t def = DEFT_OPTIM_CONFIG_INIT;
     for (size_t i = 0; i < n; i++) {
         /* A field the run does not read is still refused out of range,
-         * unless the field has no valid default: eclk's L and mu, which
-         * only eclk needs and reads. */
-        if (!deft_option_applies(&t[i].o, cfg) &&
-            deft_option_check(&t[i], &def, "") != DEFT_OK)
+         * except a required one of another algorithm (eclk's L and mu),
+         * which is not looked at. */
+        const int applies = deft_option_applies(&t[i].o, cfg);
+        if (!applies && t[i].o.required)
             continue;
+        if (applies && t[i].o.required && deft_option_value(&t[i], cfg) == 0)
+            return deft_fail(DEFT_ERR_INVALID_ARG, "%s = 0: not given, and "
+                             "%s needs it (%s)",
+                             deft_option_label(t[i].o.name, pre, label),
+                             deft_algo_name(cfg->algo), t[i].o.help);
         deft_status_t st = deft_option_check(&t[i], cfg, pre);
         if (st != DEFT_OK)
             return st;

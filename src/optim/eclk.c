@@ -148,9 +148,11 @@ deft_status_t deft_optim_eclk_anchor(const deft_optim_t *opt, const float **w,
 /* The problem's constants and the method's parameters (0: from theory). */
 static const deft_option_def_t eclk_L = DEFT_OPTION_DEF(
     deft_optim_config_t, eclk_L, DOUBLE, 0, INFINITY, DEFT_OPTION_MIN_OPEN,
+    .zero = "not given", .required = 1,
     .help = "eclk: smoothness L of the parts (required)");
 static const deft_option_def_t eclk_mu = DEFT_OPTION_DEF(
     deft_optim_config_t, eclk_mu, DOUBLE, 0, INFINITY, DEFT_OPTION_MIN_OPEN,
+    .zero = "not given", .required = 1,
     .help = "eclk: strong convexity mu, at most eclk_L (required)");
 static const deft_option_def_t eclk_p = DEFT_OPTION_DEF(
     deft_optim_config_t, eclk_p, DOUBLE, 0, 1, DEFT_OPTION_MIN_OPEN,

@@ -50,10 +50,6 @@ static deft_status_t check_rules(const deft_train_config_t *cfg)
         return deft_fail(DEFT_ERR_INVALID_ARG, "--bn-recalibrate: %s has no "
                          "batch norm (preresnet20 and vgg11bn have)",
                          deft_model_name(cfg->model));
-    if (cfg->optim.algo == DEFT_ALGO_ECLK)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "--algo eclk is for convex "
-                         "problems and is not available in 'deft train' (see "
-                         "deft convex)");
     if (cfg->n_decays < 0 || cfg->n_decays > DEFT_TRAIN_MAX_DECAYS)
         return deft_fail(DEFT_ERR_INVALID_ARG, "--lr-decay: at most %d points",
                          DEFT_TRAIN_MAX_DECAYS);
@@ -81,6 +77,10 @@ deft_status_t deft_train_config_check(const deft_train_config_t *cfg,
     for (size_t i = 0; i < n; i++)
         if (deft_option_check(&t[i], cfg, "--") != DEFT_OK)
             return DEFT_ERR_INVALID_ARG;
+    if (cfg->optim.algo == DEFT_ALGO_ECLK)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "--algo eclk is for convex "
+                         "problems and is not available in 'deft train' (see "
+                         "deft convex)");
     if (deft_optim_config_check_as(&cfg->optim, "--") != DEFT_OK)
         return DEFT_ERR_INVALID_ARG; /* the optimizer's flags, in their names */
     deft_status_t st = check_rules(cfg);

@@ -33,19 +33,21 @@ def test_exceptions_subclass_builtins():
 
 
 @pytest.mark.parametrize("kwargs, needle", [
-    (dict(ratio=0.5), "ratio = 0.5"),
-    (dict(algo="nope"), "algo = 'nope'"),
-    (dict(compressor="zip"), "compressor = 'zip'"),
-    (dict(lr=-1.0), "lr = -1"),
-    (dict(lam=2.0), "lambda = 2"),
-    (dict(momentum="fast"), "momentum = 'fast'"),
+    (dict(ratio=0.5), "ratio '0.5': must be a number >= 1"),
+    (dict(algo="nope"), "algo 'nope': must be one of sgd, ef, def"),
+    (dict(compressor="zip"), "compressor 'zip': must be one of none, rbgs"),
+    (dict(lr=-1.0), "lr '-1.0': must be a number > 0"),
+    (dict(lam=2.0), "lam '2.0': must be a number in [0, 1]"),
+    (dict(momentum="fast"), "momentum 'fast': must be a number"),
+    (dict(momentum=[0.9]), "momentum = [0.9]: a list"),
     (dict(colour=1), "colour: not a deft option"),
-    (dict(seed=-3), "seed = -3"),
+    (dict(seed=-3), "seed '-3': must be an integer >= 0"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, needle):
     with deft.Comm.single() as comm:
         with pytest.raises(ValueError) as e:
-            deft.Optimizer(comm, [4], array.array("f", [0.0] * 4), **kwargs)
+            deft.FlatOptimizer(comm, [4], array.array("f", [0.0] * 4),
+                               **kwargs)
     assert needle in str(e.value), str(e.value)
     assert isinstance(e.value, deft.InvalidArgument)
 
@@ -53,10 +55,10 @@ def test_bad_arguments_name_the_argument(kwargs, needle):
 def test_bad_buffers():
     comm = deft.Comm.single()
     with pytest.raises(ValueError, match="x0: 3 floats, expected 4"):
-        deft.Optimizer(comm, [4], array.array("f", [0.0] * 3))
+        deft.FlatOptimizer(comm, [4], array.array("f", [0.0] * 3))
     with pytest.raises(ValueError, match="format 'd'"):
-        deft.Optimizer(comm, [4], array.array("d", [0.0] * 4))
-    opt = deft.Optimizer(comm, [2, 2], array.array("f", [1.0] * 4))
+        deft.FlatOptimizer(comm, [4], array.array("d", [0.0] * 4))
+    opt = deft.FlatOptimizer(comm, [2, 2], array.array("f", [1.0] * 4))
     opt.ask()
     with pytest.raises(ValueError, match="grad: a list"):
         opt.tell([0.0] * 4)
@@ -66,8 +68,8 @@ def test_ask_tell_single_worker_is_momentum_sgd():
     # compressor none, lambda 0 (defa with lam=0 is EF, which with none is
     # momentum SGD): x -= lr * m, m = mu * m + g, in float32.
     x0 = array.array("f", [1.0, -2.0, 0.5])
-    opt = deft.Optimizer(deft.Comm.single(), [3], x0, algo="ef",
-                         compressor="none", lr=0.1, momentum=0.5)
+    opt = deft.FlatOptimizer(deft.Comm.single(), [3], x0, algo="ef",
+                             compressor="none", lr=0.1, momentum=0.5)
     x, m = list(x0), [0.0] * 3
     f32 = lambda v: ctypes.c_float(v).value  # noqa: E731
     for step in range(5):
@@ -86,7 +88,8 @@ def test_groups_step_each_tensor_with_its_own_hyperparameters():
     # the same float32 operations for each, and Nesterov in group 1.
     f32 = lambda v: ctypes.c_float(v).value  # noqa: E731
     x0 = array.array("f", [1.0, -2.0, 0.5])
-    opt = deft.Optimizer(deft.Comm.single(), [2, 1], x0, algo="sgd", lr=0.1)
+    opt = deft.FlatOptimizer(deft.Comm.single(), [2, 1], x0, algo="sgd",
+                             lr=0.1)
     opt.set_groups([dict(lr=0.1, momentum=0.5, weight_decay=0.0),
                     dict(lr=0.2, momentum=0.9, nesterov=True)], [0, 1])
     assert opt.tensor_groups() == [0, 1]
@@ -112,8 +115,8 @@ def test_groups_step_each_tensor_with_its_own_hyperparameters():
 
 
 def test_grown_optimizer_carries_the_state_and_leaves_the_old_one():
-    opt = deft.Optimizer(deft.Comm.single(), [3], array.array("f", [1.0] * 3),
-                         ratio=2, lr=0.1)
+    opt = deft.FlatOptimizer(deft.Comm.single(), [3],
+                             array.array("f", [1.0] * 3), ratio=2, lr=0.1)
     for _ in range(3):
         opt.tell(array.array("f", [v - 0.5 for v in opt.ask()]))
     old_state = opt.state_bytes()
@@ -128,8 +131,9 @@ def test_grown_optimizer_carries_the_state_and_leaves_the_old_one():
 
 
 def test_ask_buffer_is_stable_and_refreshed_in_place():
-    opt = deft.Optimizer(deft.Comm.single(), [8], array.array("f", [1.0] * 8),
-                         compressor="none", lr=0.5)
+    opt = deft.FlatOptimizer(deft.Comm.single(), [8],
+                             array.array("f", [1.0] * 8), compressor="none",
+                             lr=0.5)
     a = opt.point_address()
     view = opt.ask()
     before = list(view)
@@ -139,8 +143,8 @@ def test_ask_buffer_is_stable_and_refreshed_in_place():
 
 
 def test_views_outlive_the_optimizer_object():
-    opt = deft.Optimizer(deft.Comm.single(), [4], array.array("f", [3.0] * 4),
-                         compressor="none")
+    opt = deft.FlatOptimizer(deft.Comm.single(), [4],
+                             array.array("f", [3.0] * 4), compressor="none")
     view = opt.ask()
     del opt
     import gc
@@ -149,7 +153,8 @@ def test_views_outlive_the_optimizer_object():
 
 
 def test_diverged_carries_the_step():
-    opt = deft.Optimizer(deft.Comm.single(), [4], array.array("f", [0.0] * 4))
+    opt = deft.FlatOptimizer(deft.Comm.single(), [4],
+                             array.array("f", [0.0] * 4))
     for step in range(3):
         opt.ask()
         opt.tell(array.array("f", [0.1] * 4))
@@ -162,8 +167,8 @@ def test_diverged_carries_the_step():
 
 def test_state_bytes_round_trip_is_bitwise():
     def run(blob=None, steps=6):
-        opt = deft.Optimizer(deft.Comm.single(), [5, 3], array.array("f", [0.5] * 8),
-                             ratio=2, lr=0.05)
+        opt = deft.FlatOptimizer(deft.Comm.single(), [5, 3],
+                                 array.array("f", [0.5] * 8), ratio=2, lr=0.05)
         if blob:
             opt.load_state_bytes(blob)
         for s in range(steps):
@@ -174,8 +179,8 @@ def test_state_bytes_round_trip_is_bitwise():
     half = run(steps=4)
     resumed = run(blob=half.state_bytes(), steps=6)
     assert bytes(full.output()) == bytes(resumed.output())
-    other = deft.Optimizer(deft.Comm.single(), [8], array.array("f", [0.0] * 8),
-                           algo="sgd")
+    other = deft.FlatOptimizer(deft.Comm.single(), [8],
+                               array.array("f", [0.0] * 8), algo="sgd")
     with pytest.raises(deft.FormatError, match="algorithm def"):
         other.load_state_bytes(half.state_bytes())
 
@@ -212,8 +217,8 @@ def _train_8_steps(comm, wrap, **opts):
         comm = deft.Comm.custom(inner.allreduce_sum, inner.allgather,
                                 inner.broadcast, inner.barrier,
                                 inner.rank, inner.size)
-    opt = deft.Optimizer(comm, [30, 7], array.array("f", [0.25] * 37),
-                         lr=0.1, **opts)
+    opt = deft.FlatOptimizer(comm, [30, 7], array.array("f", [0.25] * 37),
+                             lr=0.1, **opts)
     for s in range(8):
         pt = opt.ask()
         opt.tell(array.array("f", [v - 0.01 * ((i + comm.rank + s) % 5)
@@ -263,17 +268,19 @@ def test_fp16_over_custom_collectives_is_the_same_sum_in_fp32_bytes():
 def test_rows_give_powersgd_its_matrices_and_are_checked():
     comm = deft.Comm.single()
     x0 = array.array("f", [0.5] * 26)
-    flat = deft.Optimizer(comm, [20, 6], x0, compressor="powersgd")
-    shaped = deft.Optimizer(comm, [20, 6], x0, rows=[4, 0], compressor="powersgd")
+    flat = deft.FlatOptimizer(comm, [20, 6], x0, compressor="powersgd")
+    shaped = deft.FlatOptimizer(comm, [20, 6], x0, rows=[4, 0],
+                                compressor="powersgd")
     for opt in (flat, shaped):
         opt.ask()
         opt.tell(array.array("f", [1.0] * 26))
     assert flat.last_info.msg_bytes == 4 * 26
     assert shaped.last_info.msg_bytes == 4 * (1 * (4 + 5) + 6)
     with pytest.raises(ValueError, match="one count >= 0 per tensor"):
-        deft.Optimizer(comm, [20, 6], x0, rows=[4])
+        deft.FlatOptimizer(comm, [20, 6], x0, rows=[4])
     with pytest.raises(ValueError, match=r"rows\[0\] = 3 does not divide"):
-        deft.Optimizer(comm, [20, 6], x0, rows=[3, 0], compressor="powersgd")
+        deft.FlatOptimizer(comm, [20, 6], x0, rows=[3, 0],
+                           compressor="powersgd")
 
 
 def test_custom_callback_failure_is_a_comm_error_naming_it():
