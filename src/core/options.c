@@ -268,8 +268,11 @@ deft_status_t deft_option_parse(const deft_option_def_t *d, void *base,
 deft_status_t deft_option_format(const deft_option_def_t *d,
                                  const void *base, char *buf, size_t n)
 {
+    if (!buf || n == 0)
+        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: no buffer for its value",
+                         d->o.name);
     const void *p = (const char *)base + d->offset;
-    int w;
+    int w = 0;
     if (d->o.word && *(const int *)p == d->o.word_value &&
         d->o.type == DEFT_OPTION_INT)
         w = snprintf(buf, n, "%s", d->o.word);
