@@ -79,6 +79,9 @@ typedef struct {
     int powersgd_rank; /* powersgd: rank r, 1..1024                          */
 } deft_compressor_params_t;
 
+/* 1 if the kind reads the layout's matrix shapes (powersgd), else 0. */
+int deft_compressor_kind_uses_rows(deft_compressor_kind_t kind);
+
 /* Creates a compressor for vectors of the given layout (n_tensors >= 1,
  * every size >= 1, total below 2^32; powersgd reads layout->rows).
  * Validates p and names a bad field in the error. Everything a step needs

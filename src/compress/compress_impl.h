@@ -58,6 +58,7 @@ struct deft_compressor_ops {
     const char *help;  /* one line, for deft list                        */
     deft_wire_t wire;
     int uses_ratio;
+    int uses_rows;     /* 1: it reads the layout's matrix shapes (rows)  */
     /* Its parameters: config fields only it (or a kin) reads, declared in
      * its file; NULL-terminated, or NULL. */
     const deft_option_def_t *const *params;

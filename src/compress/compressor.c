@@ -12,6 +12,12 @@ const deft_compressor_ops_t *deft_compressor_ops_of(deft_compressor_kind_t kind)
     return NULL;
 }
 
+int deft_compressor_kind_uses_rows(deft_compressor_kind_t kind)
+{
+    const deft_compressor_ops_t *ops = deft_compressor_ops_of(kind);
+    return ops && ops->uses_rows;
+}
+
 /* The kind's own parameters (p's values) against their ranges. */
 static deft_status_t check_params(const deft_compressor_ops_t *ops,
                                   const deft_compressor_params_t *p)

@@ -318,6 +318,7 @@ DEFT_COMPRESSOR(deft_compress_powersgd_ops) = {
     .help = "rank-r PowerSGD of every weight matrix, warm-started; two allreduces",
     .wire = DEFT_WIRE_ROUNDS,
     .params = powersgd_params,
+    .uses_rows = 1,
     .validate = powersgd_validate,
     .uses_ratio = 0,
     .init = psgd_init,

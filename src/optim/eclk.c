@@ -207,4 +207,5 @@ DEFT_ALGORITHM(deft_algo_eclk) = {
     .ignores = eclk_ignores,
     .validate = eclk_validate,
     .setup = eclk_setup,
+    .coupled_point = 1,
 };

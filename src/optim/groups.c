@@ -81,7 +81,7 @@ deft_status_t deft_optim_tensor_group(const deft_optim_t *opt, size_t t,
 int deft_optim_output_is_point(const deft_optim_t *opt)
 {
     return opt && opt->lambda == 0.0f && opt->ops->output == deft_output_x &&
-           opt->cfg.algo != DEFT_ALGO_ECLK;
+           !opt->ops->coupled_point;
 }
 
 /* The combined layout (the old tensors, then added's) and x0 (this

@@ -87,12 +87,12 @@ static deft_status_t validate(const deft_layout_t *layout, const float *x0,
 static uint64_t config_hash(const deft_layout_t *layout,
                             const deft_optim_config_t *cfg)
 {
-    const int psgd = cfg->compressor == DEFT_COMP_POWERSGD;
+    const int shapes = deft_compressor_kind_uses_rows(cfg->compressor);
     uint64_t h = deft_mix64(layout->n_tensors);
     for (size_t t = 0; t < layout->n_tensors; t++) {
         h = deft_mix64(h ^ layout->sizes[t]);
-        /* Shapes matter only to powersgd; vectors hash as 0 either way. */
-        size_t r = psgd && layout->rows && layout->rows[t] > 1 ? layout->rows[t] : 0;
+        /* Shapes matter only to low-rank compressors; vectors hash as 0. */
+        size_t r = shapes && layout->rows && layout->rows[t] > 1 ? layout->rows[t] : 0;
         h = deft_mix64(h ^ r);
     }
     const deft_option_def_t *t;
@@ -372,15 +372,20 @@ uint64_t deft_optim_steps(const deft_optim_t *opt)
 
 deft_status_t deft_optim_diverged(const deft_optim_t *opt, const char *what)
 {
-    /* the compressor's own knob: a ratio, a rank, or none */
-    char knob[40] = "";
+    /* the compressor's own knobs (ratio, rank, levels), from the table */
+    char knob[96] = "";
     const deft_compressor_kind_t k = opt->cfg.compressor;
-    if (k == DEFT_COMP_POWERSGD)
-        snprintf(knob, sizeof knob, " rank %d", opt->cfg.powersgd_rank);
-    else if (k == DEFT_COMP_RBGS || k == DEFT_COMP_RANDK ||
-             k == DEFT_COMP_TOPK || k == DEFT_COMP_SCALE ||
-             k == DEFT_COMP_RANDK_PRIVATE)
-        snprintf(knob, sizeof knob, " ratio %g", opt->cfg.ratio);
+    const uint32_t all = deft_optim_option_find("algo")->compressors;
+    size_t len = 0;
+    for (size_t i = 0; i < deft_optim_option_count() && len < sizeof knob; i++) {
+        const deft_option_t *o = deft_optim_option(i);
+        char v[40];
+        if (o->compressors != all && (o->compressors >> k & 1u) &&
+            o->type != DEFT_OPTION_FLAG &&
+            deft_optim_config_get(&opt->cfg, o->name, v, sizeof v) == DEFT_OK)
+            len += (size_t)snprintf(knob + len, sizeof knob - len, " %s %s",
+                                    o->flag ? o->flag : o->name, v);
+    }
     return deft_fail(DEFT_ERR_DIVERGED,
                      "diverged at step %llu: %s (algorithm %s, compressor "
                      "%s%s, lr %g)", (unsigned long long)opt->step, what,
