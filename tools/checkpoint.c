@@ -56,6 +56,37 @@ static void show(const char *path, const deft_ckpt_meta_t *m, size_t ssz)
            ks);
 }
 
+/* deft checkpoint FILE: what it holds. */
+static int show_file(const char *path)
+{
+    deft_ckpt_meta_t meta;
+    void *states = NULL;
+    size_t ssz = 0;
+    if (deft_checkpoint_read(path, &meta, &states, &ssz) != DEFT_OK) {
+        fprintf(stderr, "deft checkpoint: %s\n", deft_last_error());
+        return EXIT_FAILURE;
+    }
+    free(states);
+    show(path, &meta, ssz);
+    return 0;
+}
+
+/* deft checkpoint FILE --workers K --out OUT [--reshard=RULE]. */
+static int reshard(const char *path, const char *out, int workers,
+                   deft_reshard_t rule)
+{
+    deft_ckpt_meta_t meta;
+    deft_status_t st = deft_checkpoint_reshard(path, out, workers, rule, &meta);
+    if (st != DEFT_OK) {
+        fprintf(stderr, "deft checkpoint: %s\n", deft_last_error());
+        return st == DEFT_ERR_INVALID_ARG ? DEFT_EXIT_USAGE : EXIT_FAILURE;
+    }
+    printf("%s: re-sharded from %u to %d workers (%s rule), epoch %u, step "
+           "%llu\n", out, meta.workers, workers, deft_reshard_name(rule),
+           meta.epochs_done, (unsigned long long)meta.step);
+    return 0;
+}
+
 int deft_cli_checkpoint(int argc, char **argv)
 {
     deft_cli_cmd = "checkpoint";
@@ -111,28 +142,6 @@ int deft_cli_checkpoint(int argc, char **argv)
                                     "--out OUT");
     if (deft_cli_dry_run)
         return 0;
-    const char *path = argv[optind];
-    deft_ckpt_meta_t meta;
-    if (!out) {
-        void *states = NULL;
-        size_t ssz = 0;
-        if (deft_checkpoint_read(path, &meta, &states, &ssz) != DEFT_OK) {
-            fprintf(stderr, "deft checkpoint: %s\n", deft_last_error());
-            return EXIT_FAILURE;
-        }
-        free(states);
-        show(path, &meta, ssz);
-        return 0;
-    }
-    deft_status_t st = deft_checkpoint_reshard(path, out, (int)workers, rule,
-                                               &meta);
-    if (st != DEFT_OK) {
-        fprintf(stderr, "deft checkpoint: %s\n", deft_last_error());
-        return st == DEFT_ERR_INVALID_ARG ? DEFT_EXIT_USAGE : EXIT_FAILURE;
-    }
-    printf("%s: re-sharded from %u to %ld workers (%s rule), epoch %u, step "
-           "%llu\n", out, meta.workers, workers,
-           deft_reshard_name(rule), meta.epochs_done,
-           (unsigned long long)meta.step);
-    return 0;
+    return out ? reshard(argv[optind], out, (int)workers, rule)
+               : show_file(argv[optind]);
 }
