@@ -439,10 +439,20 @@ DEFT_API deft_status_t deft_optim_config_set(deft_optim_config_t *cfg,
 DEFT_API deft_status_t deft_optim_config_get(const deft_optim_config_t *cfg,
                                              const char *name, char *buf,
                                              size_t n);
-/* Checks a whole config as deft_optim_create does: every field that the
- * chosen algorithm and compressor read is in its range, and the algorithm's
- * and compressor's own rules (psync needs a selecting compressor, eclk
- * needs L and mu, ...). DEFT_ERR_INVALID_ARG naming the field. */
+/* A config's method in words, for logs and messages: "def + rbgs (ratio
+ * 256)", "def + powersgd (powersgd-rank 2)", "sgd (no compression)": the
+ * algorithm, the compressor and the values of the compressor's own
+ * options, from the table. Writes at most n bytes into buf; returns buf. */
+DEFT_API const char *deft_optim_config_describe(const deft_optim_config_t *cfg,
+                                                char *buf, size_t n);
+
+/* Checks a whole config as deft_optim_create does: every field is in its
+ * range, also one the chosen algorithm or compressor does not read (a
+ * value that cannot be honoured is refused, not ignored), except the
+ * required fields of another algorithm (eclk's L and mu, 0 until given);
+ * then the algorithm's and compressor's own rules (psync needs a
+ * selecting compressor, eclk needs L and mu with mu <= L, ...).
+ * DEFT_ERR_INVALID_ARG naming the field. */
 DEFT_API deft_status_t deft_optim_config_check(const deft_optim_config_t *cfg);
 
 /* What one step did, from this worker's view. */

@@ -156,21 +156,8 @@ static void on_epoch(const deft_epoch_report_t *r, void *user)
 /* "def + rbgs (ratio 256)", or "sgd (no compression)". */
 static const char *method(const deft_train_config_t *cfg)
 {
-    static char buf[96];
-    if (cfg->optim.algo == DEFT_ALGO_SGD)
-        snprintf(buf, sizeof buf, "sgd (no compression)");
-    else if (cfg->optim.compressor == DEFT_COMP_POWERSGD)
-        snprintf(buf, sizeof buf, "%s + powersgd (rank %d)",
-                 deft_algo_name(cfg->optim.algo), cfg->optim.powersgd_rank);
-    else if (cfg->optim.compressor == DEFT_COMP_FP16 ||
-             cfg->optim.compressor == DEFT_COMP_BF16)
-        snprintf(buf, sizeof buf, "%s + %s", deft_algo_name(cfg->optim.algo),
-                 deft_compressor_name(cfg->optim.compressor));
-    else
-        snprintf(buf, sizeof buf, "%s + %s (ratio %g)",
-                 deft_algo_name(cfg->optim.algo),
-                 deft_compressor_name(cfg->optim.compressor), cfg->optim.ratio);
-    return buf;
+    static char buf[160];
+    return deft_optim_config_describe(&cfg->optim, buf, sizeof buf);
 }
 
 static void on_start(const deft_train_config_t *cfg, void *user)
@@ -300,10 +287,10 @@ static void list_described(void)
 static int cmd_list(void)
 {
     printf("algorithms:");
-    for (int a = DEFT_ALGO_SGD; a <= DEFT_ALGO_ECLK; a++)
+    for (int a = 0; strcmp(deft_algo_name((deft_algo_t)a), "?"); a++)
         printf(" %s", deft_algo_name((deft_algo_t)a));
     printf("\ncompressors:");
-    for (int c = DEFT_COMP_NONE; c <= DEFT_COMP_RANDK_PRIVATE; c++)
+    for (int c = 0; strcmp(deft_compressor_name((deft_compressor_kind_t)c), "?"); c++)
         printf(" %s", deft_compressor_name((deft_compressor_kind_t)c));
     printf("\nmodels:");
     for (int m = DEFT_MODEL_LOGREG; m <= DEFT_MODEL_VGG11BN; m++)

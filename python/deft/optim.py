@@ -16,8 +16,8 @@ import operator
 
 from . import _buf, _lib
 from .comm import Comm
-from .errors import (DIVERGED, OK, FormatError, InvalidArgument, check,
-                     error_for)
+from .errors import (DIVERGED, OK, FormatError, InvalidArgument, UsageError,
+                     check, error_for)
 
 lib = _lib.lib
 
@@ -129,15 +129,27 @@ class Config(collections.abc.Mapping):
 
     def __init__(self, **options):
         self._buf = ctypes.create_string_buffer(lib.deft_optim_config_size())
+        self._frozen = False
         lib.deft_optim_config_init(self._buf)
         for key, value in options.items():
             self.set(key, value)
+
+    def freeze(self):
+        """Makes set() refuse from now on: the config an optimizer was made
+        with describes it, and changing it would change nothing there.
+        Returns self."""
+        self._frozen = True
+        return self
 
     def set(self, key, value):
         """Sets the option called key (a keyword) to value; InvalidArgument
         (the library's message, naming key) if the name, the type or the
         range is wrong, leaving the config unchanged."""
         cname = _c_name(key)
+        if self._frozen:
+            raise UsageError("%s: this config belongs to an optimizer and is "
+                             "read-only; make a new one with make_config() "
+                             "(the learning rate: opt.lr = ...)" % key)
         st = lib.deft_optim_config_set(self._buf, cname.encode(),
                                        _to_text(key, cname, value).encode())
         if st != OK:
@@ -319,7 +331,7 @@ class FlatOptimizer:
 
     def _adopt(self, handle, cfg):
         self._h = _Handle(handle, self.comm)
-        self.config = cfg
+        self.config = cfg.freeze()
         self.algo = cfg["algo"]
         self.compressor = cfg["compressor"]
         self.last_info = _lib.StepInfo()

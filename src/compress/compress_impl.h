@@ -101,6 +101,9 @@ extern const deft_compressor_ops_t *const deft_compressor_registry[];
 const deft_compressor_ops_t *deft_compressor_ops_of(deft_compressor_kind_t kind);
 /* randk's option randk_scaled, which randk-private shares. */
 extern const deft_option_def_t deft_option_randk_scaled;
+/* selects for kinds whose every configuration keeps shared coordinates
+ * unscaled (none, rbgs). */
+int deft_selects_always(const deft_optim_config_t *cfg);
 /* 1 for selecting unscaled randk (randk's selects). */
 int deft_randk_selects(const deft_optim_config_t *cfg);
 

@@ -12,6 +12,12 @@ const deft_compressor_ops_t *deft_compressor_ops_of(deft_compressor_kind_t kind)
     return NULL;
 }
 
+int deft_selects_always(const deft_optim_config_t *cfg)
+{
+    (void)cfg;
+    return 1;
+}
+
 int deft_compressor_kind_uses_rows(deft_compressor_kind_t kind)
 {
     const deft_compressor_ops_t *ops = deft_compressor_ops_of(kind);

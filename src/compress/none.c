@@ -39,18 +39,11 @@ void deft_dense_scatter(const deft_compressor_t *c, const float *msg,
         out[i] = alpha * msg[i];
 }
 
-/* Every worker keeps the same coordinates, unscaled. */
-static int select_always(const deft_optim_config_t *cfg)
-{
-    (void)cfg;
-    return 1;
-}
-
 DEFT_COMPRESSOR(deft_compress_none_ops) = {
     .kind = DEFT_COMP_NONE,
     .name = "none",
     .help = "send everything (dense float32)",
-    .selects = select_always,
+    .selects = deft_selects_always,
     .wire = DEFT_WIRE_SUM,
     .uses_ratio = 0,
     .init = none_init,

@@ -117,18 +117,11 @@ static void rbgs_scatter(const deft_compressor_t *c, const float *msg,
     }
 }
 
-/* Every worker keeps the same coordinates, unscaled. */
-static int select_always(const deft_optim_config_t *cfg)
-{
-    (void)cfg;
-    return 1;
-}
-
 DEFT_COMPRESSOR(deft_compress_rbgs_ops) = {
     .kind = DEFT_COMP_RBGS,
     .name = "rbgs",
     .help = "one random contiguous block per tensor, the same on every worker",
-    .selects = select_always,
+    .selects = deft_selects_always,
     .wire = DEFT_WIRE_SUM,
     .uses_ratio = 1,
     .init = rbgs_init,

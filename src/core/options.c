@@ -4,6 +4,7 @@
 
 #include "core/internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -144,6 +145,18 @@ static void *field(const deft_option_def_t *d, void *base)
     return (char *)base + d->offset;
 }
 
+size_t deft_option_size(deft_option_type_t type)
+{
+    switch (type) {
+    case DEFT_OPTION_DOUBLE: return sizeof(double);
+    case DEFT_OPTION_UINT64: return sizeof(uint64_t);
+    case DEFT_OPTION_LONG: return sizeof(long);
+    case DEFT_OPTION_FLOAT: return sizeof(float);
+    case DEFT_OPTION_STRING: return sizeof(const char *);
+    default: return sizeof(int); /* flags, ints, choices (enums) */
+    }
+}
+
 double deft_option_value(const deft_option_def_t *d, const void *base)
 {
     const void *p = (const char *)base + d->offset;
@@ -200,8 +213,9 @@ deft_status_t deft_option_parse(const deft_option_def_t *d, void *base,
     int iv;
     char *end;
     errno = 0;
-    if (o->word && strcasecmp(text, o->word) == 0) {
-        if (o->type == DEFT_OPTION_LONG)
+    if (o->word && strcasecmp(text, o->word) == 0 &&
+        (o->type == DEFT_OPTION_INT || o->type == DEFT_OPTION_LONG)) {
+        if (o->type == DEFT_OPTION_LONG) /* words are for integers only */
             *(long *)field(d, base) = o->word_value;
         else
             *(int *)field(d, base) = o->word_value;
@@ -224,7 +238,7 @@ deft_status_t deft_option_parse(const deft_option_def_t *d, void *base,
         *(int *)field(d, base) = iv;
         return DEFT_OK;
     case DEFT_OPTION_UINT64: {
-        while (*text == ' ')
+        while (isspace((unsigned char)*text))
             text++;
         unsigned long long u = strtoull(text, &end, 10);
         if (end == text || *end || errno || text[0] == '-' ||
@@ -273,8 +287,8 @@ deft_status_t deft_option_format(const deft_option_def_t *d,
                          d->o.name);
     const void *p = (const char *)base + d->offset;
     int w = 0;
-    if (d->o.word && *(const int *)p == d->o.word_value &&
-        d->o.type == DEFT_OPTION_INT)
+    if (d->o.type == DEFT_OPTION_INT && d->o.word &&
+        *(const int *)p == d->o.word_value)
         w = snprintf(buf, n, "%s", d->o.word);
     else switch (d->o.type) {
     case DEFT_OPTION_STRING: {

@@ -58,6 +58,10 @@ deft_status_t deft_option_check(const deft_option_def_t *d, const void *base,
 deft_status_t deft_option_format(const deft_option_def_t *d,
                                  const void *base, char *buf, size_t n);
 
+/* The size of a field of this type (a LIST's count: an int). Enums are
+ * stored as int: each table asserts sizeof(enum) == sizeof(int). */
+size_t deft_option_size(deft_option_type_t type);
+
 /* The field's value as a double (choices and flags as their number). */
 double deft_option_value(const deft_option_def_t *d, const void *base);
 

@@ -12,6 +12,11 @@
 #include <stdio.h>
 #include <strings.h>
 
+/* Choices are enums read and written as int. */
+_Static_assert(sizeof(deft_algo_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(deft_compressor_kind_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(deft_scope_t) == sizeof(int), "enum size");
+
 static const char *algo_choice(int v);
 static const char *compressor_choice(int v);
 static const char *scope_choice(int v)
@@ -250,10 +255,9 @@ static deft_status_t check_rules(const deft_optim_config_t *cfg,
         return deft_fail(DEFT_ERR_INVALID_ARG,
                          "%s %s averages blocks of the models and needs a "
                          "compressor that keeps shared coordinates unscaled "
-                         "(%s; randk without randk_scaled), not %s %s%s",
+                         "(%s), not %s %s as configured",
                          deft_option_label("algo", pre, a), ops->name, names,
-                         deft_option_label("compressor", pre, c), cops->name,
-                         cfg->randk_scaled && cops->selects ? " scaled" : "");
+                         deft_option_label("compressor", pre, c), cops->name);
     }
     return DEFT_OK;
 }
@@ -263,7 +267,8 @@ deft_status_t deft_optim_config_check_as(const deft_optim_config_t *cfg,
 {
     char label[128];
     if (!cfg)
-        return deft_fail(DEFT_ERR_INVALID_ARG, "%s: cfg is NULL", pre);
+        return deft_fail(DEFT_ERR_INVALID_ARG, "deft_optim_config_check: cfg "
+                         "is NULL");
     if (!deft_algo_ops(cfg->algo))
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s = %d is not an algorithm",
                          deft_option_label("algo", pre, label), (int)cfg->algo);
@@ -286,6 +291,39 @@ deft_status_t deft_optim_config_check_as(const deft_optim_config_t *cfg,
             return st;
     }
     return check_rules(cfg, pre);
+}
+
+const char *deft_optim_config_describe(const deft_optim_config_t *cfg,
+                                       char *buf, size_t n)
+{
+    if (!buf || n == 0)
+        return buf;
+    buf[0] = '\0';
+    if (!cfg)
+        return buf;
+    const deft_option_def_t *t;
+    const size_t count = deft_optim_option_defs(&t);
+    if (!deft_option_applies(comp_option, cfg)) {
+        snprintf(buf, n, "%s (no compression)", deft_algo_name(cfg->algo));
+        return buf;
+    }
+    size_t len = (size_t)snprintf(buf, n, "%s + %s", deft_algo_name(cfg->algo),
+                                  deft_compressor_name(cfg->compressor));
+    const char *sep = " (";
+    for (size_t i = 0; i < count && len < n; i++) {
+        const deft_option_t *o = &t[i].o;
+        char v[40];
+        if (o->compressors == all_comps || o->type == DEFT_OPTION_FLAG ||
+            !(o->compressors & bit((int)cfg->compressor)) ||
+            deft_option_format(&t[i], cfg, v, sizeof v) != DEFT_OK)
+            continue; /* not one of the compressor's own knobs */
+        len += (size_t)snprintf(buf + len, n - len, "%s%s %s", sep,
+                                o->flag ? o->flag : o->name, v);
+        sep = ", ";
+    }
+    if (sep[0] == ',' && len < n)
+        snprintf(buf + len, n - len, ")");
+    return buf;
 }
 
 deft_status_t deft_optim_config_check(const deft_optim_config_t *cfg)

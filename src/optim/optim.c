@@ -20,6 +20,12 @@ deft_status_t deft_group_check(const deft_group_t *g, const char *fn,
     /* The ranges are the config's (config.c), except that a group may
      * have lr 0 (its tensors stay where they are, as torch allows). */
     deft_optim_config_t c = DEFT_OPTIM_CONFIG_INIT;
+    if (!(g->lr >= 0.0f) || !isfinite(g->lr)) {
+        char a[128];
+        return deft_fail(DEFT_ERR_INVALID_ARG, "%s = %g, must be a number >= "
+                         "0 (a group may hold its tensors still)",
+                         deft_option_label("lr", pre, a), (double)g->lr);
+    }
     c.lr = g->lr == 0.0f ? c.lr : g->lr;
     c.momentum = g->momentum;
     c.dampening = g->dampening;
@@ -104,9 +110,8 @@ static uint64_t config_hash(const deft_layout_t *layout,
                                       !strcmp(t[i].o.name, "nesterov")))
             continue; /* read only with momentum */
         uint64_t bits = 0; /* the field's bytes, whatever its type */
-        const size_t size = t[i].o.type == DEFT_OPTION_DOUBLE ||
-                            t[i].o.type == DEFT_OPTION_UINT64 ? 8 : 4;
-        memcpy(&bits, (const char *)cfg + t[i].offset, size);
+        memcpy(&bits, (const char *)cfg + t[i].offset,
+               deft_option_size(t[i].o.type));
         h = deft_mix64(h ^ deft_mix64(bits + i));
     }
     return h;
@@ -372,25 +377,12 @@ uint64_t deft_optim_steps(const deft_optim_t *opt)
 
 deft_status_t deft_optim_diverged(const deft_optim_t *opt, const char *what)
 {
-    /* the compressor's own knobs (ratio, rank, levels), from the table */
-    char knob[96] = "";
-    const deft_compressor_kind_t k = opt->cfg.compressor;
-    const uint32_t all = deft_optim_option_find("algo")->compressors;
-    size_t len = 0;
-    for (size_t i = 0; i < deft_optim_option_count() && len < sizeof knob; i++) {
-        const deft_option_t *o = deft_optim_option(i);
-        char v[40];
-        if (o->compressors != all && (o->compressors >> k & 1u) &&
-            o->type != DEFT_OPTION_FLAG &&
-            deft_optim_config_get(&opt->cfg, o->name, v, sizeof v) == DEFT_OK)
-            len += (size_t)snprintf(knob + len, sizeof knob - len, " %s %s",
-                                    o->flag ? o->flag : o->name, v);
-    }
+    char method[160];
     return deft_fail(DEFT_ERR_DIVERGED,
-                     "diverged at step %llu: %s (algorithm %s, compressor "
-                     "%s%s, lr %g)", (unsigned long long)opt->step, what,
-                     deft_algo_name(opt->cfg.algo), deft_compressor_name(k),
-                     knob, (double)opt->groups[0].lr);
+                     "diverged at step %llu: %s (%s, lr %g)",
+                     (unsigned long long)opt->step, what,
+                     deft_optim_config_describe(&opt->cfg, method, sizeof method),
+                     (double)opt->groups[0].lr);
 }
 
 /* powersgd's two rounds: encode (round 0), allreduce it, encode round 1

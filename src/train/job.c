@@ -51,24 +51,36 @@ static deft_status_t load(const deft_train_config_t *cfg, job_t *j)
 }
 
 /* MPI: every rank learns whether any could not start, before the first
- * collective of training, so that none waits for a rank that has left. */
+ * collective of training, so that none waits for a rank that has left.
+ * A rank shows its own error when it is rank 0's, when no other rank
+ * would (rank 0 started), or when it is about its own data or memory. */
 static deft_status_t agree(job_t *j, deft_status_t mine,
                            deft_train_job_result_t *out)
 {
     if (!j->comm)
         return mine;
-    int all[DEFT_MAX_WORKERS], code = (int)mine;
-    deft_status_t st = deft_comm_allgather(j->comm, &code, sizeof code, all);
-    if (st != DEFT_OK)
+    const int size = deft_comm_size(j->comm);
+    int code = (int)mine, *all = malloc((size_t)size * sizeof *all);
+    deft_status_t st = all ? deft_comm_allgather(j->comm, &code, sizeof code, all)
+                           : deft_fail(DEFT_ERR_NOMEM, "no memory to agree");
+    if (st != DEFT_OK) { /* peers may wait in the allgather: end the job */
+        free(all);
+        out->end_job = out->report = 1;
         return st;
-    if (mine != DEFT_OK)
+    }
+    int first = -1;
+    for (int r = 0; r < size && first < 0; r++)
+        first = all[r] != DEFT_OK ? r : -1;
+    const int rank0 = all[0];
+    free(all);
+    if (mine != DEFT_OK) {
+        out->report = out->rank == 0 || rank0 != code ||
+                      mine != DEFT_ERR_INVALID_ARG;
         return mine;
-    for (int r = 0; r < deft_comm_size(j->comm); r++)
-        if (all[r] != DEFT_OK) {
-            out->report = 0; /* rank r reports its own error */
-            return deft_fail((deft_status_t)all[r], "rank %d could not start "
-                             "its worker: see its message", r);
-        }
+    }
+    if (first >= 0)
+        return deft_fail(DEFT_ERR_COMM, "rank %d could not start its worker: "
+                         "see its message", first);
     return DEFT_OK;
 }
 
@@ -134,15 +146,19 @@ deft_status_t deft_train_job(deft_train_config_t *cfg,
     if (cfg->backend == DEFT_TRAIN_MPI && (st = start_mpi(cfg, &j, out)) != DEFT_OK &&
         !j.comm) {
         out->report = 1; /* MPI did not start: nothing to agree on */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", deft_last_error());
+        deft_mpi_finalize(); /* if deft initialized MPI */
+        deft_set_last_error_text(msg);
         return st;
     }
     out->report = out->rank == 0;
-    if (st == DEFT_OK && (st = load(cfg, &j)) != DEFT_OK && st != DEFT_ERR_INVALID_ARG)
-        out->report = 1; /* data that one rank cannot read: it says so */
+    if (st == DEFT_OK)
+        st = load(cfg, &j);
     if (st == DEFT_OK && cfg->save_model_path)
         st = alloc_model(cfg, &j, &out->run);
-    if (st != DEFT_OK && j.comm && deft_comm_size(j.comm) > 1 && out->report &&
-        st != DEFT_ERR_INVALID_ARG) {
+    if (st != DEFT_OK && j.comm && deft_comm_size(j.comm) > 1 &&
+        st != DEFT_ERR_INVALID_ARG) { /* this rank's own data or memory */
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", deft_last_error());
         deft_fail(st, "rank %d: %s", out->rank, msg);

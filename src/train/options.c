@@ -16,6 +16,12 @@
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
+/* Choices are enums read and written as int. */
+_Static_assert(sizeof(deft_model_kind_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(deft_init_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(deft_train_backend_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(deft_reshard_t) == sizeof(int), "enum size");
+
 static const char *model_choice(int v)
 {
     const char *name = deft_model_name((deft_model_kind_t)v);

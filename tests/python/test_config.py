@@ -217,3 +217,19 @@ def test_one_name_for_each_optimizer():
     assert deft.FlatOptimizer.__module__ == "deft.optim"
     assert issubclass(deft.torch.Optimizer, __import__("torch").optim.Optimizer)
     assert deft.torch.Optimizer is not deft.FlatOptimizer
+
+
+def test_an_optimizers_config_is_read_only():
+    import array
+    opt = deft.FlatOptimizer(deft.Comm.single(), [4], array.array("f", [1.0] * 4),
+                             algo="ef", compressor="topk", ratio=2, lr=0.25)
+    assert opt.config["lr"] == 0.25 and opt.config["compressor"] == "topk"
+    with pytest.raises(deft.UsageError, match="read-only"):
+        opt.config.set("lr", 0.5)
+    assert opt.config["lr"] == 0.25
+    opt.lr = 0.5  # the optimizer's own setter still works
+    assert opt.lr == 0.5
+    # a fresh config is still writable
+    cfg = deft.make_config()
+    cfg.set("lr", 0.5)
+    assert cfg["lr"] == 0.5
