@@ -418,9 +418,10 @@ DEFT_API const char *deft_optim_option_type(const char *name);
 DEFT_API const deft_option_t *deft_optim_option_find(const char *name);
 
 /* What o allows, as a phrase for messages and help: "a number >= 1",
- * "an integer in [1, 127]", "0 or 1", "one of tensor, global" (with
- * "or 0 (derive from theory)" when o->zero is set). Writes at most n bytes
- * (NUL included) into buf and returns buf ("" for NULL o). */
+ * "an integer in [1, 127]", "0 or 1", "one of tensor or global" (with
+ * ", or 0 (derive from theory)" when o->zero is set, ", or auto" for a
+ * word). Writes at most n bytes (NUL included) into buf and returns buf
+ * ("" for NULL o). */
 DEFT_API const char *deft_option_allowed(const deft_option_t *o, char *buf,
                                          size_t n);
 

@@ -1,8 +1,8 @@
 /* deft convex: eclk and its baselines on L2-regularized logistic regression
  * (SPEC §2, eclk), with K workers on the threads backend. The experiment
- * loop, the constants and the parameter rules are the library's
- * (src/convex/run.h), as are the problem and its optimum P*
- * (src/convex/problem.c); this file parses flags and prints.
+ * loop, the constants, the parameter rules, the options, the problem, its
+ * optimum P* and the whole run (deft_convex_job) are the library's
+ * (src/convex/); this file parses flags and prints.
  *
  * P* is computed once by Newton's method in double and cached next to the
  * log in pstar-<key>.txt, key = hash of (data bits, mu). The log holds JSON
@@ -15,12 +15,8 @@
 #include "deft.h"
 #include "convex/convex.h"
 #include "convex/run.h"
-#include "core/internal.h"
-#include "data/data.h"
 
-#include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,33 +69,6 @@ static void usage(FILE *f, const deft_cli_flags_t *flags)
             "exit status: 0 ok, 1 failed, 2 bad usage, 3 diverged\n");
 }
 
-/* The problem (src/convex/problem.c): 0, or the exit code after saying
- * why not (too many workers for the data is bad usage). */
-static int load_problem(const opts_t *o, deft_logreg_t *prob, char *desc,
-                        size_t desc_n)
-{
-    deft_status_t st = deft_convex_problem_load(prob, o->c.data, o->c.data_dir,
-                                                o->c.normalize, o->c.workers,
-                                                desc, desc_n);
-    if (st == DEFT_OK)
-        return 0;
-    fprintf(stderr, "deft convex: %s\n", deft_last_error());
-    return st == DEFT_ERR_INVALID_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
-}
-
-/* P*, from the cache next to the log or by Newton's method; a cache that
- * cannot be written is a warning. */
-static int optimum(const opts_t *o, const deft_logreg_t *prob,
-                   const char *desc, double *pstar, int *cached)
-{
-    deft_status_t cache_st;
-    deft_status_t st = deft_convex_optimum(prob, o->c.mu, o->c.log_path, desc,
-                                           pstar, cached, &cache_st);
-    if (st != DEFT_OK || cache_st != DEFT_OK)
-        fprintf(stderr, "deft convex: %s\n", deft_last_error());
-    return st == DEFT_OK ? 0 : EXIT_RUN_FAILED;
-}
-
 static deft_status_t set_convex(void *cfg, const char *name, const char *value)
 {
     return deft_convex_config_set(cfg, name, value);
@@ -135,18 +104,22 @@ static void print_run_name(const deft_convex_config_t *c,
         printf("%zu", s->B);
 }
 
-static void print_header(const opts_t *o, const deft_logreg_t *prob,
-                         const deft_convex_setup_t *s, const char *desc,
-                         double pstar, double p0, int cached, double setup_s)
+/* The problem, its constants and the run's parameters (on_start). */
+static void print_header(const deft_convex_config_t *c,
+                         const deft_convex_job_t *job, void *user)
 {
-    const deft_convex_config_t *c = &o->c;
+    const deft_convex_setup_t *s = &job->setup;
+    if (job->warning[0])
+        fprintf(stderr, "deft convex: %s\n", job->warning);
+    if (((const opts_t *)user)->quiet)
+        return;
     printf("deft convex: %s, n = %zu, d = %zu, %d workers x %zu rows, "
-           "mu = %g\n", desc, prob->n, prob->d, c->workers, s->m, c->mu);
+           "mu = %g\n", job->desc, job->n, job->d, c->workers, s->m, c->mu);
     printf("  L_max = %.6g, L_f = %.6g (power iteration, %d its), L_local "
            "= %.6g, L_B(B = %zu) = %.6g\n", s->L_max, s->L_f, s->power_iters,
            s->L_loc, s->B, s->L_B);
-    printf("  P* = %.15g (%s), P(x0) = %.15g; setup %.1f s\n  ", pstar,
-           cached ? "cached" : "Newton", p0, setup_s);
+    printf("  P* = %.15g (%s), P(x0) = %.15g; setup %.1f s\n  ", job->pstar,
+           job->cached ? "cached" : "Newton", job->p0, job->setup_s);
     print_run_name(c, s);
     if (c->method == DEFT_CONVEX_ECLK || c->method == DEFT_CONVEX_LKATYUSHA)
         printf(", delta %.4g, anchor grad %s, %s parameters: L = %.4g, "
@@ -166,14 +139,15 @@ static void print_header(const opts_t *o, const deft_logreg_t *prob,
     fflush(stdout);
 }
 
-static void print_result(const opts_t *o, const deft_convex_setup_t *s,
-                         const deft_convex_result_t *r, deft_status_t st)
+static void print_result(const deft_convex_config_t *c,
+                         const deft_convex_job_t *job)
 {
-    print_run_name(&o->c, s);
+    const deft_convex_result_t *r = &job->result;
+    print_run_name(c, &job->setup);
     printf(": ");
-    if (st == DEFT_ERR_DIVERGED) {
+    if (job->run_status == DEFT_ERR_DIVERGED) {
         printf("diverged at round %ld (%s)\n", r->diverged_round,
-               deft_last_error());
+               job->run_error);
         return;
     }
     char at4[32], at6[32];
@@ -200,57 +174,26 @@ int deft_cli_convex(int argc, char **argv)
         return rc < 0 ? 0 : rc;
     if (deft_cli_dry_run)
         return 0;
-
-    deft_logreg_t prob = {0};
-    char desc[1024];
-    if ((rc = load_problem(&o, &prob, desc, sizeof desc)))
-        return rc;
-    double t0 = deft_wall_s();
-    deft_convex_setup_t s;
-    deft_status_t st = deft_convex_setup(&prob, &o.c, &s);
-    double pstar = 0, p0 = NAN;
-    int cached = 0;
-    if (st != DEFT_OK) {
+    deft_convex_job_t *job = malloc(sizeof *job);
+    if (!job)
+        return deft_cli_usage_error("out of memory"), EXIT_RUN_FAILED;
+    deft_status_t st = deft_convex_job(&o.c, job, print_header, &o);
+    if (!job->ran) { /* the data cannot take this config: bad usage */
+        if (job->warning[0]) /* the P* cache, before what stopped the run */
+            fprintf(stderr, "deft convex: %s\n", job->warning);
         fprintf(stderr, "deft convex: %s\n", deft_last_error());
-        deft_logreg_free(&prob);
+        free(job);
         return st == DEFT_ERR_INVALID_ARG ? EXIT_USAGE : EXIT_RUN_FAILED;
     }
-    if ((rc = optimum(&o, &prob, desc, &pstar, &cached))) {
-        deft_logreg_free(&prob);
-        return rc;
-    }
-    double *zero = calloc(prob.d, sizeof(double));
-    if (zero)
-        p0 = deft_logreg_objective(&prob, o.c.mu, zero);
-    free(zero);
-    FILE *log = NULL;
-    if (o.c.log_path && !(log = fopen(o.c.log_path, "w"))) {
-        fprintf(stderr, "deft convex: cannot open the log %s: %s\n",
-                o.c.log_path, strerror(errno));
-        deft_logreg_free(&prob);
-        return EXIT_RUN_FAILED;
-    }
-    if (log)
-        deft_convex_log_config(log, &prob, &o.c, &s, desc, pstar, p0);
-    if (!o.quiet)
-        print_header(&o, &prob, &s, desc, pstar, p0, cached,
-                     deft_wall_s() - t0);
-
-    deft_convex_result_t r;
-    st = deft_convex_run(&prob, &o.c, &s, pstar, p0, log, &r);
-    if (st != DEFT_OK && st != DEFT_ERR_DIVERGED)
-        fprintf(stderr, "deft convex: %s: %s\n", deft_status_str(st),
-                deft_last_error());
+    const deft_status_t rs = job->run_status;
+    if (rs != DEFT_OK && rs != DEFT_ERR_DIVERGED)
+        fprintf(stderr, "deft convex: %s: %s\n", deft_status_str(rs),
+                job->run_error);
+    else if (st != DEFT_OK && st != DEFT_ERR_DIVERGED) /* the log */
+        fprintf(stderr, "deft convex: %s\n", deft_last_error());
     rc = st == DEFT_OK ? 0 : st == DEFT_ERR_DIVERGED ? EXIT_DIVERGED
                                                      : EXIT_RUN_FAILED;
-    if (log) {
-        deft_convex_log_final(log, &o.c, &s, &r, st);
-        if (fclose(log) != 0 && rc == 0) {
-            fprintf(stderr, "deft convex: cannot write %s\n", o.c.log_path);
-            rc = EXIT_RUN_FAILED;
-        }
-    }
-    print_result(&o, &s, &r, st);
-    deft_logreg_free(&prob);
+    print_result(&o.c, job);
+    free(job);
     return rc;
 }

@@ -260,4 +260,37 @@ deft_status_t deft_convex_optimum(const deft_logreg_t *prob, double mu,
                                   double *pstar, int *cached,
                                   deft_status_t *cache_st);
 
+/* ---- the whole run (job.c) --------------------------------------------- */
+
+/* What deft_convex_job prepared and did. */
+typedef struct {
+    char desc[1024];           /* the data, as the log names it            */
+    size_t n, d;               /* the problem's rows (trained on) and size */
+    deft_convex_setup_t setup;
+    double pstar, p0;          /* P* and P(x0)                             */
+    int cached;                /* 1: P* came from the cache                */
+    double setup_s;            /* constants and P*, seconds                */
+    char warning[512];         /* the P* cache could not be written, or "" */
+    int ran;                   /* 1 once the rounds started: result holds  */
+    deft_status_t run_status;  /*   the run's outcome, and its message     */
+    char run_error[512];
+    deft_convex_result_t result;
+} deft_convex_job_t;
+
+/* Called once the problem is ready, before the first round (a header). */
+typedef void (*deft_convex_on_start)(const deft_convex_config_t *c,
+                                     const deft_convex_job_t *job, void *user);
+
+/* deft convex's run from a checked config (deft_convex_config_check):
+ * loads the problem (deft_convex_problem_load), computes its constants
+ * and the run's parameters, P* (cached next to c->log_path), opens the
+ * log, calls on_start, runs the rounds and closes the log. The status is
+ * the first failure: DEFT_ERR_INVALID_ARG for a config the data cannot
+ * take (too many workers), the loaders' and the run's errors,
+ * DEFT_ERR_DIVERGED, DEFT_ERR_IO for a log that cannot be written; with
+ * job->ran the run's own outcome is in job->run_status. */
+deft_status_t deft_convex_job(const deft_convex_config_t *c,
+                              deft_convex_job_t *job,
+                              deft_convex_on_start on_start, void *user);
+
 #endif
