@@ -1,7 +1,6 @@
 #include "cli.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,21 +18,6 @@ int deft_cli_usage_error(const char *fmt, ...)
     fputs("\n", stderr);
     va_end(ap);
     return DEFT_EXIT_USAGE;
-}
-
-int deft_cli_parse_double(const char *flag, const char *s, double lo,
-                          double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v))
-        return deft_cli_usage_error("%s '%s': not a number", flag, s);
-    if (v < lo || v > hi)
-        return deft_cli_usage_error("%s %s: must be in [%g, %g]", flag, s, lo,
-                                    hi);
-    *out = v;
-    return 0;
 }
 
 int deft_cli_parse_long(const char *flag, const char *s, long lo, long hi,

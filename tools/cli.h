@@ -20,10 +20,8 @@ extern int deft_cli_dry_run;
 int deft_cli_usage_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 
-/* Parse s as a finite number / an integer in [lo, hi] into *out; 0 on
- * success, else the message and 2. */
-int deft_cli_parse_double(const char *flag, const char *s, double lo,
-                          double hi, double *out);
+/* Parse s as an integer in [lo, hi] into *out; 0 on success, else the
+ * message and 2. */
 int deft_cli_parse_long(const char *flag, const char *s, long lo, long hi,
                         long *out);
 

@@ -366,10 +366,7 @@ deft_status_t deft_option_check(const deft_option_def_t *d, const void *base,
         deft_option_format(d, base, value, sizeof value);
     deft_option_allowed(o, allowed, sizeof allowed);
     char label[128];
-    if (strcmp(prefix, "--") == 0 && o->flag)
-        snprintf(label, sizeof label, "--%s", o->flag);
-    else
-        snprintf(label, sizeof label, "%s%s", prefix, o->name);
-    return deft_fail(DEFT_ERR_INVALID_ARG, "%s = %s, must be %s", label, value,
+    return deft_fail(DEFT_ERR_INVALID_ARG, "%s = %s, must be %s",
+                     deft_option_label_in(d, 1, o->name, prefix, label), value,
                      allowed);
 }

@@ -48,7 +48,8 @@ deft_status_t deft_option_parse(const deft_option_def_t *d, void *base,
                                 const char *given, const char *text);
 
 /* Checks the field's current value against its range; the message names
- * it as "<prefix><name> = <value>". */
+ * it as deft_option_label_in does ("<prefix><name>", or its flag when
+ * prefix is "--"), then " = <value>, must be <allowed>". */
 deft_status_t deft_option_check(const deft_option_def_t *d, const void *base,
                                 const char *prefix);
 

@@ -235,8 +235,7 @@ static deft_status_t check_rules(const deft_optim_config_t *cfg,
 {
     const deft_algo_ops_t *ops = deft_algo_ops(cfg->algo);
     const deft_compressor_ops_t *cops = deft_compressor_ops_of(cfg->compressor);
-    deft_group_t g0 = {cfg->lr, cfg->momentum, cfg->dampening,
-                       cfg->weight_decay, cfg->nesterov};
+    const deft_group_t g0 = deft_config_group(cfg);
     deft_status_t st = deft_group_check(&g0, NULL, pre);
     if (st == DEFT_OK && ops->validate)
         st = ops->validate(cfg, pre);

@@ -35,11 +35,10 @@ deft_status_t deft_group_check(const deft_group_t *g, const char *fn,
                                          "weight_decay", "nesterov"};
     const deft_option_def_t *t;
     const size_t n = deft_optim_option_defs(&t);
-    for (size_t f = 0; f < 5; f++)
-        for (size_t i = 0; i < n; i++)
-            if (strcmp(t[i].o.name, fields[f]) == 0 &&
-                deft_option_check(&t[i], &c, pre) != DEFT_OK)
-                return DEFT_ERR_INVALID_ARG;
+    for (size_t f = 0; f < sizeof fields / sizeof fields[0]; f++)
+        if (deft_option_check(deft_option_find(t, n, fields[f]), &c, pre) !=
+            DEFT_OK)
+            return DEFT_ERR_INVALID_ARG;
     char a[128];
     if (g->nesterov && (g->momentum == 0.0f || g->dampening != 0.0f))
         return deft_fail(DEFT_ERR_INVALID_ARG,
