@@ -5,7 +5,7 @@
 # `deft convex` log in OUT; a run whose log has its final line is not run
 # again, so an interrupted sweep resumes. Table: bench/eclk_table.py.
 #
-# usage: scripts/eclk_experiment.sh [--out DIR] [--part grid|main|k20|mu5|sparse|all]
+# usage: scripts/eclk_experiment.sh [--out DIR] [--part grid|main|k20|mu5|sparse|randk|all]
 #                                   [--deft PATH]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +21,8 @@ while [ $# -gt 0 ]; do
     *) echo "eclk_experiment: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
-case $part in grid|main|k20|mu5|sparse|all) ;; *)
-  echo "eclk_experiment: --part '$part': expected grid, main, k20, mu5, sparse or all" >&2; exit 2 ;;
+case $part in grid|main|k20|mu5|sparse|randk|all) ;; *)
+  echo "eclk_experiment: --part '$part': expected grid, main, k20, mu5, sparse, randk or all" >&2; exit 2 ;;
 esac
 python=${PYTHON:-/usr/bin/python3}
 [ -x "$deft" ] || { echo "eclk_experiment: $deft not built (make build)" >&2; exit 1; }
@@ -116,4 +116,32 @@ if [ "$part" = sparse ] || [ "$part" = all ]; then
   f=$out/sparse.svm
   [ -f "$f" ] || { "$python" scripts/gen_sparse_libsvm.py 20000 1000000 30 7 > "$f.tmp" && mv "$f.tmp" "$f"; }
   few sparse --data libsvm:$f --normalize --mu 5e-7 --workers 8 --seed 0 --target 1e-6 --log-every 100
+fi
+
+# randk PREFIX CAP COMMON...: eclk (the Rand-K rule), EC-GD and
+# EC-LSVRG-DIANA under shared-seed Rand-K at ratios 16 and 64, eclk under
+# Top-K beside them, and L-Katyusha; eclk runs to 20000 rounds, the
+# methods without acceleration to CAP.
+randk() {
+  local pre=$1 cap=$2; shift 2
+  run $pre-lkatyusha-full "$@" $full --algo lkatyusha --rounds 20000
+  for r in 16 64; do
+    run $pre-eclk-topk-$r-full "$@" $full --algo eclk --compressor topk --ratio $r --rounds 20000
+    run $pre-eclk-randk-$r-full "$@" $full --algo eclk --compressor randk --ratio $r --rounds 20000
+    run $pre-ecgd-randk-$r "$@" --algo ecgd --compressor randk --ratio $r --rounds $cap
+    run $pre-diana-randk-$r-full "$@" $full --algo eclsvrg-diana --compressor randk --ratio $r --rounds $cap
+  done
+}
+
+if [ "$part" = randk ] || [ "$part" = all ]; then
+  randk raw 20000 $raw
+  for r in 16 64; do
+    run raw-eclk-randk-private-$r-full $raw $full --algo eclk --compressor randk-private --ratio $r --rounds 20000
+  done
+  f=$out/sparse.svm
+  [ -f "$f" ] || { "$python" scripts/gen_sparse_libsvm.py 20000 1000000 30 7 > "$f.tmp" && mv "$f.tmp" "$f"; }
+  sp="--data libsvm:$f --normalize --mu 5e-7 --seed 0 --target 1e-6 --log-every 100"
+  randk sparse 5000 $sp --workers 8
+  randk raw20 20000 --mu 1e-3 --workers 20 --seed 0 --target 1e-6 --log-every 100
+  randk sparse20 5000 $sp --workers 20
 fi

@@ -126,12 +126,13 @@ def constants(A, b, mu, K, ratio):
 
 
 def restate(A, b, mu, K, ratio, seed, rounds, theta1=None, every=0, log=None,
-            pstar=None, lscale=1.0):
+            pstar=None, lscale=1.0, pfrac=1.0):
     """Runs the restatement in float32 storage with float64 arithmetic, as
     eclk.c does; returns the list of y (every round) when every == 0."""
     d = A.shape[1]
     L, p, th1, kk = constants(A, b, mu, K, ratio)
     L *= lscale  # --lscale: a smaller z step, eta / (lscale L)
+    p *= pfrac  # --pfrac: anchor probability pfrac * delta
     t1 = theta1 if theta1 else th1
     t2 = 0.5
     eta = t2 / ((1 + t2) * t1)
@@ -202,16 +203,23 @@ def deft_run(A, b, mu, K, ratio, seed, rounds, theta1=None):
 
 
 def grid(A, b, mu, K, a, pstar):
+    """Rows theta1; columns the z step's lscale, or with --pfracs the anchor
+    probability p = pfrac * delta (at --lscale)."""
     import io
-    scales = [float(v) for v in a.lscales.split(",")]
-    print("| theta1 | " + " | ".join("s = %g" % v for v in scales) + " |")
-    print("|---" * (len(scales) + 1) + "|")
+    if a.pfracs:
+        cols = [(a.lscale, float(v)) for v in a.pfracs.split(",")]
+        names = ["p = %g delta" % c[1] for c in cols]
+    else:
+        cols = [(float(v), a.pfrac) for v in a.lscales.split(",")]
+        names = ["s = %g" % c[0] for c in cols]
+    print("| theta1 | " + " | ".join(names) + " |")
+    print("|---" * (len(cols) + 1) + "|")
     for t1 in [float(v) for v in a.grid.split(",")]:
         cells = []
-        for ls in scales:
+        for ls, pf in cols:
             buf = io.StringIO()
             restate(A, b, mu, K, a.ratio, a.seed, a.rounds, t1, 100, buf,
-                    pstar, ls)
+                    pstar, ls, pf)
             recs = [json.loads(line) for line in buf.getvalue().splitlines()]
             hit = next((r["round"] for r in recs if r["rel_subopt"] <= 1e-6),
                        "-")
@@ -233,6 +241,9 @@ def main():
     ap.add_argument("--every", type=int, default=500)
     ap.add_argument("--grid")
     ap.add_argument("--lscales", default="1")
+    ap.add_argument("--pfracs", help="grid columns: p = pfrac * delta")
+    ap.add_argument("--pfrac", type=float, default=1.0,
+                    help="restatement only: anchor probability pfrac * delta")
     ap.add_argument("--log")
     a = ap.parse_args()
     K, m_per, d = 4, 100, 64
@@ -258,7 +269,7 @@ def main():
         return
     log = open(a.log, "w") if a.log else None
     restate(A, b, mu, K, a.ratio, a.seed, a.rounds, a.theta1, a.every, log,
-            pstar, a.lscale)
+            pstar, a.lscale, a.pfrac)
 
 
 if __name__ == "__main__":

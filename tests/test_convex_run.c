@@ -88,25 +88,56 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Runs c and returns the result; the status must be want. */
+/* Runs c, logging to log (may be NULL), and returns the result; the
+ * status must be want. */
+static deft_convex_result_t run_logged(const fixture_t *f,
+                                       const deft_convex_config_t *c,
+                                       deft_convex_setup_t *s_out,
+                                       deft_status_t want, FILE *log)
+{
+    double *x = calloc(f->prob.d, sizeof *x), *zero = calloc(f->prob.d,
+                                                             sizeof *zero);
+    deft_logreg_solution_t sol;
+    assert_status(deft_logreg_solve(&f->prob, c->mu, DEFT_NEWTON_AUTO, x,
+                                    &sol), DEFT_OK);
+    double p0 = deft_logreg_objective(&f->prob, c->mu, zero);
+    free(x);
+    free(zero);
+    deft_convex_setup_t s;
+    assert_status(deft_convex_setup(&f->prob, c, &s), DEFT_OK);
+    deft_convex_result_t r;
+    assert_status(deft_convex_run(&f->prob, c, &s, sol.pstar, p0, log, &r),
+                  want);
+    if (s_out)
+        *s_out = s;
+    return r;
+}
+
 static deft_convex_result_t run(const fixture_t *f,
                                 const deft_convex_config_t *c,
                                 deft_convex_setup_t *s_out,
                                 deft_status_t want)
 {
-    double x[D] = {0}, zero[D] = {0};
-    deft_logreg_solution_t sol;
-    assert_status(deft_logreg_solve(&f->prob, c->mu, DEFT_NEWTON_AUTO, x,
-                                    &sol), DEFT_OK);
-    double p0 = deft_logreg_objective(&f->prob, c->mu, zero);
-    deft_convex_setup_t s;
-    assert_status(deft_convex_setup(&f->prob, c, &s), DEFT_OK);
-    deft_convex_result_t r;
-    assert_status(deft_convex_run(&f->prob, c, &s, sol.pstar, p0, NULL, &r),
-                  want);
-    if (s_out)
-        *s_out = s;
-    return r;
+    return run_logged(f, c, s_out, want, NULL);
+}
+
+/* The largest factor by which a logged relative suboptimality exceeds the
+ * lowest one logged before it: how far the run swung back up. */
+static double largest_rise(FILE *log)
+{
+    char line[4096];
+    double low = INFINITY, rise = 1;
+    rewind(log);
+    while (fgets(line, sizeof line, log)) {
+        const char *k = strstr(line, "\"rel_subopt\": ");
+        if (!k || strstr(line, "\"final\""))
+            continue;
+        double v = strtod(k + strlen("\"rel_subopt\": "), NULL);
+        if (v / low > rise)
+            rise = v / low;
+        low = v < low ? v : low;
+    }
+    return rise;
 }
 
 /* The round at which 1e-6 was first logged, or the rounds run + 1. */
@@ -144,6 +175,84 @@ static void test_eclk_topk_accelerated_against_ecgd(void **state)
            gd.best_rel);
     assert_true(ek.level_round[6] >= 0); /* 1e-8: linear, no floor */
     assert_true(3 * re < rg);
+}
+
+/* K2 shards of M2 rows, D2 features whose scales fall from 1 to e^-4
+ * (the last a bias 1), labels from a noisy linear teacher: the small
+ * problem of scripts/eclk_restate.py, where eclk under Rand-K with
+ * L-Katyusha's theta1 for p = delta swings back up. */
+enum { K2 = 4, M2 = 100, D2 = 64 };
+
+static deft_logreg_t make_scaled_problem(uint64_t seed)
+{
+    const size_t n = (size_t)K2 * M2, d = D2;
+    deft_logreg_t p;
+    memset(&p, 0, sizeof p);
+    p.n = n;
+    p.d = d;
+    p.a = malloc(sizeof(float) * n * d);
+    p.b = malloc(sizeof(float) * n);
+    float teacher[D2];
+    deft_test_fill(teacher, d, seed + 1);
+    deft_rng_t r = deft_rng_make(seed, 2, 0, DEFT_STREAM_TEST);
+    for (size_t i = 0; i < n; i++) {
+        float *a = p.a + i * d;
+        double t = 0;
+        for (size_t j = 0; j + 1 < d; j++) {
+            double u = 2.0 * deft_rng_uniform_f64(&r) - 1.0;
+            a[j] = (float)(1.7 * u * exp(-4.0 * (double)j / (double)(d - 2)));
+            t += (double)a[j] * teacher[j];
+        }
+        a[d - 1] = 1.0f;
+        t += 0.3 * (2.0 * deft_rng_uniform_f64(&r) - 1.0);
+        p.b[i] = t > 0 ? 1.0f : -1.0f;
+    }
+    return p;
+}
+
+/* eclk under Rand-K/16 (shared seed, full local gradients). With the
+ * former default (Top-K's rule: p = delta, L-Katyusha's theta1 for it, no
+ * bound on the z step) the run swings back up by orders of magnitude;
+ * the Rand-K rule (docs/eclk.md) reaches 1e-8 and stays there. The same
+ * for Rand-K with each worker's own coordinates. */
+static void test_eclk_randk_rule_does_not_swing_back(void **state)
+{
+    (void)state;
+    fixture_t g = {.prob = make_scaled_problem(11)};
+    const deft_compressor_kind_t comps[] = {DEFT_COMP_RANDK,
+                                            DEFT_COMP_RANDK_PRIVATE};
+    for (int i = 0; i < 2; i++) {
+        deft_convex_config_t c = config(DEFT_CONVEX_ECLK, comps[i], 16);
+        c.workers = K2;
+        c.batch = 0;
+        c.rounds = 20000;
+        c.log_every = 100;
+        deft_convex_setup_t s;
+        deft_convex_result_t rule = run(&g, &c, &s, DEFT_OK);
+        /* the former default, Top-K's rule: p = delta, L-Katyusha's
+         * theta1 for it, the z step eta/L */
+        double L = s.L / s.lscale;
+        c.p = s.delta;
+        c.theta1 = sqrt(2.0 * (c.mu / L) / (3.0 * c.p));
+        c.lscale = 1;
+        c.target = 0;
+        FILE *log = tmpfile();
+        assert_non_null(log);
+        deft_convex_result_t old = run_logged(&g, &c, NULL, DEFT_OK, log);
+        double rise = largest_rise(log);
+        fclose(log);
+        printf("  %s: rule theta1 %.4g, z step scale %.3g (rho %.3g): 1e-8 "
+               "at %ld, final %.3g; former theta1 %.4g: best %.3g, final "
+               "%.3g, rose %.3gx above its low\n",
+               deft_compressor_name(comps[i]), s.theta1, s.lscale,
+               sqrt(s.L_mask / s.L_f), rule.level_round[6], rule.final_rel,
+               c.theta1, old.best_rel, old.final_rel, rise);
+        assert_true(rule.level_round[6] >= 0);
+        assert_true(rule.final_rel <= 1e-8);
+        assert_true(rise > 100.0);
+        assert_true(old.final_rel > 1e4 * rule.final_rel);
+    }
+    deft_logreg_free(&g.prob);
 }
 
 /* On heterogeneous shards Top-K's messages must vanish at the optimum:
@@ -255,6 +364,44 @@ static void test_parameter_rules(void **state)
     assert_status(deft_convex_setup(&f->prob, &c, &s), DEFT_OK);
     assert_close(s.p, 1.0 / M, 1e-12, 0);
     assert_close(s.L_B, s.L_max, 1e-12, 0);
+
+    /* The Rand-K rule: p = delta / 2, theta1 L-Katyusha's for it, and the
+     * z step eta/(s L) shortened (s > 1) where rho / (3 delta theta1)
+     * exceeds one constant C, to exactly C; Top-K and --params lkatyusha
+     * leave it out. */
+    double cst[4], bound = 0;
+    const double ratios[4] = {1.5, 2, 4, 12};
+    for (int i = 0; i < 4; i++) {
+        c = config(DEFT_CONVEX_ECLK, DEFT_COMP_RANDK, ratios[i]);
+        assert_status(deft_convex_setup(&f->prob, &c, &s), DEFT_OK);
+        double rho = sqrt(s.L_mask / s.L_f);
+        double lk = sqrt(2.0 * c.mu / (3.0 * L * s.p));
+        cst[i] = rho / (3.0 * s.delta * s.theta1 * s.lscale);
+        printf("  randk/%g: delta %.4g, p %.4g, rho %.4g, theta1 %.4g, "
+               "lscale %.4g, rho / (3 delta theta1 s) = %.4g\n", ratios[i],
+               s.delta, s.p, rho, s.theta1, s.lscale, cst[i]);
+        assert_close(s.p, s.delta / 2, 1e-15, 0);
+        assert_true(s.L_mask > 0 && s.L_mask <= s.L_f * (1 + 1e-9));
+        assert_close(s.theta1, fmin(lk, 0.5), 1e-12, 0);
+        assert_true(s.lscale >= 1);
+        assert_close(s.L, s.lscale * L, 1e-12, 0);
+        if (s.lscale > 1)
+            bound = cst[i];
+    }
+    assert_true(bound > 0); /* some ratio shortened the z step */
+    for (int i = 0; i < 4; i++)
+        assert_true(cst[i] <= bound * (1 + 1e-12));
+    c = config(DEFT_CONVEX_ECLK, DEFT_COMP_TOPK, 4);
+    assert_status(deft_convex_setup(&f->prob, &c, &s), DEFT_OK);
+    assert_true(s.L_mask == 0 && s.lscale == 1);
+    c = config(DEFT_CONVEX_ECLK, DEFT_COMP_RANDK, 4);
+    c.lkatyusha_params = 1;
+    assert_status(deft_convex_setup(&f->prob, &c, &s), DEFT_OK);
+    assert_true(s.L_mask == 0 && s.lscale == 1);
+    c.lkatyusha_params = 0;
+    c.lscale = 0.5; /* given: taken as it is */
+    assert_status(deft_convex_setup(&f->prob, &c, &s), DEFT_OK);
+    assert_close(s.L, 0.5 * L, 1e-12, 0);
 }
 
 static void test_bad_configs_are_named(void **state)
@@ -280,6 +427,14 @@ static void test_bad_configs_are_named(void **state)
     c.theta1 = 0.7;
     assert_status(deft_convex_setup(&f->prob, &c, &s), DEFT_ERR_INVALID_ARG);
     assert_error_mentions("theta1 = 0.7");
+    c = config(DEFT_CONVEX_ECGD, DEFT_COMP_RANDK, 4);
+    c.lscale = 2;
+    assert_status(deft_convex_config_check(&c, "--"), DEFT_ERR_INVALID_ARG);
+    assert_error_mentions("--lscale is a parameter of eclk");
+    c = config(DEFT_CONVEX_ECLK, DEFT_COMP_RANDK, 4);
+    c.lscale = -1;
+    assert_status(deft_convex_setup(&f->prob, &c, &s), DEFT_ERR_INVALID_ARG);
+    assert_error_mentions("lscale");
     c = config(DEFT_CONVEX_ECLK, DEFT_COMP_TOPK, 4);
     assert_status(deft_convex_setup(&f->prob, &c, &s), DEFT_OK);
     c.workers = 2; /* s was made for 4 */
@@ -301,6 +456,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_problem_is_ill_conditioned),
         cmocka_unit_test(test_eclk_topk_accelerated_against_ecgd),
+        cmocka_unit_test(test_eclk_randk_rule_does_not_swing_back),
         cmocka_unit_test(test_vanishing_messages_reach_the_optimum),
         cmocka_unit_test(test_eclk_global_anchor_against_local),
         cmocka_unit_test(test_bits_are_counted),

@@ -181,6 +181,34 @@ static void test_smoothness_constants(void **state)
     assert_close(lf, want, 1e-8, 0);
     assert_true(lf <= lmax * (1 + 1e-12));
 
+    /* The masked smoothness: lambda_max(q M + (1 - q) Diag M) against the
+     * dense matrix, for q = 0.3 and q = 0 (the largest diagonal entry).
+     * With q = (k - 1)/(d - 1) it is E[P_S M P_S] / (k/d) over the k-of-d
+     * masks S: averaged here over all 15 masks with k = 2 of d = 6. */
+    double Mq[36], avg[36] = {0};
+    for (size_t j = 0; j < d; j++)
+        for (size_t k = 0; k < d; k++)
+            Mq[j * d + k] = (j == k ? 1.0 : 0.3) * M[j * d + k];
+    double lq = deft_logreg_smooth_masked(&p, 0, n, 0.3, 1e-13, 10000, NULL);
+    double wq = dense_lambda_max(Mq, d), dmax = 0;
+    printf("  masked (q = 0.3) %.10g, dense %.10g\n", lq, wq);
+    assert_close(lq, wq, 1e-8, 0);
+    for (size_t j = 0; j < d; j++)
+        dmax = fmax(dmax, M[j * d + j]);
+    assert_close(deft_logreg_smooth_masked(&p, 0, n, 0.0, 1e-13, 10000, NULL),
+                 dmax, 1e-10, 0);
+    for (size_t a = 0; a < d; a++)
+        for (size_t b = a + 1; b < d; b++)
+            for (size_t j = 0; j < d; j++)
+                for (size_t k = 0; k < d; k++)
+                    if ((j == a || j == b) && (k == a || k == b))
+                        avg[j * d + k] += M[j * d + k] / 15.0;
+    for (size_t j = 0; j < d; j++)
+        for (size_t k = 0; k < d; k++) {
+            double q = 1.0 / 5.0, w = (j == k ? 1.0 : q) * M[j * d + k];
+            assert_close(avg[j * d + k], (2.0 / 6.0) * w, 1e-14, 1e-15);
+        }
+
     /* L_f bounds the curvature of the average loss everywhere, and is
      * attained at x = 0 (s(0) = 1/4): the Hessian's quadratic form along
      * random directions, by finite differences of the gradient, never

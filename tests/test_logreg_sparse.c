@@ -212,6 +212,9 @@ static void compare_models(const deft_logreg_t *de, const deft_logreg_t *sp,
         double ps = deft_logreg_smooth_avg(sp, lo[s], hi[s], 0, 400, &its);
         double pd = deft_logreg_smooth_avg(de, lo[s], hi[s], 0, 400, &itd);
         assert_close(ps, pd, 1e-12, 0);
+        ps = deft_logreg_smooth_masked(sp, lo[s], hi[s], 0.2, 0, 400, NULL);
+        pd = deft_logreg_smooth_masked(de, lo[s], hi[s], 0.2, 0, 400, NULL);
+        assert_close(ps, pd, 1e-12, 0);
     }
     memset(gs, 0, sizeof(double) * ds);
     memset(gd, 0, sizeof(double) * dd);

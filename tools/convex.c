@@ -17,6 +17,7 @@
 #include "convex/run.h"
 
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,13 +122,17 @@ static void print_header(const deft_convex_config_t *c,
     printf("  P* = %.15g (%s), P(x0) = %.15g; setup %.1f s\n  ", job->pstar,
            job->cached ? "cached" : "Newton", job->p0, job->setup_s);
     print_run_name(c, s);
-    if (c->method == DEFT_CONVEX_ECLK || c->method == DEFT_CONVEX_LKATYUSHA)
+    if (c->method == DEFT_CONVEX_ECLK || c->method == DEFT_CONVEX_LKATYUSHA) {
         printf(", delta %.4g, anchor grad %s, %s parameters: L = %.4g, "
                "theta1 = %.4g, theta2 = 0.5, p = %.4g, eta = %.4g, eta/L = "
                "%.4g", s->delta, s->anchor_global ? "global" : "local",
                c->lkatyusha_params ? "L-Katyusha's" : "compressor-aware",
                s->L, s->theta1, s->p, s->eta, s->eta / s->L);
-    else {
+        if (s->lscale != 1 || s->L_mask > 0)
+            printf("\n  Rand-K rule: L_mask = %.4g, rho = sqrt(L_mask / L_f) "
+                   "= %.4g, z step eta/(s L_parts) with s = %.4g", s->L_mask,
+                   sqrt(fmin(s->L_mask / s->L_f, 1.0)), s->lscale);
+    } else {
         printf(": lr = %.6g", s->lr);
         if (s->p > 0)
             printf(", anchor grad %s, p = %.4g",

@@ -136,6 +136,15 @@ double deft_logreg_smooth_max(const deft_logreg_t *p, size_t lo, size_t hi);
 double deft_logreg_smooth_avg(const deft_logreg_t *p, size_t lo, size_t hi,
                               double tol, int max_iter, int *iters);
 
+/* lambda_max(q A^T A + (1 - q) Diag(A^T A)) / (4 (hi - lo)), q in [0, 1],
+ * by the same power iteration (q = 1 is deft_logreg_smooth_avg). With
+ * q = (k - 1)/(d - 1) it is L_f's counterpart for a k-of-d coordinate
+ * mask S: E[P_S H P_S] = (k/d)(q H + (1 - q) Diag H) for H = A^T A /
+ * (4 m). NAN when out of memory. */
+double deft_logreg_smooth_masked(const deft_logreg_t *p, size_t lo,
+                                 size_t hi, double q, double tol,
+                                 int max_iter, int *iters);
+
 /* How deft_logreg_solve computes Newton steps. */
 typedef enum {
     DEFT_NEWTON_AUTO = 0, /* dense rows up to 4096 features, else CG     */

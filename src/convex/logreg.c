@@ -368,20 +368,48 @@ double deft_logreg_smooth_max(const deft_logreg_t *p, size_t lo, size_t hi)
     return m / 4.0;
 }
 
+/* diag (d,) = the column sums of squares of rows [lo, hi), times scale. */
+static void column_sqsums(const deft_logreg_t *p, size_t lo, size_t hi,
+                          double scale, double *diag)
+{
+    for (size_t j = 0; j < p->d; j++)
+        diag[j] = 0;
+    for (size_t i = lo; i < hi; i++) {
+        size_t len;
+        const float *v = deft_row_values(p, i, &len);
+        for (size_t k = 0; k < len; k++) {
+            size_t j = p->indptr ? p->indices[p->indptr[i] + k] : k;
+            diag[j] += scale * (double)v[k] * v[k];
+        }
+    }
+}
+
 double deft_logreg_smooth_avg(const deft_logreg_t *p, size_t lo, size_t hi,
                               double tol, int max_iter, int *iters)
+{
+    return deft_logreg_smooth_masked(p, lo, hi, 1.0, tol, max_iter, iters);
+}
+
+double deft_logreg_smooth_masked(const deft_logreg_t *p, size_t lo,
+                                 size_t hi, double q, double tol,
+                                 int max_iter, int *iters)
 {
     const size_t d = p->d;
     if (iters)
         *iters = 0;
     if (hi <= lo)
         return 0.0;
+    const double scale = 1.0 / (4.0 * (double)(hi - lo));
     double *v = malloc(sizeof(double) * d), *u = malloc(sizeof(double) * d);
-    if (!v || !u) {
+    double *diag = q < 1.0 ? malloc(sizeof(double) * d) : NULL;
+    if (!v || !u || (q < 1.0 && !diag)) {
         free(v);
         free(u);
+        free(diag);
         return NAN;
     }
+    if (diag)
+        column_sqsums(p, lo, hi, scale * (1.0 - q), diag);
     deft_rng_t r = deft_rng_make(0x5eed, 0, 0, DEFT_STREAM_INIT);
     double nv = 0;
     for (size_t j = 0; j < d; j++) {
@@ -390,16 +418,16 @@ double deft_logreg_smooth_avg(const deft_logreg_t *p, size_t lo, size_t hi,
     }
     for (size_t j = 0; j < d; j++)
         v[j] /= sqrt(nv);
-    double lam = 0, scale = 1.0 / (4.0 * (double)(hi - lo));
+    double lam = 0;
     int it = 0;
     while (it < max_iter) {
         it++;
-        /* u = A^T (A v) / (4 m); with ||v|| = 1, v.u is the Rayleigh
-         * quotient. */
+        /* u = (q A^T A + (1 - q) Diag(A^T A)) v / (4 m); with ||v|| = 1,
+         * v.u is the Rayleigh quotient. */
         for (size_t j = 0; j < d; j++)
-            u[j] = 0;
+            u[j] = diag ? diag[j] * v[j] : 0;
         for (size_t i = lo; i < hi; i++)
-            deft_row_axpy(p, i, deft_row_dot_f64(p, i, v) * scale, u);
+            deft_row_axpy(p, i, deft_row_dot_f64(p, i, v) * scale * q, u);
         double rq = 0, nu = 0;
         for (size_t j = 0; j < d; j++) {
             rq += v[j] * u[j];
@@ -417,6 +445,7 @@ double deft_logreg_smooth_avg(const deft_logreg_t *p, size_t lo, size_t hi,
     }
     free(v);
     free(u);
+    free(diag);
     if (iters)
         *iters = it;
     return lam;

@@ -65,6 +65,9 @@ static const deft_option_def_t options[] = {
     OPT(CFG, theta1, DOUBLE, 0, 0, 0, .flag = "theta1", .metavar = "T",
         .zero = "the compressor-aware rule, see docs/eclk.md",
         .help = "eclk, lkatyusha: theta1"),
+    OPT(CFG, lscale, DOUBLE, 0, 1e6, DEFT_OPTION_MIN_OPEN, .flag = "lscale",
+        .metavar = "S", .zero = "1, or the Rand-K rule's",
+        .help = "eclk, lkatyusha: the z step is eta/(S L)"),
     OPT(CFG, p, DOUBLE, 0, 0, 0, .flag = "p", .metavar = "P",
         .zero = "B/m; eclk with full gradients: delta",
         .help = "eclk, lkatyusha, eclsvrg(-diana): anchor probability"),
@@ -200,6 +203,8 @@ static deft_status_t check_applies(const deft_convex_config_t *c,
     const char *name = NULL, *why = NULL;
     if (c->theta1 > 0 && !eclk)
         name = "theta1", why = "is a parameter of eclk and lkatyusha";
+    else if (c->lscale > 0 && !eclk)
+        name = "lscale", why = "is a parameter of eclk and lkatyusha";
     else if (c->p > 0 && !eclk && !svrg)
         name = "p", why = "is a parameter of eclk, lkatyusha and eclsvrg(-diana)";
     else if (c->alpha > 0 && c->method != DEFT_CONVEX_ECLSVRG_DIANA)

@@ -113,25 +113,58 @@ static double diana_q_ratio(const deft_convex_config_t *c)
  * gradients). */
 #define ECLK_DELTA_EXP 0.0
 
+/* Under Rand-K (shared or private) an error coordinate waits a geometric
+ * number of rounds (mean 1/delta) and then releases what the z step put
+ * into it all at once; with the Top-K rule (p = delta, L-Katyusha's theta1
+ * for it) those releases swing the run back up (docs/eclk.md). The Rand-K
+ * rule, measured on grids rather than derived (ECLK's theorem was not
+ * available here):
+ *   p = delta / 2 (with full local gradients and the global anchor
+ *     gradient): the anchor is on average twice as old as an error
+ *     coordinate;
+ *   theta1 = L-Katyusha's for that p;
+ *   the z step eta/(s L) = 1/(3 theta1 s L) at most
+ *     h = ECLK_RANDK_C delta / (rho L),   rho = sqrt(L_mask / L_f),
+ *   so s = max(1, rho / (3 ECLK_RANDK_C delta theta1)). L_mask is the
+ *   smoothness seen through a k-of-d mask (deft_logreg_smooth_masked): on
+ *   data whose curvature lies in a few dense directions (raw pixels, rho
+ *   ~ 0.25) a mask sees little of it and a long z step is safe; on nearly
+ *   diagonal curvature (rho ~ 1) it is not. */
+#define ECLK_RANDK_P 0.5
+#define ECLK_RANDK_C 50.0
+
+static int randk_rule(const deft_convex_config_t *c)
+{
+    return !c->lkatyusha_params && (c->compressor == DEFT_COMP_RANDK ||
+                                    c->compressor == DEFT_COMP_RANDK_PRIVATE);
+}
+
 static void eclk_params(const deft_convex_config_t *c, deft_convex_setup_t *s)
 {
     const int full = s->B == s->m;
     double L = (full ? s->L_loc : s->L_B) + c->mu;
     double p = full ? 1.0 : (double)s->B / (double)s->m;
     if (full && s->anchor_global && !c->lkatyusha_params)
-        p = s->delta;
+        p = s->delta * (randk_rule(c) ? ECLK_RANDK_P : 1.0);
     if (c->p > 0)
         p = c->p;
     if (!c->lkatyusha_params) {
         s->delta_exp = c->delta_exp_set ? c->delta_exp : ECLK_DELTA_EXP;
         L /= pow(s->delta, s->delta_exp);
     }
-    double theta1 = c->theta1;
+    double theta1 = c->theta1, lscale = 1.0;
     if (!(theta1 > 0)) {
         theta1 = sqrt(2.0 * (c->mu / L) / (3.0 * p));
         theta1 = theta1 < 0.5 ? theta1 : 0.5;
+        if (randk_rule(c) && s->L_mask > 0 && s->L_f > 0) {
+            double rho = sqrt(fmin(s->L_mask / s->L_f, 1.0));
+            lscale = fmax(1.0, rho / (3.0 * ECLK_RANDK_C * s->delta * theta1));
+        }
     }
-    s->L = L;
+    if (c->lscale > 0)
+        lscale = c->lscale;
+    s->L = L * lscale;
+    s->lscale = lscale;
     s->p = p;
     s->theta1 = theta1;
     s->eta = 0.5 / (1.5 * theta1);
@@ -217,6 +250,16 @@ deft_status_t deft_convex_setup(const deft_logreg_t *prob,
     const deft_optim_config_t defaults = DEFT_OPTIM_CONFIG_INIT;
     s->delta = deft_convex_delta(c->compressor, c->ratio,
                                  defaults.qsgd_levels, prob->d);
+    if (is_eclk(c->method) && randk_rule(c)) {
+        size_t k = (size_t)floor(s->delta * (double)prob->d + 0.5);
+        double q = prob->d > 1 ? (double)(k - 1) / (double)(prob->d - 1) : 1;
+        s->L_mask = deft_logreg_smooth_masked(prob, 0, s->m * (size_t)K, q,
+                                              1e-10, 5000, NULL);
+        if (!isfinite(s->L_mask))
+            return deft_fail(DEFT_ERR_NOMEM, "deft_convex_setup: no memory "
+                             "for the power iteration over %zu features",
+                             prob->d);
+    }
     s->anchor_global = c->anchor == DEFT_ANCHOR_GLOBAL ||
                        (c->anchor == DEFT_ANCHOR_DEFAULT &&
                         c->method == DEFT_CONVEX_ECLK &&
@@ -729,6 +772,8 @@ static void run_label(const deft_convex_config_t *c,
         APPEND(" lkatyusha-params");
     if (c->theta1 > 0)
         APPEND(" theta1=%g", c->theta1);
+    if (c->lscale > 0)
+        APPEND(" lscale=%g", c->lscale);
     if (c->p > 0)
         APPEND(" p=%g", c->p);
     if (c->alpha > 0)
@@ -772,14 +817,14 @@ void deft_convex_log_config(FILE *log, const deft_logreg_t *prob,
             "\"L_local\": %.17g, \"L_batch\": %.17g, \"pstar\": %.17g, "
             "\"p0\": %.17g, \"lr\": %.17g, \"L\": %.17g, \"theta1\": %.17g, "
             "\"p\": %.17g, \"eta\": %.17g, \"alpha\": %.17g, \"delta_exp\": %g, "
-            "\"seed\": %llu, "
+            "\"L_mask\": %.17g, \"lscale\": %.17g, \"seed\": %llu, "
             "\"log_every\": %ld, \"anchor_grad\": \"%s\", \"params\": \"%s\", "
             "\"label\": \"%s\"}\n",
             method_names[c->method], deft_compressor_name(c->compressor),
             deft_convex_ratio_shown(c), s->delta, c->workers, batch, data, prob->n,
             prob->d, s->m, c->mu, s->L_max, s->L_f, s->L_loc, s->L_B, pstar,
             p0, s->lr, s->L, s->theta1, s->p, s->eta, s->alpha, s->delta_exp,
-            (unsigned long long)c->seed, c->log_every,
+            s->L_mask, s->lscale, (unsigned long long)c->seed, c->log_every,
             !has_anchor(c->method) ? "none"
             : s->anchor_global     ? "global"
                                    : "local",

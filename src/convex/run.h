@@ -75,6 +75,7 @@ typedef struct {
     double target;         /* stop at this relative suboptimality; 0 = no   */
     double lr;             /* gd/ec*: step; 0 = default                     */
     double theta1, p;      /* eclk: 0 = default (compressor-aware)          */
+    double lscale;         /* eclk: z step eta/(lscale L); 0 = default      */
     double alpha;          /* diana: shift step in (0, 1]; 0 = default      */
     uint64_t seed;
     deft_anchor_grad_t anchor;
@@ -122,6 +123,9 @@ typedef struct {
     double L_loc;          /* largest smoothness of a shard's average loss  */
     double L_B;            /* expected smoothness of a B-row sample         */
     int power_iters;       /* power iterations for L_f                      */
+    double L_mask;         /* eclk under Rand-K: the smoothness seen through
+                              a k-of-d mask, deft_logreg_smooth_masked over
+                              all rows with q = (k - 1)/(d - 1); else 0     */
     double delta;          /* the compressor's contraction, see
                               deft_convex_delta                             */
     int anchor_global;     /* the anchor form in effect                     */
@@ -130,6 +134,8 @@ typedef struct {
     /* eclk (and the anchor coin of eclsvrg): */
     double L;              /* the L given to eclk (parts' smoothness + mu)  */
     double theta1, p, eta, delta_exp;
+    double lscale;         /* the L given to eclk over the parts' (>= 1: a
+                              shorter z step, the Rand-K rule)              */
 } deft_convex_setup_t;
 
 typedef struct {
