@@ -213,7 +213,7 @@ static deft_logreg_t make_scaled_problem(uint64_t seed)
 /* eclk under Rand-K/16 (shared seed, full local gradients). With the
  * former default (Top-K's rule: p = delta, L-Katyusha's theta1 for it, no
  * bound on the z step) the run swings back up by orders of magnitude;
- * the Rand-K rule (docs/eclk.md) reaches 1e-8 and stays there. The same
+ * the Rand-K rule (docs/eclk.md) reaches 1e-8. The same
  * for Rand-K with each worker's own coordinates. */
 static void test_eclk_randk_rule_does_not_swing_back(void **state)
 {

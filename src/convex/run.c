@@ -239,6 +239,7 @@ deft_status_t deft_convex_setup(const deft_logreg_t *prob,
         return deft_fail(DEFT_ERR_INVALID_ARG, "deft_convex_setup: out is "
                          "NULL");
     memset(s, 0, sizeof *s);
+    s->lscale = 1.0;
     const int K = c->workers;
     s->m = prob->n / (size_t)K;
     s->B = !deft_convex_method_samples(c->method) || c->batch <= 0 ||
