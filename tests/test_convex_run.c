@@ -1,7 +1,8 @@
 /* The convex experiment loop of the library (src/convex/run.h): eclk's
  * compressor-aware defaults keep an accelerated rate under Top-K where
- * EC-GD crawls, the global anchor gradient and DIANA's shifts reach the
- * optimum on heterogeneous shards where the local forms stall, the bits
+ * EC-GD crawls, and under Rand-K where Top-K's rule swings back up, the
+ * global anchor gradient and DIANA's shifts reach the optimum on
+ * heterogeneous shards where the local forms stall, the bits
  * are counted, runs repeat bitwise, and bad configurations are refused by
  * name. */
 #include "testutil.h"
@@ -178,9 +179,9 @@ static void test_eclk_topk_accelerated_against_ecgd(void **state)
 }
 
 /* K2 shards of M2 rows, D2 features whose scales fall from 1 to e^-4
- * (the last a bias 1), labels from a noisy linear teacher: the small
- * problem of scripts/eclk_restate.py, where eclk under Rand-K with
- * L-Katyusha's theta1 for p = delta swings back up. */
+ * (the last a bias 1, uniform entries), labels from a noisy linear
+ * teacher: a problem of the kind of scripts/eclk_restate.py's small one,
+ * where eclk under Rand-K with Top-K's rule swings back up. */
 enum { K2 = 4, M2 = 100, D2 = 64 };
 
 static deft_logreg_t make_scaled_problem(uint64_t seed)
