@@ -194,15 +194,13 @@ static double max_rel_err(const char *what, const float *got,
     return err / scale;
 }
 
-/* The Winograd F(2x2, 3x3) forward and backward against the direct sums
- * in double: even and odd output sizes (whole and partial tiles), 'same'
- * and 'valid', with and without a bias and an input gradient. */
-static void check_winograd(int C, int H, int W, int OC, int pad, int B)
+/* A conv's forward and backward (k x k, stride 1) against the direct sums
+ * in double, with and without a bias and an input gradient. */
+static void check_direct(int C, int H, int W, int OC, int k, int pad, int B)
 {
     deft_conv2d_shape_t s;
-    assert_true(deft_conv2d_shape(&s, C, H, W, OC, 3, pad, 1));
-    assert_true(deft_conv2d_winograd_ok(&s));
-    const size_t nx = (size_t)B * C * H * W, nw = (size_t)OC * C * 9;
+    assert_true(deft_conv2d_shape(&s, C, H, W, OC, k, pad, 1));
+    const size_t nx = (size_t)B * C * H * W, nw = (size_t)OC * C * k * k;
     const size_t ny = (size_t)B * OC * s.oh * s.ow;
     float *x = falloc(nx), *w = falloc(nw), *b = falloc(OC), *r = falloc(ny);
     float *y = falloc(ny), *dx = falloc(nx), *dw = falloc(nw), *db = falloc(OC);
@@ -238,6 +236,30 @@ static void check_winograd(int C, int H, int W, int OC, int pad, int B)
     free(ry), free(rdx), free(rdw), free(rdb);
 }
 
+/* The Winograd F(2x2, 3x3) forward and backward against the direct sums
+ * in double: even and odd output sizes (whole and partial tiles), 'same'
+ * and 'valid'. */
+static void check_winograd(int C, int H, int W, int OC, int pad, int B)
+{
+    deft_conv2d_shape_t s;
+    assert_true(deft_conv2d_shape(&s, C, H, W, OC, 3, pad, 1));
+    assert_true(deft_conv2d_winograd_ok(&s));
+    check_direct(C, H, W, OC, 3, pad, B);
+}
+
+/* A 1x1 output (vgg11bn's last convs, on 1x1 maps) takes several images
+ * per sgemm call: against the direct sums over whole groups of 64 and a
+ * partial one, 'same' on a 1x1 map and 'valid' on a 3x3 one, and by
+ * finite differences. */
+static void test_conv2d_one_pixel(void **state)
+{
+    (void)state;
+    check_direct(5, 1, 1, 6, 3, 1, 70);
+    check_direct(3, 3, 3, 4, 3, 0, 129);
+    check_direct(4, 1, 1, 3, 1, 0, 2);
+    check_conv(3, 1, 1, 4, 3, 1, 3);
+}
+
 static void test_conv2d_winograd(void **state)
 {
     (void)state;
@@ -256,6 +278,11 @@ static void test_conv2d_winograd(void **state)
     check_winograd(16, 28, 28, 16, 1, 2);
     check_winograd(8, 14, 14, 8, 1, 2);
     check_winograd(64, 7, 7, 64, 1, 2);
+    // several images per sgemm call (48 a group at 4 tiles an image, 12 at
+    // 16): whole groups and a partial last one, whole and partial tiles
+    check_winograd(4, 4, 4, 3, 1, 100);   // groups of 48, 48 and 4
+    check_winograd(4, 3, 3, 3, 1, 50);    // 48 and 2, partial tiles
+    check_winograd(5, 7, 7, 4, 1, 9);     // one partial group of 9
     // finite differences too, through the public dispatch
     check_conv(4, 5, 6, 3, 3, 1, 2);
 }
@@ -1342,6 +1369,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv2d_gradients),
         cmocka_unit_test(test_conv2d_winograd),
+        cmocka_unit_test(test_conv2d_one_pixel),
         cmocka_unit_test(test_conv2d_sparse_backward),
         cmocka_unit_test(test_dense_gradients),
         cmocka_unit_test(test_maxpool_gradients),

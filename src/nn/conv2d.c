@@ -81,8 +81,8 @@ int deft_conv2d_sparse_ok(const deft_conv2d_shape_t *s)
 /* The scratch carve-up, shared by all paths (each uses a part):
  *   pin   (C, Hp, Wp) + 8     padded input
  *   dpin  (C, Hp, Wp) + 8     padded input gradient
- *   col   (K, P)              im2col
- *   dcol  (K, P)              its gradient
+ *   col   (K, P)              im2col; (G, K) for a 1x1 output
+ *   dcol  (K, P)              its gradient; (G, K) likewise
  *   w8    (OC, C, k, 8)       kernel rows padded to 8 lanes (sparse)
  *   gz    (OC, Q <= P)        each channel's nonzero gradients (sparse)
  *   off   (OC, Q <= P) int32  and their window offsets in pin
@@ -93,6 +93,18 @@ typedef struct {
     int32_t *off, *pmap, *cnt;
 } scratch_t;
 
+/* Images per sgemm call of a conv with a 1x1 output (vgg11bn's last two,
+ * on 1x1 maps): one image would make each product a matrix-vector one,
+ * which reads all the weights per image; G images read them once. */
+#define PIXEL_GROUP 64
+
+/* Columns of col: P, or PIXEL_GROUP images of one column for P = 1. */
+static size_t col_columns(const deft_conv2d_shape_t *s)
+{
+    const size_t P = (size_t)s->oh * s->ow;
+    return P == 1 ? PIXEL_GROUP : P;
+}
+
 static size_t padded_floats(const deft_conv2d_shape_t *s)
 {
     return (size_t)s->c * (s->h + 2 * s->pad) * (s->w + 2 * s->pad) + VLANES;
@@ -102,7 +114,7 @@ size_t deft_conv2d_scratch_floats(const deft_conv2d_shape_t *s)
 {
     const size_t K = (size_t)s->c * s->k * s->k, P = (size_t)s->oh * s->ow;
     const size_t w8 = (size_t)s->oc * s->c * s->k * VLANES;
-    const size_t n = 2 * padded_floats(s) + 2 * K * P + w8 +
+    const size_t n = 2 * padded_floats(s) + 2 * K * col_columns(s) + w8 +
                      2 * (size_t)s->oc * P + P + (size_t)s->oc;
     if (!deft_conv2d_winograd_ok(s))
         return n;
@@ -117,8 +129,8 @@ static scratch_t carve(float *base, const deft_conv2d_shape_t *s)
     t.pin = base;
     t.dpin = t.pin + padded_floats(s);
     t.col = t.dpin + padded_floats(s);
-    t.dcol = t.col + K * P;
-    t.w8 = t.dcol + K * P;
+    t.dcol = t.col + K * col_columns(s);
+    t.w8 = t.dcol + K * col_columns(s);
     t.gz = t.w8 + (size_t)s->oc * s->c * s->k * VLANES;
     t.off = (int32_t *)(t.gz + (size_t)s->oc * P);
     t.pmap = t.off + (size_t)s->oc * P;
@@ -342,6 +354,63 @@ DEFT_HOT static void direct_image(float *out, const float *pin,
         }
 }
 
+/* colT (n, K): row i = image x0 + i's one im2col column. */
+static void pixel_cols(float *colT, const float *x0, int n,
+                       const deft_conv2d_shape_t *s, const scratch_t *t)
+{
+    const size_t K = (size_t)s->c * s->k * s->k;
+    const size_t in_size = (size_t)s->c * s->h * s->w;
+    for (int i = 0; i < n; i++) {
+        pad_input(t->pin, x0 + i * in_size, s);
+        im2col(colT + i * K, t->pin, s);
+    }
+}
+
+/* The forward of a conv with a 1x1 output, PIXEL_GROUP images per sgemm:
+ * out (n, OC) = colT (n, K) w^T. */
+static void pixel_forward(float *out, const float *inp, const float *w,
+                          const float *b, int B, const deft_conv2d_shape_t *s,
+                          const scratch_t *t, int relu)
+{
+    const int K = s->c * s->k * s->k, OC = s->oc;
+    const size_t in_size = (size_t)s->c * s->h * s->w;
+    for (int i = 0; i < B; i += PIXEL_GROUP) {
+        const int n = B - i < PIXEL_GROUP ? B - i : PIXEL_GROUP;
+        float *o = out + (size_t)i * OC;  // o (n, OC)
+        pixel_cols(t->col, inp + i * in_size, n, s, t);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, OC, K, 1.0f,
+                    t->col, K, w, K, 0.0f, o, OC);
+        for (int j = 0; j < n; j++)
+            bias_act(o + (size_t)j * OC, b, OC, 1, relu);
+    }
+}
+
+/* The backward of a conv with a 1x1 output, PIXEL_GROUP images per sgemm:
+ * dw (OC, K) += d^T (OC, n) colT (n, K), dcolT (n, K) = d (n, OC) w. */
+static void pixel_backward(float *dinp, float *dw, const float *dout,
+                           const float *inp, const float *w, int B,
+                           const deft_conv2d_shape_t *s, const scratch_t *t)
+{
+    const int K = s->c * s->k * s->k, OC = s->oc;
+    const size_t in_size = (size_t)s->c * s->h * s->w;
+    for (int i = 0; i < B; i += PIXEL_GROUP) {
+        const int n = B - i < PIXEL_GROUP ? B - i : PIXEL_GROUP;
+        const float *d = dout + (size_t)i * OC;  // d (n, OC)
+        pixel_cols(t->col, inp + i * in_size, n, s, t);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, K, n, 1.0f,
+                    d, OC, t->col, K, i ? 1.0f : 0.0f, dw, K);
+        if (!dinp)
+            continue;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, K, OC, 1.0f,
+                    d, OC, w, K, 0.0f, t->dcol, K);
+        for (int j = 0; j < n; j++) {
+            memset(t->dpin, 0, padded_floats(s) * sizeof(float));
+            col2im(t->dpin, t->dcol + (size_t)j * K, s);
+            crop_input(dinp + (i + j) * in_size, t->dpin, s);
+        }
+    }
+}
+
 void deft_conv2d_forward(float *out, const float *inp, const float *w,
                          const float *b, int B, const deft_conv2d_shape_t *s,
                          float *scratch, int relu)
@@ -355,6 +424,10 @@ void deft_conv2d_forward(float *out, const float *inp, const float *w,
         return;
     }
     scratch_t t = carve(scratch, s);
+    if (P == 1 && !direct) {
+        pixel_forward(out, inp, w, b, B, s, &t, relu);
+        return;
+    }
     for (int i = 0; i < B; i++) {
         float *o = out + (size_t)i * s->oc * P;   // o (OC, P)
         pad_input(t.pin, inp + i * in_size, s);   // pin (C, Hp, Wp)
@@ -386,6 +459,12 @@ void deft_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
     scratch_t t = carve(scratch, s);
     for (int o = 0; db && o < OC; o++)
         db[o] = 0.0f;
+    if (P == 1) {
+        for (int i = 0; db && i < B; i++)
+            deft_conv2d_bias_grad_add(db, dout + (size_t)i * OC, OC, 1);
+        pixel_backward(dinp, dw, dout, inp, w, B, s, &t);
+        return;
+    }
     for (int i = 0; i < B; i++) {
         const float *d = dout + (size_t)i * OC * P;      // d (OC, P)
         pad_input(t.pin, inp + i * in_size, s);

@@ -10,7 +10,10 @@
  * independent matrix products over the channels, done by sgemm:
  *     M[xi] (OC, T) = U[xi] (OC, C) * V[xi] (C, T),
  * with U the transformed kernels, V the transformed input tiles and T the
- * number of tiles of one image.
+ * number of tiles of a group of images: several images go through each
+ * sgemm call together (group_size), so that a small map (4 tiles at 3x3,
+ * 16 at 7x7) still makes products wide enough for the kernels, and the
+ * transformed kernels U are read once per group rather than per image.
  *
  * The backward pass is the exact adjoint of that forward: with
  * dM = A dY A^T per tile,
@@ -22,9 +25,8 @@
  * only add, subtract and halve).
  *
  * The transforms are vectorized across tiles (DEFT_HOT clones them for
- * AVX2), see gather_windows. One image at a time, like the im2col path: a
- * stage-1 image of preresnet20 (16 channels, 14x14 tiles) keeps V and M in
- * L2. */
+ * AVX2), see gather_windows. A stage-1 image of preresnet20 (16 channels,
+ * 14x14 tiles) is a group of its own and keeps V and M in L2. */
 #include "nn/layers.h"
 
 #include <cblas.h>
@@ -196,7 +198,20 @@ typedef struct {
     int th, tw;   /* tile rows and columns: ceil(OH / 2), ceil(OW / 2)       */
     int t;        /* tiles per image, th * tw                                */
     int hq, wq;   /* the padded plane the tiles read: 2 th + 2, 2 tw + 2      */
+    int gmax;     /* images per group at most (group_size)                   */
+    int n;        /* images in the group at hand, <= gmax                    */
+    size_t N;     /* its tiles, n t: the columns of every V, M, D row         */
 } tiling_t;
+
+/* Images per sgemm call: enough that a product has GROUP_TILES columns or
+ * more, at most GROUP_MAX images. 64 was chosen from 1, 64 and 192,
+ * timing every conv of preresnet20 and vgg11bn at batch 128: against one
+ * image a call it takes the 256-channel 3x3 maps (4 tiles an image) from
+ * 72 to 55 ms (forward + backward), the 7x7 ones about 10% faster, and
+ * leaves a 28x28 image (196 tiles) a group of its own, in L2; 192 was no
+ * faster anywhere. */
+#define GROUP_TILES 64
+#define GROUP_MAX 64
 
 static tiling_t tiling(const deft_conv2d_shape_t *s)
 {
@@ -204,7 +219,16 @@ static tiling_t tiling(const deft_conv2d_shape_t *s)
     g.th = (s->oh + 1) / 2, g.tw = (s->ow + 1) / 2;
     g.t = g.th * g.tw;
     g.hq = 2 * g.th + 2, g.wq = 2 * g.tw + 2;
+    g.gmax = (GROUP_TILES + g.t - 1) / g.t;
+    g.gmax = g.gmax > GROUP_MAX ? GROUP_MAX : g.gmax;
+    g.n = g.gmax, g.N = (size_t)g.n * g.t;
     return g;
+}
+
+/* g for the n images from some image on: n <= g->gmax. */
+static void set_group(tiling_t *g, int n)
+{
+    g->n = n, g->N = (size_t)n * g->t;
 }
 
 /* Every model conv with 3x3 kernels and stride 1 past the first layer
@@ -217,16 +241,17 @@ int deft_conv2d_winograd_ok(const deft_conv2d_shape_t *s)
            s->ow >= 2;
 }
 
-/* The scratch carve-up:
- *   P   (C, hq, wq)      padded input; in the backward, its gradient
- *   V   (16, C, T)       transformed input tiles; their gradient
- *   M   (16, OC, T)      transformed output tiles; their gradient
+/* The scratch carve-up, for a group of G = gmax images and N = G t tiles
+ * (the column of a tile in V, M and D is (image, ty, tx)):
+ *   P   (G, C, hq, wq)   padded input; in the backward, its gradient
+ *   V   (16, C, N)       transformed input tiles; their gradient
+ *   M   (16, OC, N)      transformed output tiles; their gradient
  *   U   (16, OC, C)      transformed kernels
  *   dU  (16, OC, C)      their gradient
- *   Y   (OC, 2th, 2tw)   output (or its gradient) with whole tiles, when OH
- *                        or OW is odd
- *   D   (16, max(C, OC), T)  the transforms' gathered windows
- *   Z   max(C hq wq, 4 OC T)  the even and odd columns of P or Y */
+ *   Y   (G, OC, 2th, 2tw)  output (or its gradient) with whole tiles, when
+ *                        OH or OW is odd
+ *   D   (16, max(C, OC), N)  the transforms' gathered windows
+ *   Z   G max(C hq wq, 4 OC t)  the even and odd columns of P or Y */
 typedef struct {
     float *P, *V, *M, *U, *dU, *Y, *D, *Z;
 } wscratch_t;
@@ -234,19 +259,21 @@ typedef struct {
 size_t deft_conv2d_winograd_floats(const deft_conv2d_shape_t *s)
 {
     const tiling_t g = tiling(s);
-    const size_t C = (size_t)s->c, OC = (size_t)s->oc, T = (size_t)g.t;
-    return C * g.hq * g.wq + NXI * (C * T + OC * T + 2 * OC * C) +
+    const size_t C = (size_t)s->c, OC = (size_t)s->oc, T = g.N,
+                 G = (size_t)g.gmax;
+    return G * C * g.hq * g.wq + NXI * (C * T + OC * T + 2 * OC * C) +
            OC * 4 * T + NXI * (C > OC ? C : OC) * T +
-           (C * g.hq * g.wq > OC * 4 * T ? C * g.hq * g.wq : OC * 4 * T);
+           (G * C * g.hq * g.wq > OC * 4 * T ? G * C * g.hq * g.wq
+                                             : OC * 4 * T);
 }
 
 static wscratch_t wcarve(float *base, const deft_conv2d_shape_t *s,
                          const tiling_t *g)
 {
-    const size_t C = (size_t)s->c, OC = (size_t)s->oc, T = (size_t)g->t;
+    const size_t C = (size_t)s->c, OC = (size_t)s->oc, T = g->N;
     wscratch_t w;
     w.P = base;
-    w.V = w.P + C * g->hq * g->wq;
+    w.V = w.P + (size_t)g->gmax * C * g->hq * g->wq;
     w.M = w.V + NXI * C * T;
     w.U = w.M + NXI * OC * T;
     w.dU = w.U + NXI * OC * C;
@@ -321,17 +348,20 @@ static void kernel_adjoint(float *dw, const float *dU, int OC, int C)
  * index j = (c, ty, tx)), and an elementwise pass over j. Z holds the
  * planes' even and odd columns (see unzip_planes). */
 
-/* D[(a, b)] (C, T) = E or O (C, hq, tw + 1) at [c][2ty + a][tx + b / 2]. */
+/* D[(a, b)] (C, N) = E or O (n, C, hq, tw + 1) at
+ * [i][c][2ty + a][tx + b / 2], column (i, ty, tx). */
 INLINE void gather_rows(float *restrict D, const float *E, const float *O,
                         int C, const tiling_t *g, const int tw)
 {
-    const size_t ct = (size_t)C * g->t;
+    const size_t ct = (size_t)C * g->N;
+    for (int i = 0; i < g->n; i++)
     for (int c = 0; c < C; c++)
         for (int ty = 0; ty < g->th; ty++)
             for (int a = 0; a < 4; a++) {
-                const size_t r = ((size_t)c * g->hq + 2 * ty + a) * (tw + 1);
-                float *d = D + (size_t)a * 4 * ct + (size_t)c * g->t +
-                           (size_t)ty * tw;
+                const size_t r =
+                    (((size_t)i * C + c) * g->hq + 2 * ty + a) * (tw + 1);
+                float *d = D + (size_t)a * 4 * ct + (size_t)c * g->N +
+                           (size_t)i * g->t + (size_t)ty * tw;
                 copy_run(d, E + r, tw);               // columns 2tx
                 copy_run(d + ct, O + r, tw);          // 2tx + 1
                 copy_run(d + 2 * ct, E + r + 1, tw);  // 2tx + 2
@@ -339,14 +369,14 @@ INLINE void gather_rows(float *restrict D, const float *E, const float *O,
             }
 }
 
-/* D[(a, b)] (C, T) = the window entries (a, b): P[c][2ty + a][2tx + b]. */
+/* D[(a, b)] (C, N) = the window entries (a, b): P[i][c][2ty + a][2tx + b]. */
 DEFT_HOT static void gather_windows(float *restrict D, const float *restrict P,
                                     float *restrict Z, int C,
                                     const tiling_t *g)
 {
     const int tw = g->tw, hw = tw + 1;  // hw: a row's even (odd) columns
-    const size_t half = (size_t)C * g->hq * hw;
-    float *E = Z, *O = Z + half;        // E, O (C, hq, hw)
+    const size_t half = (size_t)g->n * C * g->hq * hw;
+    float *E = Z, *O = Z + half;        // E, O (n, C, hq, hw)
     unzip_planes(E, O, P, half);
 #define ROWS(n) gather_rows(D, E, O, C, g, n)
     BY_TW(tw, ROWS);
@@ -374,12 +404,13 @@ INLINE void input_tx8(float *V, const float *D, size_t ct, size_t j, int n)
     }
 }
 
-/* V[xi] (C, T) = B^T d B for every tile window d of P; D, Z scratch. */
+/* V[xi] (C, N) = B^T d B for every tile window d of P (n, C, hq, wq); D, Z
+ * scratch. */
 DEFT_HOT static void input_transform(float *restrict V, const float *P,
                                      float *restrict D, float *restrict Z,
                                      int C, const tiling_t *g)
 {
-    const size_t ct = (size_t)C * g->t;
+    const size_t ct = (size_t)C * g->N;
     gather_windows(D, P, Z, C, g);
 #define INPUT_TX(j, n) input_tx8(V, D, ct, j, n)
     FOR_LANES(ct, INPUT_TX);
@@ -407,18 +438,20 @@ INLINE void input_adj8(float *D, const float *dV, size_t ct, size_t j, int n)
     }
 }
 
-/* E or O (C, hq, tw + 1) at [c][2ty + a][tx + b / 2] += D[(a, b)] (C, T):
- * the adjoint of gather_rows. */
+/* E or O (n, C, hq, tw + 1) at [i][c][2ty + a][tx + b / 2] +=
+ * D[(a, b)] (C, N): the adjoint of gather_rows. */
 INLINE void scatter_rows(float *E, float *O, const float *restrict D, int C,
                          const tiling_t *g, const int tw)
 {
-    const size_t ct = (size_t)C * g->t;
+    const size_t ct = (size_t)C * g->N;
+    for (int i = 0; i < g->n; i++)
     for (int c = 0; c < C; c++)
         for (int ty = 0; ty < g->th; ty++)
             for (int a = 0; a < 4; a++) {
-                const size_t r = ((size_t)c * g->hq + 2 * ty + a) * (tw + 1);
-                const float *d = D + (size_t)a * 4 * ct + (size_t)c * g->t +
-                                 (size_t)ty * tw;
+                const size_t r =
+                    (((size_t)i * C + c) * g->hq + 2 * ty + a) * (tw + 1);
+                const float *d = D + (size_t)a * 4 * ct + (size_t)c * g->N +
+                                 (size_t)i * g->t + (size_t)ty * tw;
                 add_run(E + r, d, tw);
                 add_run(O + r, d + ct, tw);
                 add_run(E + r + 1, d + 2 * ct, tw);
@@ -426,7 +459,7 @@ INLINE void scatter_rows(float *E, float *O, const float *restrict D, int C,
             }
 }
 
-/* dP (C, hq, wq) = the sum over tiles of B dV B^T placed at each tile's
+/* dP (n, C, hq, wq) = the sum over tiles of B dV B^T placed at each tile's
  * window: the adjoint of input_transform. D, Z are scratch. The windows
  * overlap by two rows and columns; the window rows are added into the
  * even and odd columns one run at a time. */
@@ -434,10 +467,10 @@ DEFT_HOT static void input_adjoint(float *restrict dP, const float *restrict dV,
                                    float *restrict D, float *restrict Z, int C,
                                    const tiling_t *g)
 {
-    const size_t ct = (size_t)C * g->t;
+    const size_t ct = (size_t)C * g->N;
     const int tw = g->tw, hw = tw + 1;
-    const size_t half = (size_t)C * g->hq * hw;
-    float *E = Z, *O = Z + half;  // E, O (C, hq, hw)
+    const size_t half = (size_t)g->n * C * g->hq * hw;
+    float *E = Z, *O = Z + half;  // E, O (n, C, hq, hw)
 #define INPUT_ADJ(j, n) input_adj8(D, dV, ct, j, n)
     FOR_LANES(ct, INPUT_ADJ);
 #undef INPUT_ADJ
@@ -466,19 +499,21 @@ INLINE void output_tx8(float *D, const float *M, size_t ot, size_t k, int n)
     }
 }
 
-/* Between D[(i, j)] (OC, T), output (i, j) of every tile, and the even
- * (j = 0) and odd (j = 1) columns E, O (OC, 2th, tw) of the output plane:
- * D to E, O if to_planes, else back. */
+/* Between D[(i, j)] (OC, N), output (i, j) of every tile, and the even
+ * (j = 0) and odd (j = 1) columns E, O (n, OC, 2th, tw) of the output
+ * planes: D to E, O if to_planes, else back. */
 INLINE void tile_rows(float *E, float *O, float *D, int OC, const tiling_t *g,
                       int to_planes, const int tw)
 {
-    const size_t ot = (size_t)OC * g->t;
+    const size_t ot = (size_t)OC * g->N;
+    for (int im = 0; im < g->n; im++)
     for (int o = 0; o < OC; o++)
         for (int ty = 0; ty < g->th; ty++)
             for (int i = 0; i < 2; i++) {
-                const size_t r = ((size_t)o * 2 * g->th + 2 * ty + i) * tw;
-                float *d = D + (size_t)2 * i * ot + (size_t)o * g->t +
-                           (size_t)ty * tw;
+                const size_t r =
+                    (((size_t)im * OC + o) * 2 * g->th + 2 * ty + i) * tw;
+                float *d = D + (size_t)2 * i * ot + (size_t)o * g->N +
+                           (size_t)im * g->t + (size_t)ty * tw;
                 if (to_planes) {
                     copy_run(E + r, d, tw);
                     copy_run(O + r, d + ot, tw);
@@ -489,26 +524,29 @@ INLINE void tile_rows(float *E, float *O, float *D, int OC, const tiling_t *g,
             }
 }
 
-/* Y (OC, 2th, 2tw) = A^T M A per tile, + b[o], then ReLU if asked. D is
- * scratch: D[(i, j)] (OC, T) holds output (i, j) of every tile. */
+/* Y (n, OC, 2th, 2tw) = A^T M A per tile, + b[o], then ReLU if asked. D
+ * is scratch: D[(i, j)] (OC, N) holds output (i, j) of every tile. */
 DEFT_HOT static void output_transform(float *restrict Y,
                                       const float *restrict M,
                                       float *restrict D, float *restrict Z,
                                       const float *b, int OC,
                                       const tiling_t *g, int relu)
 {
-    const size_t ot = (size_t)OC * g->t, T = (size_t)g->t;
+    const size_t ot = (size_t)OC * g->N, T = (size_t)g->t;
     const int tw = g->tw;
-    float *E = Z, *O = Z + (size_t)OC * 2 * T;  // E, O (OC, 2th, tw)
+    float *E = Z, *O = Z + 2 * ot;  // E, O (n, OC, 2th, tw)
 #define OUTPUT_TX(j, n) output_tx8(D, M, ot, j, n)
     FOR_LANES(ot, OUTPUT_TX);
 #undef OUTPUT_TX
 #define ROWS(n) tile_rows(E, O, D, OC, g, 1, n)
     BY_TW(tw, ROWS);
 #undef ROWS
-    for (int o = 0; o < OC; o++)
-        zip_planes(Y + (size_t)o * 4 * T, E + (size_t)o * 2 * T,
-                   O + (size_t)o * 2 * T, 2 * T, b ? b[o] : 0.0f, relu);
+    for (int im = 0; im < g->n; im++)
+        for (int o = 0; o < OC; o++) {
+            const size_t q = (size_t)im * OC + o;  // the plane (im, o)
+            zip_planes(Y + q * 4 * T, E + q * 2 * T, O + q * 2 * T, 2 * T,
+                       b ? b[o] : 0.0f, relu);
+        }
 }
 
 /* dM[.][k..k+n) = A dY A^T of the tiles' gradients D[.][k..k+n). */
@@ -529,15 +567,15 @@ INLINE void output_adj8(float *dM, const float *D, size_t ot, size_t k, int n)
     }
 }
 
-/* dM[xi] (OC, T) = A dY A^T per tile: the adjoint of output_transform
- * (without its bias and ReLU). dY is (OC, 2th, 2tw); D is scratch. */
+/* dM[xi] (OC, N) = A dY A^T per tile: the adjoint of output_transform
+ * (without its bias and ReLU). dY is (n, OC, 2th, 2tw); D is scratch. */
 DEFT_HOT static void output_adjoint(float *restrict dM, const float *restrict dY,
                                     float *restrict D, float *restrict Z,
                                     int OC, const tiling_t *g)
 {
-    const size_t ot = (size_t)OC * g->t;
+    const size_t ot = (size_t)OC * g->N;
     const int tw = g->tw;
-    float *E = Z, *O = Z + 2 * ot;  // E, O (OC, 2th, tw)
+    float *E = Z, *O = Z + 2 * ot;  // E, O (n, OC, 2th, tw)
     unzip_planes(E, O, dY, 2 * ot);
 #define ROWS(n) tile_rows(E, O, D, OC, g, 0, n)
     BY_TW(tw, ROWS);
@@ -548,31 +586,68 @@ DEFT_HOT static void output_adjoint(float *restrict dM, const float *restrict dY
 }
 
 
+/* M[x] (OC, N) = U[x] (OC, C) V[x] (C, N) for the 16 positions x. */
+static void products(float *M, const float *U, const float *V, int OC, int C,
+                     size_t N)
+{
+    for (int x = 0; x < NXI; x++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, (int)N, C,
+                    1.0f, U + (size_t)x * OC * C, C, V + (size_t)x * C * N,
+                    (int)N, 0.0f, M + (size_t)x * OC * N, (int)N);
+}
+
 void deft_conv2d_winograd_forward(float *out, const float *inp, const float *w,
                                   const float *b, int B,
                                   const deft_conv2d_shape_t *s, float *scratch,
                                   int relu)
 {
-    const tiling_t g = tiling(s);
-    const int C = s->c, OC = s->oc, T = g.t, P = s->oh * s->ow;
+    tiling_t g = tiling(s);
+    const int C = s->c, OC = s->oc, P = s->oh * s->ow;
     const int whole = s->oh == 2 * g.th && s->ow == 2 * g.tw;
     const wscratch_t t = wcarve(scratch, s, &g);
     kernel_transform(t.U, w, OC, C);
-    for (int i = 0; i < B; i++) {
-        float *o = out + (size_t)i * OC * P;  // o (OC, OH, OW)
-        deft_nn_pad_planes(t.P, inp + (size_t)i * C * s->h * s->w, C, s->h,
-                           s->w, g.hq, g.wq, s->pad);
+    for (int i = 0; i < B; i += g.gmax) {
+        set_group(&g, B - i < g.gmax ? B - i : g.gmax);
+        float *o = out + (size_t)i * OC * P;  // o (n, OC, OH, OW)
+        deft_nn_pad_planes(t.P, inp + (size_t)i * C * s->h * s->w, g.n * C,
+                           s->h, s->w, g.hq, g.wq, s->pad);
         input_transform(t.V, t.P, t.D, t.Z, C, &g);
-        for (int x = 0; x < NXI; x++)  // M[x] (OC, T) = U[x] (OC, C) V[x] (C, T)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, T, C,
-                        1.0f, t.U + (size_t)x * OC * C, C,
-                        t.V + (size_t)x * C * T, T, 0.0f,
-                        t.M + (size_t)x * OC * T, T);
+        products(t.M, t.U, t.V, OC, C, g.N);
         output_transform(whole ? o : t.Y, t.M, t.D, t.Z, b, OC, &g, relu);
         if (!whole)
-            deft_nn_crop_planes(o, t.Y, OC, s->oh, s->ow, 2 * g.th, 2 * g.tw,
-                                0);
+            deft_nn_crop_planes(o, t.Y, g.n * OC, s->oh, s->ow, 2 * g.th,
+                                2 * g.tw, 0);
     }
+}
+
+/* The backward of one group of g->n images from dout's d and inp's x on:
+ * dU += dM V^T; dx = the input adjoint of U^T dM unless dx is NULL. */
+static void backward_group(float *dx, const float *d, const float *x,
+                           const deft_conv2d_shape_t *s, const tiling_t *g,
+                           const wscratch_t *t)
+{
+    const int C = s->c, OC = s->oc, N = (int)g->N;
+    if (s->oh != 2 * g->th || s->ow != 2 * g->tw) {
+        // the partial tiles' extra row or column is zero
+        deft_nn_pad_planes(t->Y, d, g->n * OC, s->oh, s->ow, 2 * g->th,
+                           2 * g->tw, 0);
+        d = t->Y;
+    }
+    output_adjoint(t->M, d, t->D, t->Z, OC, g);
+    deft_nn_pad_planes(t->P, x, g->n * C, s->h, s->w, g->hq, g->wq, s->pad);
+    input_transform(t->V, t->P, t->D, t->Z, C, g);
+    for (int k = 0; k < NXI; k++)  // dU[k] (OC, C) += dM[k] V[k]^T
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, C, N, 1.0f,
+                    t->M + (size_t)k * OC * N, N, t->V + (size_t)k * C * N, N,
+                    1.0f, t->dU + (size_t)k * OC * C, C);
+    if (!dx)
+        return;
+    for (int k = 0; k < NXI; k++)  // dV[k] (C, N) = U[k]^T dM[k]
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, N, OC, 1.0f,
+                    t->U + (size_t)k * OC * C, C, t->M + (size_t)k * OC * N, N,
+                    0.0f, t->V + (size_t)k * C * N, N);
+    input_adjoint(t->P, t->V, t->D, t->Z, C, g);
+    deft_nn_crop_planes(dx, t->P, g->n * C, s->h, s->w, g->hq, g->wq, s->pad);
 }
 
 void deft_conv2d_winograd_backward(float *dinp, float *dw, float *db,
@@ -580,42 +655,22 @@ void deft_conv2d_winograd_backward(float *dinp, float *dw, float *db,
                                    const float *w, int B,
                                    const deft_conv2d_shape_t *s, float *scratch)
 {
-    const tiling_t g = tiling(s);
-    const int C = s->c, OC = s->oc, T = g.t, P = s->oh * s->ow;
-    const int whole = s->oh == 2 * g.th && s->ow == 2 * g.tw;
+    tiling_t g = tiling(s);
+    const int C = s->c, OC = s->oc, P = s->oh * s->ow;
     const size_t in_size = (size_t)C * s->h * s->w;
     const wscratch_t t = wcarve(scratch, s, &g);
     kernel_transform(t.U, w, OC, C);
     memset(t.dU, 0, (size_t)NXI * OC * C * sizeof(float));
     if (db)
         memset(db, 0, (size_t)OC * sizeof(float));
-    for (int i = 0; i < B; i++) {
-        const float *d = dout + (size_t)i * OC * P;  // d (OC, OH, OW)
+    for (int i = 0; i < B; i++)
         if (db)
-            deft_conv2d_bias_grad_add(db, d, OC, P);
-        if (!whole) {  // the partial tiles' extra row or column is zero
-            deft_nn_pad_planes(t.Y, d, OC, s->oh, s->ow, 2 * g.th, 2 * g.tw, 0);
-            d = t.Y;
-        }
-        output_adjoint(t.M, d, t.D, t.Z, OC, &g);
-        deft_nn_pad_planes(t.P, inp + i * in_size, C, s->h, s->w, g.hq, g.wq,
-                           s->pad);
-        input_transform(t.V, t.P, t.D, t.Z, C, &g);
-        for (int x = 0; x < NXI; x++)  // dU[x] (OC, C) += dM[x] V[x]^T
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, C, T,
-                        1.0f, t.M + (size_t)x * OC * T, T,
-                        t.V + (size_t)x * C * T, T, 1.0f,
-                        t.dU + (size_t)x * OC * C, C);
-        if (!dinp)
-            continue;
-        for (int x = 0; x < NXI; x++)  // dV[x] (C, T) = U[x]^T dM[x]
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, T, OC,
-                        1.0f, t.U + (size_t)x * OC * C, C,
-                        t.M + (size_t)x * OC * T, T, 0.0f,
-                        t.V + (size_t)x * C * T, T);
-        input_adjoint(t.P, t.V, t.D, t.Z, C, &g);
-        deft_nn_crop_planes(dinp + i * in_size, t.P, C, s->h, s->w, g.hq,
-                            g.wq, s->pad);
+            deft_conv2d_bias_grad_add(db, dout + (size_t)i * OC * P, OC, P);
+    for (int i = 0; i < B; i += g.gmax) {
+        set_group(&g, B - i < g.gmax ? B - i : g.gmax);
+        backward_group(dinp ? dinp + i * in_size : NULL,
+                       dout + (size_t)i * OC * P, inp + i * in_size, s, &g,
+                       &t);
     }
     kernel_adjoint(dw, t.dU, OC, C);
 }
