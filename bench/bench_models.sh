@@ -10,9 +10,14 @@
 # to stdout.
 #
 # usage: bench/bench_models.sh [--build DIR] [--batch B] [--steps N]
-#          [--reps R] [models...]        (default: lenet preresnet20 vgg11bn)
+#          [--reps R] [--openblas-core CORE] [models...]
+#                                        (default: lenet preresnet20 vgg11bn)
 #   --build DIR  where bench_train is (default build/)
 #   --steps, --reps  for the PyTorch side (its defaults: 10 and 5)
+#   --openblas-core CORE  run both sides with OPENBLAS_CORETYPE=CORE, or
+#                with it unset for `auto` (OpenBLAS picks the kernels for
+#                this CPU); without it, the environment's setting stands.
+#                The table's header names the core deft's sgemm ran on.
 # Models: lenet vgg preresnet20 vgg11bn. PYTHON overrides /usr/bin/python3.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +33,11 @@ while [[ $# -gt 0 ]]; do
              batch=$2; shift 2 ;;
     --steps|--reps) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || die "$1 needs a number >= 1"
              torch_opts+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --openblas-core) [[ ${2:-} =~ ^[A-Za-z0-9_]+$ ]] || die "--openblas-core needs a core name or auto"
+             if [[ $2 == auto ]]; then unset OPENBLAS_CORETYPE
+             else export OPENBLAS_CORETYPE=$2; fi
+             shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option '$1' (see --help)" ;;
     *) models+=("$1"); shift ;;
   esac
@@ -51,13 +60,14 @@ result() {
   echo "${line##*images_per_s=}"
 }
 
-rows=()
+rows=() core=
 for m in "${models[@]}"; do
   echo "== $m: deft ($build/bench_train --model $m --batch $batch)" >&2
   out=$("$build/bench_train" --model "$m" --batch "$batch") ||
     { echo "$out" >&2; die "bench_train --model $m failed"; }
   echo "$out" >&2
   d=$(result "$out" "$m") || die "bench_train --model $m printed no RESULT line for batch $batch"
+  core=$(sed -n 's/^OpenBLAS: .*, core \([^;]*\);.*/\1/p' <<< "$out")
   echo "== $m: PyTorch (bench/bench_torch_models.py --model $m --batch $batch ${torch_opts[*]})" >&2
   out=$("$python" "$root/bench/bench_torch_models.py" --model "$m" --batch "$batch" \
         "${torch_opts[@]}") || { echo "$out" >&2; die "bench_torch_models.py --model $m failed"; }
@@ -69,6 +79,7 @@ done
 
 echo "Batch $batch, 1x28x28, one thread each, forward + cross-entropy + backward +"
 echo "plain SGD update; measured one after the other in this run; ratio = deft / PyTorch."
+echo "OpenBLAS core: ${core:-unknown} (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-(unset)})."
 echo
 echo "| model | deft images/s | PyTorch images/s | ratio |"
 echo "|---|---|---|---|"

@@ -8,7 +8,7 @@ simulated workers in one process, taken one after another every step.
     /usr/bin/python3 bench/torch_reference.py --selftest
 
 Nothing of deft is used for training (torch_fmnist is imported for its data
-loading, LeNet definition and learning-rate schedule only); the point is an
+loading, model definitions and learning-rate schedule only); the point is an
 independent implementation of the semantics of deft's C trainer, so that its
 accuracy can be compared with this one's (scripts/torch_reference.sh):
 
@@ -35,6 +35,13 @@ accuracy can be compared with this one's (scripts/torch_reference.sh):
            not deft's: same distribution, different draws.
   output   sgd: x.  def: y = x - avg_k e_k (evaluated after every epoch on
            the whole test set)
+  models   --model lenet (default), preresnet20 or vgg11bn, torch_fmnist's
+           twins of deft's. Batch norm as deft train: each worker normalizes
+           with its own batch and keeps its own running statistics; before
+           every evaluation they are averaged and every worker trains on
+           from the average (deft's --bn-recalibrate is not reproduced:
+           compare with deft train --bn-recalibrate 0)
+  threads  --threads N (default 1): torch's intra-op threads
   diverged a non-finite p_k (def) or momentum (sgd) during a step, or a
            non-finite test loss: a final line with status "diverged", exit 3
 
@@ -100,9 +107,9 @@ class Sim:
 
     def __init__(self, args, dtype=torch.float32):
         torch.manual_seed(args.seed)
-        model = tf.lenet()
+        model = tf.MODELS[getattr(args, "model", "lenet")]()
         if getattr(args, "init", "torch") == "he":
-            tf.deft_init(model, args.seed)  # deft's He/Glorot normal, zero biases
+            tf.he_init(model, args.seed)  # deft's He/Glorot normal, zero biases
         self.model = model.to(dtype)
         params = list(self.model.parameters())
         self.sizes = [p.numel() for p in params]
@@ -122,6 +129,16 @@ class Sim:
         self.params = params
         self.grad_in_place = None               # checked at the first backward
         K = self.K
+        # batch norm's running statistics, one set per worker: the model's
+        # float buffers are views of bn, which holds worker k's set while
+        # it runs (bn_k[k] between its turns)
+        bufs = [b for b in self.model.buffers() if b.is_floating_point()]
+        self.bn = torch.cat([b.reshape(-1) for b in bufs]) if bufs else None
+        off = 0
+        for b in bufs:
+            b.data = self.bn[off:off + b.numel()].view_as(b)
+            off += b.numel()
+        self.bn_k = self.bn.unsqueeze(0).repeat(K, 1) if bufs else None
         if self.algo == "sgd":
             self.m = torch.zeros_like(x0)
         else:
@@ -130,11 +147,16 @@ class Sim:
             self.G = torch.zeros(K, d, dtype=dtype)   # g_k
             self.comp = RBGS(self.sizes, args.ratio, args.seed)
 
-    def _grad(self, xb, yb):
-        """Gradient of the mean loss over (xb, yb) at self.w, into self.g;
-        returns the loss (a 0-d tensor)."""
+    def _grad(self, xb, yb, k=0):
+        """Gradient of the mean loss over (xb, yb) at self.w, into self.g,
+        with worker k's batch-norm statistics; returns the loss (a 0-d
+        tensor)."""
         self.g.zero_()
+        if self.bn is not None:
+            self.bn.copy_(self.bn_k[k])
         loss = F.cross_entropy(self.model(xb), yb)
+        if self.bn is not None:
+            self.bn_k[k].copy_(self.bn)
         loss.backward()
         if self.grad_in_place is None:
             self.grad_in_place = all(
@@ -155,8 +177,8 @@ class Sim:
         if self.algo == "sgd":
             self.w.copy_(self.x)
             acc = torch.zeros_like(self.x)
-            for xb, yb in batches:
-                loss_sum = loss_sum + self._grad(xb, yb)
+            for k, (xb, yb) in enumerate(batches):
+                loss_sum = loss_sum + self._grad(xb, yb, k)
                 acc.add_(self.g)                 # allreduce-sum of grad
             # g_k = grad_k + wd*x, avg over k; m = mu*m + avg; x -= lr*m
             acc.div_(self.K).add_(self.x, alpha=self.wd)
@@ -168,7 +190,7 @@ class Sim:
         P = self.x.unsqueeze(0) - self.lam * self.E        # (K, d)
         for k, (xb, yb) in enumerate(batches):
             self.w.copy_(P[k])
-            loss_sum = loss_sum + self._grad(xb, yb)
+            loss_sum = loss_sum + self._grad(xb, yb, k)
             self.G[k].copy_(self.g)
         self.G.add_(P, alpha=self.wd)                      # wd at the point
         self.M.mul_(self.mu).add_(self.G)                  # local momentum
@@ -187,15 +209,21 @@ class Sim:
         return self.x - self.E.mean(0)
 
     def evaluate(self, xte, yte, chunk=1000):
-        """(accuracy, mean loss) of the output model on (xte, yte)."""
+        """(accuracy, mean loss) of the output model on (xte, yte), with
+        the workers' batch-norm statistics averaged (which they keep)."""
         self.w.copy_(self.output())
+        if self.bn is not None:
+            self.bn.copy_(self.bn_k.mean(0))
+            self.bn_k.copy_(self.bn.unsqueeze(0).expand_as(self.bn_k))
         correct, loss = 0, 0.0
+        self.model.eval()
         with torch.no_grad():
             for i in range(0, len(xte), chunk):
                 out = self.model(xte[i:i + chunk])
                 y = yte[i:i + chunk]
                 correct += int((out.argmax(1) == y).sum())
                 loss += float(F.cross_entropy(out, y, reduction="sum"))
+        self.model.train()
         return correct / len(xte), loss / len(xte)
 
 
@@ -235,7 +263,9 @@ def train(args, data, log):
                 break
         if status != "ok":
             break
+        te0 = time.time()
         acc, test_loss = sim.evaluate(xte, yte)
+        eval_s = time.time() - te0
         if not math.isfinite(test_loss):
             status, diverged_step = "diverged", step
             break
@@ -243,11 +273,12 @@ def train(args, data, log):
         epochs_done = epoch + 1
         log(dict(epoch=epoch + 1, step=step,
                  train_loss=loss_sum.item() / (spe * K), test_loss=test_loss,
-                 test_acc=acc, lr=lr, wall_s=time.time() - t0, algo=args.algo,
+                 test_acc=acc, lr=lr, wall_s=time.time() - t0, eval_s=eval_s,
+                 algo=args.algo,
                  compressor="rbgs" if args.algo == "def" else "none",
                  ratio=args.ratio if args.algo == "def" else 1,
                  **({"lambda": args.lam} if args.algo == "def" else {}),
-                 workers=K, model="lenet", init=args.init,
+                 workers=K, model=args.model, init=args.init,
                  impl="torch-reference"))
     if diverged_step is not None:
         step = diverged_step  # as deft train: the step that failed
@@ -392,6 +423,10 @@ def selftest(args, data):
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--algo", choices=("sgd", "def"), default="def")
+    p.add_argument("--model", choices=("lenet", "preresnet20", "vgg11bn"),
+                   default="lenet")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch's intra-op threads, >= 1")
     p.add_argument("--ratio", type=float, default=256.0,
                    help="rbgs compression ratio n/k, >= 1 (def only)")
     p.add_argument("--lam", "--lambda", dest="lam", type=float, default=0.3,
@@ -433,6 +468,8 @@ def parse(argv):
         p.error("--momentum %g: must be in [0, 1)" % args.momentum)
     if not (args.weight_decay >= 0 and math.isfinite(args.weight_decay)):
         p.error("--weight-decay %g: must be a finite number >= 0" % args.weight_decay)
+    if args.threads < 1:
+        p.error("--threads %d: must be >= 1" % args.threads)
     if args.limit_train < 0 or args.limit_test < 0 or args.selftest_steps < 1:
         p.error("--limit-train, --limit-test must be >= 0, --selftest-steps >= 1")
     return p, args
@@ -440,7 +477,7 @@ def parse(argv):
 
 def main(argv=None):
     parser, args = parse(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     try:
         if args.selftest:
             data = tf.load(args.data_dir, args.limit_train or 4096,

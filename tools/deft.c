@@ -12,6 +12,8 @@
 #include "nn/nn.h"
 #include "train/train.h"
 
+#include <cblas.h>
+
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -160,14 +162,43 @@ static const char *method(const deft_train_config_t *cfg)
     return deft_optim_config_describe(&cfg->optim, buf, sizeof buf);
 }
 
+/* A note when OPENBLAS_CORETYPE holds OpenBLAS to kernels without AVX-512
+ * on a CPU that has it: the convs' sgemm calls then run at about half
+ * speed (docs/models.md, Speed), and nothing else would say why. */
+static void blas_note(void)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    const char *forced = getenv("OPENBLAS_CORETYPE");
+    if (!forced || !*forced || !__builtin_cpu_supports("avx512f"))
+        return;
+    static const char *const avx512[] = {"skylakex", "cooperlake",
+                                         "sapphirerapids"};
+    char core[64];
+    snprintf(core, sizeof core, "%s", openblas_get_corename());
+    for (char *c = core; *c; c++)
+        *c = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
+    for (size_t i = 0; i < sizeof avx512 / sizeof avx512[0]; i++)
+        if (strcmp(core, avx512[i]) == 0)
+            return;
+    fprintf(stderr,
+            "deft: note: OPENBLAS_CORETYPE=%s holds OpenBLAS to its %s "
+            "kernels on a CPU with AVX-512; unset it to let OpenBLAS pick "
+            "its fastest (bench/bench_models.sh --openblas-core auto "
+            "measures the difference)\n",
+            forced, openblas_get_corename());
+#endif
+}
+
 static void on_start(const deft_train_config_t *cfg, void *user)
 {
     const ui_t *ui = user;
-    if (!ui->quiet)
-        printf("deft train: %s, %s, %d workers (%s), batch %d, %d epochs, "
-               "lr %g\n", deft_model_name(cfg->model), method(cfg),
-               cfg->workers, cfg->backend == DEFT_TRAIN_MPI ? "mpi" : "threads",
-               cfg->batch, cfg->epochs, (double)cfg->optim.lr);
+    if (ui->quiet)
+        return;
+    printf("deft train: %s, %s, %d workers (%s), batch %d, %d epochs, "
+           "lr %g\n", deft_model_name(cfg->model), method(cfg),
+           cfg->workers, cfg->backend == DEFT_TRAIN_MPI ? "mpi" : "threads",
+           cfg->batch, cfg->epochs, (double)cfg->optim.lr);
+    blas_note();
 }
 
 /* The outcome of the job, in the CLI's words; the exit status. */

@@ -284,24 +284,62 @@ static wscratch_t wcarve(float *base, const deft_conv2d_shape_t *s,
 }
 
 
+/* Kernels per block of the kernel transforms: U[xi] rows lie OC C floats
+ * apart (256 KB for 256 x 256 channels), so the 16 of one kernel share
+ * cache sets; a block of KBLOCK kernels is transformed into t first and
+ * written as 16 runs of KBLOCK floats, whole cache lines. */
+#define KBLOCK 16
+
+/* t[xi][j] = (G g G^T)[xi] for the kernels g = k + 9 j, j < n. */
+DEFT_HOT static void kernel_block(float t[NXI][KBLOCK], const float *k, int n)
+{
+    for (int j = 0; j < n; j++, k += 9) {
+        float r[4][3];  // r = G k
+        for (int v = 0; v < 3; v++) {
+            r[0][v] = k[v];
+            r[1][v] = 0.5f * (k[v] + k[3 + v] + k[6 + v]);
+            r[2][v] = 0.5f * (k[v] - k[3 + v] + k[6 + v]);
+            r[3][v] = k[6 + v];
+        }
+        for (int a = 0; a < 4; a++) {
+            t[a * 4 + 0][j] = r[a][0];
+            t[a * 4 + 1][j] = 0.5f * (r[a][0] + r[a][1] + r[a][2]);
+            t[a * 4 + 2][j] = 0.5f * (r[a][0] - r[a][1] + r[a][2]);
+            t[a * 4 + 3][j] = r[a][2];
+        }
+    }
+}
+
 /* U[xi] (OC, C) = G g G^T for every kernel g = w[o][c] (3, 3). */
 static void kernel_transform(float *U, const float *w, int OC, int C)
 {
     const size_t occ = (size_t)OC * C;
-    for (size_t oc = 0; oc < occ; oc++) {
-        const float *k = w + oc * 9;  // k (3, 3)
-        float t[4][3];                // t = G k
-        for (int v = 0; v < 3; v++) {
-            t[0][v] = k[v];
-            t[1][v] = 0.5f * (k[v] + k[3 + v] + k[6 + v]);
-            t[2][v] = 0.5f * (k[v] - k[3 + v] + k[6 + v]);
-            t[3][v] = k[6 + v];
-        }
+    float t[NXI][KBLOCK];
+    for (size_t j0 = 0; j0 < occ; j0 += KBLOCK) {
+        const int n = occ - j0 < KBLOCK ? (int)(occ - j0) : KBLOCK;
+        kernel_block(t, w + j0 * 9, n);
+        for (int x = 0; x < NXI; x++)
+            memcpy(U + x * occ + j0, t[x], (size_t)n * sizeof(float));
+    }
+}
+
+/* k + 9 j = G^T t[.][j] G for j < n: the adjoint of kernel_block. */
+DEFT_HOT static void kernel_block_adjoint(float *k, float t[NXI][KBLOCK],
+                                          int n)
+{
+    for (int j = 0; j < n; j++, k += 9) {
+        float r[4][3];  // r = dU G
         for (int a = 0; a < 4; a++) {
-            U[(a * 4 + 0) * occ + oc] = t[a][0];
-            U[(a * 4 + 1) * occ + oc] = 0.5f * (t[a][0] + t[a][1] + t[a][2]);
-            U[(a * 4 + 2) * occ + oc] = 0.5f * (t[a][0] - t[a][1] + t[a][2]);
-            U[(a * 4 + 3) * occ + oc] = t[a][2];
+            const float u0 = t[a * 4 + 0][j], u1 = t[a * 4 + 1][j];
+            const float u2 = t[a * 4 + 2][j], u3 = t[a * 4 + 3][j];
+            r[a][0] = u0 + 0.5f * (u1 + u2);
+            r[a][1] = 0.5f * (u1 - u2);
+            r[a][2] = 0.5f * (u1 + u2) + u3;
+        }
+        for (int v = 0; v < 3; v++) {
+            k[v] = r[0][v] + 0.5f * (r[1][v] + r[2][v]);
+            k[3 + v] = 0.5f * (r[1][v] - r[2][v]);
+            k[6 + v] = 0.5f * (r[1][v] + r[2][v]) + r[3][v];
         }
     }
 }
@@ -310,23 +348,12 @@ static void kernel_transform(float *U, const float *w, int OC, int C)
 static void kernel_adjoint(float *dw, const float *dU, int OC, int C)
 {
     const size_t occ = (size_t)OC * C;
-    for (size_t oc = 0; oc < occ; oc++) {
-        float t[4][3];  // t = dU G
-        for (int a = 0; a < 4; a++) {
-            const float u0 = dU[(a * 4 + 0) * occ + oc];
-            const float u1 = dU[(a * 4 + 1) * occ + oc];
-            const float u2 = dU[(a * 4 + 2) * occ + oc];
-            const float u3 = dU[(a * 4 + 3) * occ + oc];
-            t[a][0] = u0 + 0.5f * (u1 + u2);
-            t[a][1] = 0.5f * (u1 - u2);
-            t[a][2] = 0.5f * (u1 + u2) + u3;
-        }
-        float *k = dw + oc * 9;
-        for (int v = 0; v < 3; v++) {
-            k[v] = t[0][v] + 0.5f * (t[1][v] + t[2][v]);
-            k[3 + v] = 0.5f * (t[1][v] - t[2][v]);
-            k[6 + v] = 0.5f * (t[1][v] + t[2][v]) + t[3][v];
-        }
+    float t[NXI][KBLOCK];
+    for (size_t j0 = 0; j0 < occ; j0 += KBLOCK) {
+        const int n = occ - j0 < KBLOCK ? (int)(occ - j0) : KBLOCK;
+        for (int x = 0; x < NXI; x++)
+            memcpy(t[x], dU + x * occ + j0, (size_t)n * sizeof(float));
+        kernel_block_adjoint(dw + j0 * 9, t, n);
     }
 }
 
