@@ -44,12 +44,15 @@ bench: build
 	@$(BUILD)/bench_compress
 	@$(BUILD)/bench_optim
 	@$(BUILD)/bench_train
+	@$(BUILD)/bench_convs
 
 # deft.torch's step against torch.optim.SGD and deft's C step (ResNet-18),
-# and deft's models against their PyTorch twins (images/s, one thread).
+# deft's models against their PyTorch twins (images/s, one thread), and one
+# preresnet20 epoch of deft train against the pure-PyTorch trainer (~5 min).
 bench-torch: build
 	@/usr/bin/python3 bench/bench_torch.py
 	@bench/bench_models.sh
+	@bench/bench_epoch.sh
 
 # MPI allreduce benchmark for K = 2, 4, 8 ranks (oversubscribed on small
 # machines); bench_allreduce is built only when CMake finds MPI.

@@ -81,28 +81,47 @@ int deft_conv2d_sparse_ok(const deft_conv2d_shape_t *s)
 /* The scratch carve-up, shared by all paths (each uses a part):
  *   pin   (C, Hp, Wp) + 8     padded input
  *   dpin  (C, Hp, Wp) + 8     padded input gradient
- *   col   (K, P)              im2col; (G, K) for a 1x1 output
- *   dcol  (K, P)              its gradient; (G, K) likewise
+ *   col   (K, P)              im2col; (K, G P) for a small output
+ *   dcol  (K, P)              its gradient; (K, G P) likewise
+ *   yb    (OC, G P)           a small output's group, image columns
+ *                             side by side (or its gradient)
  *   w8    (OC, C, k, 8)       kernel rows padded to 8 lanes (sparse)
  *   gz    (OC, Q <= P)        each channel's nonzero gradients (sparse)
  *   off   (OC, Q <= P) int32  and their window offsets in pin
  *   pmap  (P) int32           output position -> offset in pin
  *   cnt   (OC) int32          nonzeros per channel */
 typedef struct {
-    float *pin, *dpin, *col, *dcol, *w8, *gz;
+    float *pin, *dpin, *col, *dcol, *yb, *w8, *gz;
     int32_t *off, *pmap, *cnt;
 } scratch_t;
 
-/* Images per sgemm call of a conv with a 1x1 output (vgg11bn's last two,
- * on 1x1 maps): one image would make each product a matrix-vector one,
- * which reads all the weights per image; G images read them once. */
-#define PIXEL_GROUP 64
+/* A small output (SMALL_P pixels or fewer: vgg11bn's 3x3 and 1x1 maps)
+ * goes through im2col with several images per sgemm call, SMALL_COLS
+ * columns or more: one image would make narrow products that read all
+ * the weights per image. Winograd loses there too: a 3x3 map fills 9 of
+ * its 4 tiles' 16 outputs, and bench_convs timed the 256-channel 3x3 conv
+ * at 1.86x the multiply-adds of its direct sum done as one sgemm. */
+#define SMALL_P 16
+#define SMALL_COLS 128
 
-/* Columns of col: P, or PIXEL_GROUP images of one column for P = 1. */
+/* 1 if s's output is small (see SMALL_P). */
+static int small_output(const deft_conv2d_shape_t *s)
+{
+    return s->oh * s->ow <= SMALL_P;
+}
+
+/* Images per sgemm call of a small output. */
+static int small_group(const deft_conv2d_shape_t *s)
+{
+    const int P = s->oh * s->ow;
+    return (SMALL_COLS + P - 1) / P;
+}
+
+/* Columns of col: P, or a group's for a small output. */
 static size_t col_columns(const deft_conv2d_shape_t *s)
 {
     const size_t P = (size_t)s->oh * s->ow;
-    return P == 1 ? PIXEL_GROUP : P;
+    return small_output(s) ? (size_t)small_group(s) * P : P;
 }
 
 static size_t padded_floats(const deft_conv2d_shape_t *s)
@@ -114,7 +133,8 @@ size_t deft_conv2d_scratch_floats(const deft_conv2d_shape_t *s)
 {
     const size_t K = (size_t)s->c * s->k * s->k, P = (size_t)s->oh * s->ow;
     const size_t w8 = (size_t)s->oc * s->c * s->k * VLANES;
-    const size_t n = 2 * padded_floats(s) + 2 * K * col_columns(s) + w8 +
+    const size_t n = 2 * padded_floats(s) + 2 * K * col_columns(s) +
+                     (size_t)s->oc * col_columns(s) + w8 +
                      2 * (size_t)s->oc * P + P + (size_t)s->oc;
     if (!deft_conv2d_winograd_ok(s))
         return n;
@@ -130,7 +150,8 @@ static scratch_t carve(float *base, const deft_conv2d_shape_t *s)
     t.dpin = t.pin + padded_floats(s);
     t.col = t.dpin + padded_floats(s);
     t.dcol = t.col + K * col_columns(s);
-    t.w8 = t.dcol + K * col_columns(s);
+    t.yb = t.dcol + K * col_columns(s);
+    t.w8 = t.yb + (size_t)s->oc * col_columns(s);
     t.gz = t.w8 + (size_t)s->oc * s->c * s->k * VLANES;
     t.off = (int32_t *)(t.gz + (size_t)s->oc * P);
     t.pmap = t.off + (size_t)s->oc * P;
@@ -217,17 +238,18 @@ INLINE void copy_run(float *dst, const float *src, int n)
     }
 }
 
-/* col (K, P): col[(c, ky, kx)][(oy, ox)] = pin[c][S*oy+ky][S*ox+kx], S the
- * stride. */
-DEFT_HOT static void im2col(float *col, const float *pin,
+/* col (K, P), rows ld floats apart: col[(c, ky, kx)][(oy, ox)] =
+ * pin[c][S*oy+ky][S*ox+kx], S the stride. */
+DEFT_HOT static void im2col(float *col, size_t ld, const float *pin,
                             const deft_conv2d_shape_t *s)
 {
     const int k = s->k, OH = s->oh, OW = s->ow, S = s->stride;
     const int Hp = s->h + 2 * s->pad, Wp = s->w + 2 * s->pad;
-    float *dst = col;
+    size_t row = 0;
     for (int c = 0; c < s->c; c++)
         for (int ky = 0; ky < k; ky++)
-            for (int kx = 0; kx < k; kx++) {
+            for (int kx = 0; kx < k; kx++, row++) {
+                float *dst = col + row * ld;
                 const float *src = pin + ((size_t)c * Hp + ky) * Wp + kx;
                 if (S == 1) {
                     for (int oy = 0; oy < OH; oy++, dst += OW, src += Wp)
@@ -240,17 +262,19 @@ DEFT_HOT static void im2col(float *col, const float *pin,
             }
 }
 
-/* The adjoint of im2col: dpin (C, Hp, Wp), zero on entry, gets every col
- * entry added back where im2col read it. */
-DEFT_HOT static void col2im(float *dpin, const float *dcol,
+/* The adjoint of im2col: dpin (C, Hp, Wp), zero on entry, gets every
+ * entry of dcol (K, P), rows ld floats apart, added back where im2col read
+ * it. */
+DEFT_HOT static void col2im(float *dpin, const float *dcol, size_t ld,
                             const deft_conv2d_shape_t *s)
 {
     const int k = s->k, OH = s->oh, OW = s->ow, S = s->stride;
     const int Hp = s->h + 2 * s->pad, Wp = s->w + 2 * s->pad;
-    const float *src = dcol;
+    size_t row = 0;
     for (int c = 0; c < s->c; c++)
         for (int ky = 0; ky < k; ky++)
-            for (int kx = 0; kx < k; kx++) {
+            for (int kx = 0; kx < k; kx++, row++) {
+                const float *src = dcol + row * ld;
                 float *dst = dpin + ((size_t)c * Hp + ky) * Wp + kx;
                 for (int oy = 0; oy < OH; oy++, src += OW, dst += S * Wp)
                     for (int ox = 0; ox < OW; ox++)
@@ -354,58 +378,83 @@ DEFT_HOT static void direct_image(float *out, const float *pin,
         }
 }
 
-/* colT (n, K): row i = image x0 + i's one im2col column. */
-static void pixel_cols(float *colT, const float *x0, int n,
+/* col (K, n P): columns [i P, (i + 1) P) = image x0 + i's im2col. */
+static void small_cols(float *col, const float *x0, int n,
                        const deft_conv2d_shape_t *s, const scratch_t *t)
 {
-    const size_t K = (size_t)s->c * s->k * s->k;
+    const size_t P = (size_t)s->oh * s->ow;
     const size_t in_size = (size_t)s->c * s->h * s->w;
     for (int i = 0; i < n; i++) {
         pad_input(t->pin, x0 + i * in_size, s);
-        im2col(colT + i * K, t->pin, s);
+        im2col(col + i * P, (size_t)n * P, t->pin, s);
     }
 }
 
-/* The forward of a conv with a 1x1 output, PIXEL_GROUP images per sgemm:
- * out (n, OC) = colT (n, K) w^T. */
-static void pixel_forward(float *out, const float *inp, const float *w,
+/* yb (OC, n P) = a group's images img (n, OC, P), image columns side by
+ * side. */
+static void small_to_yb(float *yb, const float *img, int n, int OC, int P)
+{
+    const size_t ld = (size_t)n * P, bytes = (size_t)P * sizeof(float);
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < OC; o++)
+            memcpy(yb + o * ld + (size_t)i * P,
+                   img + ((size_t)i * OC + o) * P, bytes);
+}
+
+/* img (n, OC, P) = yb (OC, n P): the inverse of small_to_yb. */
+static void small_from_yb(float *img, const float *yb, int n, int OC, int P)
+{
+    const size_t ld = (size_t)n * P, bytes = (size_t)P * sizeof(float);
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < OC; o++)
+            memcpy(img + ((size_t)i * OC + o) * P,
+                   yb + o * ld + (size_t)i * P, bytes);
+}
+
+/* The forward of a small output, small_group images per sgemm:
+ * yb (OC, n P) = w (OC, K) col (K, n P), then into out (n, OC, P). */
+static void small_forward(float *out, const float *inp, const float *w,
                           const float *b, int B, const deft_conv2d_shape_t *s,
                           const scratch_t *t, int relu)
 {
-    const int K = s->c * s->k * s->k, OC = s->oc;
+    const int K = s->c * s->k * s->k, OC = s->oc, P = s->oh * s->ow;
+    const int G = small_group(s);
     const size_t in_size = (size_t)s->c * s->h * s->w;
-    for (int i = 0; i < B; i += PIXEL_GROUP) {
-        const int n = B - i < PIXEL_GROUP ? B - i : PIXEL_GROUP;
-        float *o = out + (size_t)i * OC;  // o (n, OC)
-        pixel_cols(t->col, inp + i * in_size, n, s, t);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, OC, K, 1.0f,
-                    t->col, K, w, K, 0.0f, o, OC);
+    for (int i = 0; i < B; i += G) {
+        const int n = B - i < G ? B - i : G;
+        float *o = out + (size_t)i * OC * P;  // o (n, OC, P)
+        small_cols(t->col, inp + i * in_size, n, s, t);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, n * P, K,
+                    1.0f, w, K, t->col, n * P, 0.0f, t->yb, n * P);
+        small_from_yb(o, t->yb, n, OC, P);
         for (int j = 0; j < n; j++)
-            bias_act(o + (size_t)j * OC, b, OC, 1, relu);
+            bias_act(o + (size_t)j * OC * P, b, OC, P, relu);
     }
 }
 
-/* The backward of a conv with a 1x1 output, PIXEL_GROUP images per sgemm:
- * dw (OC, K) += d^T (OC, n) colT (n, K), dcolT (n, K) = d (n, OC) w. */
-static void pixel_backward(float *dinp, float *dw, const float *dout,
+/* The backward of a small output, small_group images per sgemm, with
+ * d = dout's group as yb (OC, n P): dw (OC, K) += d col^T and
+ * dcol (K, n P) = w^T d, added back into each image's dinp. */
+static void small_backward(float *dinp, float *dw, const float *dout,
                            const float *inp, const float *w, int B,
                            const deft_conv2d_shape_t *s, const scratch_t *t)
 {
-    const int K = s->c * s->k * s->k, OC = s->oc;
+    const int K = s->c * s->k * s->k, OC = s->oc, P = s->oh * s->ow;
+    const int G = small_group(s);
     const size_t in_size = (size_t)s->c * s->h * s->w;
-    for (int i = 0; i < B; i += PIXEL_GROUP) {
-        const int n = B - i < PIXEL_GROUP ? B - i : PIXEL_GROUP;
-        const float *d = dout + (size_t)i * OC;  // d (n, OC)
-        pixel_cols(t->col, inp + i * in_size, n, s, t);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, K, n, 1.0f,
-                    d, OC, t->col, K, i ? 1.0f : 0.0f, dw, K);
+    for (int i = 0; i < B; i += G) {
+        const int n = B - i < G ? B - i : G, N = n * P;
+        small_to_yb(t->yb, dout + (size_t)i * OC * P, n, OC, P);
+        small_cols(t->col, inp + i * in_size, n, s, t);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, K, N, 1.0f,
+                    t->yb, N, t->col, N, i ? 1.0f : 0.0f, dw, K);
         if (!dinp)
             continue;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, K, OC, 1.0f,
-                    d, OC, w, K, 0.0f, t->dcol, K);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, OC, 1.0f,
+                    w, K, t->yb, N, 0.0f, t->dcol, N);
         for (int j = 0; j < n; j++) {
             memset(t->dpin, 0, padded_floats(s) * sizeof(float));
-            col2im(t->dpin, t->dcol + (size_t)j * K, s);
+            col2im(t->dpin, t->dcol + (size_t)j * P, (size_t)N, s);
             crop_input(dinp + (i + j) * in_size, t->dpin, s);
         }
     }
@@ -419,13 +468,13 @@ void deft_conv2d_forward(float *out, const float *inp, const float *w,
     const size_t in_size = (size_t)s->c * s->h * s->w;
     const int direct = K <= DIRECT_MAX_K && s->ow >= VLANES &&
                        s->stride == 1 && deft_nn_vector_kernels();
-    if (!direct && deft_conv2d_winograd_ok(s)) {
-        deft_conv2d_winograd_forward(out, inp, w, b, B, s, scratch, relu);
+    scratch_t t = carve(scratch, s);
+    if (!direct && small_output(s)) {
+        small_forward(out, inp, w, b, B, s, &t, relu);
         return;
     }
-    scratch_t t = carve(scratch, s);
-    if (P == 1 && !direct) {
-        pixel_forward(out, inp, w, b, B, s, &t, relu);
+    if (!direct && deft_conv2d_winograd_ok(s)) {
+        deft_conv2d_winograd_forward(out, inp, w, b, B, s, scratch, relu);
         return;
     }
     for (int i = 0; i < B; i++) {
@@ -435,7 +484,7 @@ void deft_conv2d_forward(float *out, const float *inp, const float *w,
             direct_image(o, t.pin, w, b, s, relu);
             continue;
         }
-        im2col(t.col, t.pin, s);
+        im2col(t.col, (size_t)P, t.pin, s);
         // o (OC, P) = w (OC, K) * col (K, P)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->oc, P, K,
                     1.0f, w, K, t.col, P, 0.0f, o, P);
@@ -451,7 +500,7 @@ void deft_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
 {
     const int K = s->c * s->k * s->k, P = s->oh * s->ow, OC = s->oc;
     const size_t in_size = (size_t)s->c * s->h * s->w;
-    if (deft_conv2d_winograd_ok(s)) {
+    if (!small_output(s) && deft_conv2d_winograd_ok(s)) {
         deft_conv2d_winograd_backward(dinp, dw, db, dout, inp, w, B, s,
                                       scratch);
         return;
@@ -459,16 +508,16 @@ void deft_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
     scratch_t t = carve(scratch, s);
     for (int o = 0; db && o < OC; o++)
         db[o] = 0.0f;
-    if (P == 1) {
+    if (small_output(s)) {
         for (int i = 0; db && i < B; i++)
-            deft_conv2d_bias_grad_add(db, dout + (size_t)i * OC, OC, 1);
-        pixel_backward(dinp, dw, dout, inp, w, B, s, &t);
+            deft_conv2d_bias_grad_add(db, dout + (size_t)i * OC * P, OC, P);
+        small_backward(dinp, dw, dout, inp, w, B, s, &t);
         return;
     }
     for (int i = 0; i < B; i++) {
         const float *d = dout + (size_t)i * OC * P;      // d (OC, P)
         pad_input(t.pin, inp + i * in_size, s);
-        im2col(t.col, t.pin, s);
+        im2col(t.col, (size_t)P, t.pin, s);
         // dw (OC, K) (+)= d (OC, P) * col^T (P, K)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, K, P, 1.0f,
                     d, P, t.col, P, i ? 1.0f : 0.0f, dw, K);
@@ -480,7 +529,7 @@ void deft_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, OC, 1.0f, w,
                     K, d, P, 0.0f, t.dcol, P);
         memset(t.dpin, 0, padded_floats(s) * sizeof(float));
-        col2im(t.dpin, t.dcol, s);
+        col2im(t.dpin, t.dcol, (size_t)P, s);
         crop_input(dinp + i * in_size, t.dpin, s);
     }
 }
