@@ -15,6 +15,7 @@
 #include "bench_common.h"
 #include "core/internal.h"
 #include "core/rng.h"
+#include "nn/layers.h"
 #include "nn/nn.h"
 
 #include <cblas.h>
@@ -301,10 +302,11 @@ static void sgemm_table(double best, int reps)
  *    dcol = w^T d), PyTorch's own method on this CPU build: their sum
  *    bounds any implementation of that kind on this machine's OpenBLAS;
  *  - the calls deft makes: for a 3x3 stride-1 conv of 4+ channels,
- *    Winograd F(2x2, 3x3)'s 16 products per pass over T = ceil(OH/2) *
- *    ceil(OW/2) tiles (forward (OC, T, C), weight gradient (OC, C, T),
- *    input gradient (C, T, OC)); the rest as above, except the stem's
- *    forward, a direct kernel, and its input gradient, which nothing needs. */
+ *    Winograd F(2x2, 3x3)'s 16 products per pass over the T tiles of a
+ *    group of images (deft_conv2d_winograd_group; forward (OC, T, C),
+ *    weight gradient (OC, C, T), input gradient (C, T, OC)); the rest as
+ *    above, except the stem's forward, a direct kernel, and its input
+ *    gradient, which nothing needs. */
 static void preresnet_sgemm(double best, int batch, int reps)
 {
     // convs as (C, H, W, OC, k, stride, count): the stem, 2 x 3 blocks'
@@ -326,8 +328,14 @@ static void preresnet_sgemm(double best, int batch, int reps)
         plain[np++] = (gemm_call_t){0, 1, c[3], K, P, count};  // dw
         if (i > 0)                                             // dcol
             plain[np++] = (gemm_call_t){1, 0, K, P, c[3], count};
-        if (c[4] == 3 && c[5] == 1 && c[0] >= 4) {  // Winograd
-            const int T = ((oh + 1) / 2) * ((oh + 1) / 2), n = 16 * count;
+        deft_conv2d_shape_t s;
+        deft_conv2d_shape(&s, c[0], c[1], c[2], c[3], c[4], c[4] / 2, c[5]);
+        if (deft_conv2d_winograd_ok(&s) && oh * oh > 16) {  // Winograd
+            // products over groups of G images of T tiles (count * batch
+            // is a multiple of G for these batches and shapes)
+            const int G = deft_conv2d_winograd_group(&s);
+            const int T = G * ((oh + 1) / 2) * ((oh + 1) / 2);
+            const int n = 16 * ((count + G - 1) / G);
             ours[no++] = (gemm_call_t){0, 0, c[3], T, c[0], n};
             ours[no++] = (gemm_call_t){0, 1, c[3], c[0], T, n};
             ours[no++] = (gemm_call_t){1, 0, c[0], T, c[3], n};

@@ -225,6 +225,11 @@ static tiling_t tiling(const deft_conv2d_shape_t *s)
     return g;
 }
 
+int deft_conv2d_winograd_group(const deft_conv2d_shape_t *s)
+{
+    return tiling(s).gmax;
+}
+
 /* g for the n images from some image on: n <= g->gmax. */
 static void set_group(tiling_t *g, int n)
 {

@@ -73,11 +73,16 @@ void deft_conv2d_bias_grad_add(float *db, const float *d, int OC, int P);
  * im2col buffers and padded planes). Layers may share one scratch. */
 size_t deft_conv2d_scratch_floats(const deft_conv2d_shape_t *s);
 
-/* 1 if s is a 3x3, stride-1 conv of 4 or more input channels with an
- * output of at least 2x2: then deft_conv2d_forward (unless the direct
- * kernel takes it) and deft_conv2d_backward use Winograd's F(2x2, 3x3),
- * conv2d_winograd.c. */
+/* 1 if Winograd's F(2x2, 3x3) (conv2d_winograd.c) can run s: a 3x3,
+ * stride-1 conv of 4 or more input channels with an output of at least
+ * 2x2. deft_conv2d_forward and deft_conv2d_backward take it unless the
+ * direct kernel does, or the output is small (16 pixels or fewer: im2col
+ * with several images per sgemm call). */
 int deft_conv2d_winograd_ok(const deft_conv2d_shape_t *s);
+
+/* Images per sgemm call of the Winograd path for s (its products have
+ * N = that many times the tiles of an image as columns). */
+int deft_conv2d_winograd_group(const deft_conv2d_shape_t *s);
 
 /* Floats of scratch the two Winograd functions below need. */
 size_t deft_conv2d_winograd_floats(const deft_conv2d_shape_t *s);
