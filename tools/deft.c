@@ -180,6 +180,7 @@ static void blas_note(void)
     for (size_t i = 0; i < sizeof avx512 / sizeof avx512[0]; i++)
         if (strcmp(core, avx512[i]) == 0)
             return;
+    fflush(stdout);  // after the header, which goes to stdout
     fprintf(stderr,
             "deft: note: OPENBLAS_CORETYPE=%s holds OpenBLAS to its %s "
             "kernels on a CPU with AVX-512; unset it to let OpenBLAS pick "
