@@ -436,6 +436,12 @@ static void test_bad_configs_are_named(void **state)
     c.lscale = -1;
     assert_status(deft_convex_setup(&f->prob, &c, &s), DEFT_ERR_INVALID_ARG);
     assert_error_mentions("lscale");
+    /* a scale so small that the z step's L falls below mu: named as
+     * lscale, not as the optimizer's eclk_L */
+    c = config(DEFT_CONVEX_ECLK, DEFT_COMP_RANDK, 4);
+    c.lscale = 1e-12;
+    assert_status(deft_convex_setup(&f->prob, &c, &s), DEFT_ERR_INVALID_ARG);
+    assert_error_mentions("lscale = 1e-12 makes the z step's smoothness");
     c = config(DEFT_CONVEX_ECLK, DEFT_COMP_TOPK, 4);
     assert_status(deft_convex_setup(&f->prob, &c, &s), DEFT_OK);
     c.workers = 2; /* s was made for 4 */

@@ -128,10 +128,12 @@ static void print_header(const deft_convex_config_t *c,
                "%.4g", s->delta, s->anchor_global ? "global" : "local",
                c->lkatyusha_params ? "L-Katyusha's" : "compressor-aware",
                s->L, s->theta1, s->p, s->eta, s->eta / s->L);
-        if (s->lscale != 1 || s->L_mask > 0)
+        if (s->L_mask > 0)
             printf("\n  Rand-K rule: L_mask = %.4g, rho = sqrt(L_mask / L_f) "
                    "= %.4g, z step eta/(s L_parts) with s = %.4g", s->L_mask,
                    sqrt(fmin(s->L_mask / s->L_f, 1.0)), s->lscale);
+        else if (s->lscale != 1)
+            printf("\n  z step eta/(s L_parts) with s = %.4g", s->lscale);
     } else {
         printf(": lr = %.6g", s->lr);
         if (s->p > 0)

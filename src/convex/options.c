@@ -66,10 +66,13 @@ static const deft_option_def_t options[] = {
         .zero = "the compressor-aware rule, see docs/eclk.md",
         .help = "eclk, lkatyusha: theta1"),
     OPT(CFG, lscale, DOUBLE, 0, 1e6, DEFT_OPTION_MIN_OPEN, .flag = "lscale",
-        .metavar = "S", .zero = "1, or the Rand-K rule's",
+        .metavar = "S",
+        .zero = "1, or under Rand-K without --theta1 the rule's, see "
+                "docs/eclk.md",
         .help = "eclk, lkatyusha: the z step is eta/(S L)"),
     OPT(CFG, p, DOUBLE, 0, 0, 0, .flag = "p", .metavar = "P",
-        .zero = "B/m; eclk with full gradients: delta",
+        .zero = "B/m; eclk with full gradients and the global anchor: "
+                "delta (delta/2 under Rand-K)",
         .help = "eclk, lkatyusha, eclsvrg(-diana): anchor probability"),
     OPT(CFG, alpha, DOUBLE, 0, 1, DEFT_OPTION_MIN_OPEN, .flag = "alpha",
         .metavar = "A", .zero = "k/d = 1/(omega + 1) of its quantizer",

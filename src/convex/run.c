@@ -296,6 +296,12 @@ deft_status_t deft_convex_setup(const deft_logreg_t *prob,
     case DEFT_CONVEX_ECLK:
     case DEFT_CONVEX_LKATYUSHA:
         eclk_params(c, s);
+        if (!(s->L >= c->mu))  // only a given lscale < 1 can do this
+            return deft_fail(DEFT_ERR_INVALID_ARG,
+                             "deft_convex_setup: lscale = %g makes the z "
+                             "step's smoothness L = %g smaller than mu = %g: "
+                             "use lscale >= %g", s->lscale, s->L, c->mu,
+                             s->lscale * c->mu / s->L);
         break;
     default:
         break;

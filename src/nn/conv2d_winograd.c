@@ -11,9 +11,9 @@
  *     M[xi] (OC, T) = U[xi] (OC, C) * V[xi] (C, T),
  * with U the transformed kernels, V the transformed input tiles and T the
  * number of tiles of a group of images: several images go through each
- * sgemm call together (group_size), so that a small map (4 tiles at 3x3,
- * 16 at 7x7) still makes products wide enough for the kernels, and the
- * transformed kernels U are read once per group rather than per image.
+ * sgemm call together (GROUP_TILES), so that a small map (16 tiles at 7x7)
+ * still makes products wide enough for the kernels, and the transformed
+ * kernels U are read once per group rather than per image.
  *
  * The backward pass is the exact adjoint of that forward: with
  * dM = A dY A^T per tile,
@@ -205,10 +205,11 @@ typedef struct {
 
 /* Images per sgemm call: enough that a product has GROUP_TILES columns or
  * more, at most GROUP_MAX images. 64 was chosen from 1, 64 and 192,
- * timing every conv of preresnet20 and vgg11bn at batch 128: against one
- * image a call it takes the 256-channel 3x3 maps (4 tiles an image) from
- * 72 to 55 ms (forward + backward), the 7x7 ones about 10% faster, and
- * leaves a 28x28 image (196 tiles) a group of its own, in L2; 192 was no
+ * timing every conv of preresnet20 and vgg11bn at batch 128
+ * (bench_convs): against one image a call, the 7x7 convs ran about 10%
+ * faster, and the 256-channel 3x3 conv (4 tiles an image, which now takes
+ * conv2d.c's small-output path instead) 72 -> 55 ms forward + backward;
+ * a 28x28 image (196 tiles) stays a group of its own, in L2; 192 was no
  * faster anywhere. */
 #define GROUP_TILES 64
 #define GROUP_MAX 64
