@@ -330,7 +330,7 @@ static void preresnet_sgemm(double best, int batch, int reps)
             plain[np++] = (gemm_call_t){1, 0, K, P, c[3], count};
         deft_conv2d_shape_t s;
         deft_conv2d_shape(&s, c[0], c[1], c[2], c[3], c[4], c[4] / 2, c[5]);
-        if (deft_conv2d_winograd_ok(&s) && oh * oh > 16) {  // Winograd
+        if (deft_conv2d_uses_winograd(&s)) {
             // products over groups of G images of T tiles (count * batch
             // is a multiple of G for these batches and shapes)
             const int G = deft_conv2d_winograd_group(&s);

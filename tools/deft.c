@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 enum { EXIT_RUN_FAILED = 1, EXIT_USAGE = DEFT_EXIT_USAGE, EXIT_DIVERGED = 3 };
@@ -173,12 +174,9 @@ static void blas_note(void)
         return;
     static const char *const avx512[] = {"skylakex", "cooperlake",
                                          "sapphirerapids"};
-    char core[64];
-    snprintf(core, sizeof core, "%s", openblas_get_corename());
-    for (char *c = core; *c; c++)
-        *c = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
+    const char *core = openblas_get_corename();
     for (size_t i = 0; i < sizeof avx512 / sizeof avx512[0]; i++)
-        if (strcmp(core, avx512[i]) == 0)
+        if (strcasecmp(core, avx512[i]) == 0)
             return;
     fflush(stdout);  // after the header, which goes to stdout
     fprintf(stderr,
@@ -186,7 +184,7 @@ static void blas_note(void)
             "kernels on a CPU with AVX-512; unset it to let OpenBLAS pick "
             "its fastest (bench/bench_models.sh --openblas-core auto "
             "measures the difference)\n",
-            forced, openblas_get_corename());
+            forced, core);
 #endif
 }
 

@@ -81,10 +81,11 @@ int deft_conv2d_sparse_ok(const deft_conv2d_shape_t *s)
 /* The scratch carve-up, shared by all paths (each uses a part):
  *   pin   (C, Hp, Wp) + 8     padded input
  *   dpin  (C, Hp, Wp) + 8     padded input gradient
- *   col   (K, P)              im2col; (K, G P) for a small output
- *   dcol  (K, P)              its gradient; (K, G P) likewise
- *   yb    (OC, G P)           a small output's group, image columns
- *                             side by side (or its gradient)
+ *   col   (K, G P)            im2col of a group of G images (one, or
+ *                             several for a small output)
+ *   dcol  (K, G P)            its gradient
+ *   yb    (OC, G P)           the group's output (or its gradient), image
+ *                             columns side by side
  *   w8    (OC, C, k, 8)       kernel rows padded to 8 lanes (sparse)
  *   gz    (OC, Q <= P)        each channel's nonzero gradients (sparse)
  *   off   (OC, Q <= P) int32  and their window offsets in pin
@@ -110,18 +111,23 @@ static int small_output(const deft_conv2d_shape_t *s)
     return s->oh * s->ow <= SMALL_P;
 }
 
-/* Images per sgemm call of a small output. */
-static int small_group(const deft_conv2d_shape_t *s)
+/* Images per sgemm call of the im2col path: one, or for a small output
+ * enough for SMALL_COLS columns. */
+static int im2col_group(const deft_conv2d_shape_t *s)
 {
     const int P = s->oh * s->ow;
-    return (SMALL_COLS + P - 1) / P;
+    return small_output(s) ? (SMALL_COLS + P - 1) / P : 1;
 }
 
-/* Columns of col: P, or a group's for a small output. */
+/* Columns of col: a group's. */
 static size_t col_columns(const deft_conv2d_shape_t *s)
 {
-    const size_t P = (size_t)s->oh * s->ow;
-    return small_output(s) ? (size_t)small_group(s) * P : P;
+    return (size_t)im2col_group(s) * s->oh * s->ow;
+}
+
+int deft_conv2d_uses_winograd(const deft_conv2d_shape_t *s)
+{
+    return !small_output(s) && deft_conv2d_winograd_ok(s);
 }
 
 static size_t padded_floats(const deft_conv2d_shape_t *s)
@@ -187,15 +193,18 @@ void deft_nn_crop_planes(float *dst, const float *src, int n, int h, int w,
                    (size_t)w * sizeof(float));
 }
 
-void deft_conv2d_bias_grad_add(float *db, const float *d, int OC, int P)
+void deft_conv2d_bias_grad(float *db, const float *dout, int B, int OC,
+                           int P)
 {
-    for (int o = 0; o < OC; o++) {
-        const float *row = d + (size_t)o * P;
-        float acc = 0.0f;
-        for (int p = 0; p < P; p++)
-            acc += row[p];
-        db[o] += acc;
-    }
+    memset(db, 0, (size_t)OC * sizeof(float));
+    for (int i = 0; i < B; i++)
+        for (int o = 0; o < OC; o++) {
+            const float *row = dout + ((size_t)i * OC + o) * P;
+            float acc = 0.0f;
+            for (int p = 0; p < P; p++)
+                acc += row[p];
+            db[o] += acc;
+        }
 }
 
 /* pin (C, Hp, Wp) = in (C, H, W) with pad zeros around each plane. The
@@ -379,8 +388,8 @@ DEFT_HOT static void direct_image(float *out, const float *pin,
 }
 
 /* col (K, n P): columns [i P, (i + 1) P) = image x0 + i's im2col. */
-static void small_cols(float *col, const float *x0, int n,
-                       const deft_conv2d_shape_t *s, const scratch_t *t)
+static void im2col_images(float *col, const float *x0, int n,
+                          const deft_conv2d_shape_t *s, const scratch_t *t)
 {
     const size_t P = (size_t)s->oh * s->ow;
     const size_t in_size = (size_t)s->c * s->h * s->w;
@@ -390,105 +399,51 @@ static void small_cols(float *col, const float *x0, int n,
     }
 }
 
-/* yb (OC, n P) = a group's images img (n, OC, P), image columns side by
- * side. */
-static void small_to_yb(float *yb, const float *img, int n, int OC, int P)
+/* dst (cols, rows, P) = src (rows, cols, P): blocks of P floats
+ * transposed. A group's images (n, OC, P) become (OC, n P), the layout
+ * of a product over the group, and back. */
+static void swap_blocks(float *dst, const float *src, int rows, int cols,
+                        int P)
 {
-    const size_t ld = (size_t)n * P, bytes = (size_t)P * sizeof(float);
-    for (int i = 0; i < n; i++)
-        for (int o = 0; o < OC; o++)
-            memcpy(yb + o * ld + (size_t)i * P,
-                   img + ((size_t)i * OC + o) * P, bytes);
-}
-
-/* img (n, OC, P) = yb (OC, n P): the inverse of small_to_yb. */
-static void small_from_yb(float *img, const float *yb, int n, int OC, int P)
-{
-    const size_t ld = (size_t)n * P, bytes = (size_t)P * sizeof(float);
-    for (int i = 0; i < n; i++)
-        for (int o = 0; o < OC; o++)
-            memcpy(img + ((size_t)i * OC + o) * P,
-                   yb + o * ld + (size_t)i * P, bytes);
-}
-
-/* The forward of a small output, small_group images per sgemm:
- * yb (OC, n P) = w (OC, K) col (K, n P), then into out (n, OC, P). */
-static void small_forward(float *out, const float *inp, const float *w,
-                          const float *b, int B, const deft_conv2d_shape_t *s,
-                          const scratch_t *t, int relu)
-{
-    const int K = s->c * s->k * s->k, OC = s->oc, P = s->oh * s->ow;
-    const int G = small_group(s);
-    const size_t in_size = (size_t)s->c * s->h * s->w;
-    for (int i = 0; i < B; i += G) {
-        const int n = B - i < G ? B - i : G;
-        float *o = out + (size_t)i * OC * P;  // o (n, OC, P)
-        small_cols(t->col, inp + i * in_size, n, s, t);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, n * P, K,
-                    1.0f, w, K, t->col, n * P, 0.0f, t->yb, n * P);
-        small_from_yb(o, t->yb, n, OC, P);
-        for (int j = 0; j < n; j++)
-            bias_act(o + (size_t)j * OC * P, b, OC, P, relu);
-    }
-}
-
-/* The backward of a small output, small_group images per sgemm, with
- * d = dout's group as yb (OC, n P): dw (OC, K) += d col^T and
- * dcol (K, n P) = w^T d, added back into each image's dinp. */
-static void small_backward(float *dinp, float *dw, const float *dout,
-                           const float *inp, const float *w, int B,
-                           const deft_conv2d_shape_t *s, const scratch_t *t)
-{
-    const int K = s->c * s->k * s->k, OC = s->oc, P = s->oh * s->ow;
-    const int G = small_group(s);
-    const size_t in_size = (size_t)s->c * s->h * s->w;
-    for (int i = 0; i < B; i += G) {
-        const int n = B - i < G ? B - i : G, N = n * P;
-        small_to_yb(t->yb, dout + (size_t)i * OC * P, n, OC, P);
-        small_cols(t->col, inp + i * in_size, n, s, t);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, K, N, 1.0f,
-                    t->yb, N, t->col, N, i ? 1.0f : 0.0f, dw, K);
-        if (!dinp)
-            continue;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, OC, 1.0f,
-                    w, K, t->yb, N, 0.0f, t->dcol, N);
-        for (int j = 0; j < n; j++) {
-            memset(t->dpin, 0, padded_floats(s) * sizeof(float));
-            col2im(t->dpin, t->dcol + (size_t)j * P, (size_t)N, s);
-            crop_input(dinp + (i + j) * in_size, t->dpin, s);
-        }
-    }
+    const size_t bytes = (size_t)P * sizeof(float);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            memcpy(dst + ((size_t)c * rows + r) * P,
+                   src + ((size_t)r * cols + c) * P, bytes);
 }
 
 void deft_conv2d_forward(float *out, const float *inp, const float *w,
                          const float *b, int B, const deft_conv2d_shape_t *s,
                          float *scratch, int relu)
 {
-    const int K = s->c * s->k * s->k, P = s->oh * s->ow;
+    const int K = s->c * s->k * s->k, P = s->oh * s->ow, OC = s->oc;
     const size_t in_size = (size_t)s->c * s->h * s->w;
-    const int direct = K <= DIRECT_MAX_K && s->ow >= VLANES &&
-                       s->stride == 1 && deft_nn_vector_kernels();
-    scratch_t t = carve(scratch, s);
-    if (!direct && small_output(s)) {
-        small_forward(out, inp, w, b, B, s, &t, relu);
+    const scratch_t t = carve(scratch, s);
+    if (K <= DIRECT_MAX_K && s->ow >= VLANES && s->stride == 1 &&
+        deft_nn_vector_kernels()) {
+        for (int i = 0; i < B; i++) {
+            pad_input(t.pin, inp + i * in_size, s);  // pin (C, Hp, Wp)
+            direct_image(out + (size_t)i * OC * P, t.pin, w, b, s, relu);
+        }
         return;
     }
-    if (!direct && deft_conv2d_winograd_ok(s)) {
+    if (deft_conv2d_uses_winograd(s)) {
         deft_conv2d_winograd_forward(out, inp, w, b, B, s, scratch, relu);
         return;
     }
-    for (int i = 0; i < B; i++) {
-        float *o = out + (size_t)i * s->oc * P;   // o (OC, P)
-        pad_input(t.pin, inp + i * in_size, s);   // pin (C, Hp, Wp)
-        if (direct) {
-            direct_image(o, t.pin, w, b, s, relu);
-            continue;
-        }
-        im2col(t.col, (size_t)P, t.pin, s);
-        // o (OC, P) = w (OC, K) * col (K, P)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->oc, P, K,
-                    1.0f, w, K, t.col, P, 0.0f, o, P);
-        bias_act(o, b, s->oc, P, relu);
+    const int G = im2col_group(s);
+    for (int i = 0; i < B; i += G) {
+        const int n = B - i < G ? B - i : G, N = n * P;
+        float *o = out + (size_t)i * OC * P;  // o (n, OC, P)
+        float *y = n == 1 ? o : t.yb;         // y (OC, n P)
+        im2col_images(t.col, inp + i * in_size, n, s, &t);
+        // y (OC, n P) = w (OC, K) * col (K, n P)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, N, K, 1.0f,
+                    w, K, t.col, N, 0.0f, y, N);
+        if (n > 1)
+            swap_blocks(o, t.yb, OC, n, P);
+        for (int j = 0; j < n; j++)
+            bias_act(o + (size_t)j * OC * P, b, OC, P, relu);
     }
 }
 
@@ -500,37 +455,36 @@ void deft_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
 {
     const int K = s->c * s->k * s->k, P = s->oh * s->ow, OC = s->oc;
     const size_t in_size = (size_t)s->c * s->h * s->w;
-    if (!small_output(s) && deft_conv2d_winograd_ok(s)) {
+    if (deft_conv2d_uses_winograd(s)) {
         deft_conv2d_winograd_backward(dinp, dw, db, dout, inp, w, B, s,
                                       scratch);
         return;
     }
-    scratch_t t = carve(scratch, s);
-    for (int o = 0; db && o < OC; o++)
-        db[o] = 0.0f;
-    if (small_output(s)) {
-        for (int i = 0; db && i < B; i++)
-            deft_conv2d_bias_grad_add(db, dout + (size_t)i * OC * P, OC, P);
-        small_backward(dinp, dw, dout, inp, w, B, s, &t);
-        return;
-    }
-    for (int i = 0; i < B; i++) {
-        const float *d = dout + (size_t)i * OC * P;      // d (OC, P)
-        pad_input(t.pin, inp + i * in_size, s);
-        im2col(t.col, (size_t)P, t.pin, s);
-        // dw (OC, K) (+)= d (OC, P) * col^T (P, K)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, K, P, 1.0f,
-                    d, P, t.col, P, i ? 1.0f : 0.0f, dw, K);
-        if (db)
-            deft_conv2d_bias_grad_add(db, d, OC, P);
+    const scratch_t t = carve(scratch, s);
+    if (db)
+        deft_conv2d_bias_grad(db, dout, B, OC, P);
+    const int G = im2col_group(s);
+    for (int i = 0; i < B; i += G) {
+        const int n = B - i < G ? B - i : G, N = n * P;
+        const float *d = dout + (size_t)i * OC * P;  // d (n, OC, P)
+        if (n > 1) {                                  // d (OC, n P)
+            swap_blocks(t.yb, d, n, OC, P);
+            d = t.yb;
+        }
+        im2col_images(t.col, inp + i * in_size, n, s, &t);
+        // dw (OC, K) (+)= d (OC, n P) * col^T (n P, K)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, K, N, 1.0f,
+                    d, N, t.col, N, i ? 1.0f : 0.0f, dw, K);
         if (!dinp)
             continue;
-        // dcol (K, P) = w^T (K, OC) * d (OC, P)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, OC, 1.0f, w,
-                    K, d, P, 0.0f, t.dcol, P);
-        memset(t.dpin, 0, padded_floats(s) * sizeof(float));
-        col2im(t.dpin, t.dcol, (size_t)P, s);
-        crop_input(dinp + i * in_size, t.dpin, s);
+        // dcol (K, n P) = w^T (K, OC) * d (OC, n P)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, OC, 1.0f, w,
+                    K, d, N, 0.0f, t.dcol, N);
+        for (int j = 0; j < n; j++) {
+            memset(t.dpin, 0, padded_floats(s) * sizeof(float));
+            col2im(t.dpin, t.dcol + (size_t)j * P, (size_t)N, s);
+            crop_input(dinp + (i + j) * in_size, t.dpin, s);
+        }
     }
 }
 

@@ -695,10 +695,7 @@ void deft_conv2d_winograd_backward(float *dinp, float *dw, float *db,
     kernel_transform(t.U, w, OC, C);
     memset(t.dU, 0, (size_t)NXI * OC * C * sizeof(float));
     if (db)
-        memset(db, 0, (size_t)OC * sizeof(float));
-    for (int i = 0; i < B; i++)
-        if (db)
-            deft_conv2d_bias_grad_add(db, dout + (size_t)i * OC * P, OC, P);
+        deft_conv2d_bias_grad(db, dout, B, OC, P);
     for (int i = 0; i < B; i += g.gmax) {
         set_group(&g, B - i < g.gmax ? B - i : g.gmax);
         backward_group(dinp ? dinp + i * in_size : NULL,

@@ -66,8 +66,10 @@ void deft_nn_pad_planes(float *dst, const float *src, int n, int h, int w,
 void deft_nn_crop_planes(float *dst, const float *src, int n, int h, int w,
                          int sh, int sw, int off);
 
-/* db (OC) += the row sums of d (OC, P): one image's bias gradient. */
-void deft_conv2d_bias_grad_add(float *db, const float *d, int OC, int P);
+/* db (OC) = the bias gradient: the sums of dout (B, OC, P) over images
+ * and pixels. */
+void deft_conv2d_bias_grad(float *db, const float *dout, int B, int OC,
+                           int P);
 
 /* Floats of scratch any of the conv functions below needs (one image's
  * im2col buffers and padded planes). Layers may share one scratch. */
@@ -75,10 +77,14 @@ size_t deft_conv2d_scratch_floats(const deft_conv2d_shape_t *s);
 
 /* 1 if Winograd's F(2x2, 3x3) (conv2d_winograd.c) can run s: a 3x3,
  * stride-1 conv of 4 or more input channels with an output of at least
- * 2x2. deft_conv2d_forward and deft_conv2d_backward take it unless the
- * direct kernel does, or the output is small (16 pixels or fewer: im2col
- * with several images per sgemm call). */
+ * 2x2. Whether the conv functions take it: deft_conv2d_uses_winograd. */
 int deft_conv2d_winograd_ok(const deft_conv2d_shape_t *s);
+
+/* 1 if deft_conv2d_backward, and deft_conv2d_forward unless the direct
+ * kernel takes s, run Winograd's F(2x2, 3x3): deft_conv2d_winograd_ok and
+ * an output larger than 16 pixels (a smaller one takes im2col with several
+ * images per sgemm call). */
+int deft_conv2d_uses_winograd(const deft_conv2d_shape_t *s);
 
 /* Images per sgemm call of the Winograd path for s (its products have
  * N = that many times the tiles of an image as columns). */
