@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
-  libopenblas-dev libcmocka-dev zlib1g-dev
+  libopenblas-dev libdnnl-dev libcmocka-dev zlib1g-dev
   libopenmpi-dev openmpi-bin
   dataset-fashion-mnist gnuplot-nox iproute2
   clang libclang-rt-14-dev

@@ -146,8 +146,8 @@ static void test_conv2d_gradients(void **state)
     check_conv(2, 5, 17, 13, 3, 1, 2);
 }
 
-/* Direct sums in double, for one batch: y (B, OC, OH, OW) = conv(x, w) + b
- * and, for an output gradient r, dx (B, C, H, W), dw (OC, C, k, k) and
+/* Direct sums in double (any stride), for one batch: y (B, OC, OH, OW) =
+ * conv(x, w) + b and, for an output gradient r, dx (B, C, H, W), dw (OC, C, k, k) and
  * db (OC). */
 static void conv_reference(double *y, double *dx, double *dw, double *db,
                            const float *x, const float *w, const float *b,
@@ -169,8 +169,8 @@ static void conv_reference(double *y, double *dx, double *dw, double *db,
                     for (int c = 0; c < C; c++)
                         for (int ky = 0; ky < k; ky++)
                             for (int kx = 0; kx < k; kx++) {
-                                const int iy = oy - s->pad + ky;
-                                const int ix = ox - s->pad + kx;
+                                const int iy = oy * s->stride - s->pad + ky;
+                                const int ix = ox * s->stride - s->pad + kx;
                                 if (iy < 0 || iy >= H || ix < 0 || ix >= W)
                                     continue;
                                 const size_t xi =
@@ -324,6 +324,239 @@ static void test_conv2d_winograd(void **state)
     check_winograd(5, 7, 7, 4, 1, 9);     // one partial group of 9
     // finite differences too, through the public dispatch
     check_conv(4, 5, 6, 3, 3, 1, 2);
+}
+
+/* ---- oneDNN's convs and the blocked layout ------------------------------ */
+
+/* oneDNN has JIT convs wherever the CPU has AVX2 (nChw8c) or AVX-512
+ * (nChw16c); elsewhere the models keep their own kernels, and there is
+ * nothing of the engine to test. */
+static int onednn_expected(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    return __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
+
+/* A oneDNN conv (input blocked unless C is the model input's, output
+ * blocked) against the direct sums in double, forward and backward, with
+ * and without a bias, at batch B and then at B + 2 and B again (each a
+ * new set of primitives). */
+static void check_dnnl_conv(int C, int H, int W, int OC, int k, int pad,
+                            int stride, int plain_src, int bias)
+{
+    const int blk = deft_dnnl_block();
+    deft_conv2d_shape_t s;
+    assert_true(deft_conv2d_shape(&s, C, H, W, OC, k, pad, stride));
+    deft_dnnl_conv_t *c =
+        deft_dnnl_conv_create(&s, !plain_src, bias, !plain_src, 3);
+    if (!c)
+        fail_msg("oneDNN conv (%d, %dx%d -> %d, %dx%d, stride %d) not made",
+                 C, H, W, OC, k, k, stride);
+    const int batches[] = {3, 5, 3};
+    for (int t = 0; t < 3; t++) {
+        const int B = batches[t];
+        const int HW = H * W, OHW = s.oh * s.ow;
+        const size_t nx = (size_t)B * C * HW, nw = (size_t)OC * C * k * k;
+        const size_t ny = (size_t)B * OC * OHW;
+        float *x = falloc(nx), *w = falloc(nw), *b = falloc(OC);
+        float *r = falloc(ny), *y = falloc(ny), *dx = falloc(nx);
+        float *dw = falloc(nw), *db = falloc(OC);
+        float *xb = falloc(nx), *rb = falloc(ny), *yb = falloc(ny);
+        float *dxb = falloc(nx);
+        double *ry = calloc(ny, sizeof(double));
+        double *rdx = calloc(nx, sizeof(double));
+        double *rdw = calloc(nw, sizeof(double));
+        double *rdb = calloc(OC, sizeof(double));
+        assert_non_null(ry), assert_non_null(rdx), assert_non_null(rdw);
+        assert_non_null(rdb);
+        deft_test_fill(x, nx, 71 + t), deft_test_fill(w, nw, 72);
+        deft_test_fill(b, OC, 73), deft_test_fill(r, ny, 74 + t);
+        if (!bias)
+            memset(b, 0, OC * sizeof(float));
+        conv_reference(ry, rdx, rdw, rdb, x, w, b, r, B, &s);
+        if (plain_src)
+            memcpy(xb, x, nx * sizeof(float));
+        else
+            deft_nn_to_blocked(xb, x, B, C, HW, blk);
+        deft_nn_to_blocked(rb, r, B, OC, OHW, blk);
+
+        assert_int_equal(deft_dnnl_conv_forward(c, yb, xb, w,
+                                                bias ? b : NULL, B),
+                         0);
+        deft_nn_from_blocked(y, yb, B, OC, OHW, blk);
+        assert_true(max_rel_err("onednn forward", y, ry, ny) < 1e-5);
+        assert_int_equal(deft_dnnl_conv_backward(c, plain_src ? NULL : dxb, dw,
+                                                 bias ? db : NULL, rb, xb, w,
+                                                 B),
+                         0);
+        assert_true(max_rel_err("onednn dw", dw, rdw, nw) < 1e-5);
+        if (bias)
+            assert_true(max_rel_err("onednn db", db, rdb, OC) < 1e-5);
+        if (!plain_src) {
+            deft_nn_from_blocked(dx, dxb, B, C, HW, blk);
+            assert_true(max_rel_err("onednn dx", dx, rdx, nx) < 1e-5);
+        }
+        deft_free(x), deft_free(w), deft_free(b), deft_free(r), deft_free(y);
+        deft_free(dx), deft_free(dw), deft_free(db), deft_free(xb);
+        deft_free(rb), deft_free(yb), deft_free(dxb);
+        free(ry), free(rdx), free(rdw), free(rdb);
+    }
+    // a bias where the conv has none (and the reverse) is refused
+    float z[1] = {0};
+    assert_int_equal(deft_dnnl_conv_forward(c, z, z, z, bias ? NULL : z, 3),
+                     -1);
+    deft_dnnl_conv_destroy(c);
+}
+
+static void test_onednn_conv(void **state)
+{
+    (void)state;
+    const int blk = deft_dnnl_block();
+    if (!onednn_expected()) {
+        print_message("no AVX2: oneDNN's JIT convs do not run here\n");
+        return;
+    }
+    assert_true(blk == 8 || blk == 16);
+    const int b2 = 2 * blk;
+    check_dnnl_conv(1, 6, 7, blk, 3, 1, 1, 1, 0);     // a first layer
+    check_dnnl_conv(1, 6, 6, b2, 3, 1, 1, 1, 1);      // with a bias
+    check_dnnl_conv(blk, 5, 7, blk, 3, 1, 1, 0, 0);   // odd map
+    check_dnnl_conv(blk, 5, 7, blk, 3, 1, 1, 0, 1);
+    check_dnnl_conv(blk, 7, 7, b2, 3, 1, 2, 0, 0);    // downsampling 3x3
+    check_dnnl_conv(blk, 6, 6, b2, 1, 0, 2, 0, 0);    // downsampling 1x1
+    check_dnnl_conv(32, 7, 7, 32, 3, 1, 1, 0, 1);     // Winograd's rule
+    check_dnnl_conv(32, 9, 6, 48, 3, 1, 1, 0, 0);     // Winograd, partial
+    check_dnnl_conv(32, 3, 3, 32, 3, 1, 1, 0, 1);     // a map below a tile
+    check_dnnl_conv(b2, 1, 1, b2, 3, 1, 1, 0, 1);     // 1x1 maps
+    check_dnnl_conv(blk, 8, 8, blk, 3, 0, 1, 0, 0);   // 'valid'
+    // what oneDNN cannot take blocked: OC not a multiple of the block
+    deft_conv2d_shape_t s;
+    assert_true(deft_conv2d_shape(&s, blk, 6, 6, blk + 2, 3, 1, 1));
+    assert_null(deft_dnnl_conv_create(&s, 1, 0, 1, 2));
+}
+
+/* max |a - b| relative to max |b| over n */
+static double rel_diff(const float *a, const float *b, size_t n)
+{
+    double e = 0.0, scale = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        e = fmax(e, fabs((double)a[i] - b[i]));
+        scale = fmax(scale, fabs((double)b[i]));
+    }
+    return e / scale;
+}
+
+/* The blocked BN, GAP and pool against their plain twins on the same
+ * values (in the other layout). */
+static void check_blocked_layers(int B, int C, int H, int W, int blk)
+{
+    const int HW = H * W, OHW = (H / 2) * (W / 2);
+    const size_t n = (size_t)B * C * HW, no = (size_t)B * C * OHW;
+    float *x = falloc(n), *xb = falloc(n), *r = falloc(n), *rb = falloc(n);
+    float *y = falloc(n), *yb = falloc(n), *t = falloc(n);
+    float *dx = falloc(n), *dxb = falloc(n);
+    float *g = falloc(C), *be = falloc(C), *m = falloc(C), *is = falloc(C);
+    float *mb = falloc(C), *isb = falloc(C), *dg = falloc(C), *dbe = falloc(C);
+    float *dgb = falloc(C), *dbeb = falloc(C);
+    float *rm = falloc(C), *rv = falloc(C), *rmb = falloc(C), *rvb = falloc(C);
+    int32_t *am = deft_alloc(no * sizeof(int32_t));
+    int32_t *amb = deft_alloc(no * sizeof(int32_t));
+    int32_t *amt = deft_alloc(no * sizeof(int32_t));
+    assert_non_null(am), assert_non_null(amb), assert_non_null(amt);
+    deft_test_fill(x, n, 81), deft_test_fill(r, n, 82);
+    deft_test_fill(g, C, 83), deft_test_fill(be, C, 84);
+    for (size_t i = 0; i < n; i++)
+        x[i] = 3.0f + 2.0f * x[i];  // a mean away from 0
+    for (int c = 0; c < C; c++)
+        g[c] += 1.5f, rm[c] = rmb[c] = 0.5f, rv[c] = rvb[c] = 2.0f;
+    deft_nn_to_blocked(xb, x, B, C, HW, blk);
+    deft_nn_to_blocked(rb, r, B, C, HW, blk);
+    // the layout round trip is exact
+    deft_nn_from_blocked(t, xb, B, C, HW, blk);
+    assert_memory_equal(t, x, n * sizeof(float));
+
+    // BN, training: output (with ReLU), statistics, backward
+    deft_batchnorm_forward_train(y, m, is, x, g, be, B, C, HW, rm, rv, 0.1f,
+                                 1);
+    deft_batchnorm_forward_train_blocked(yb, mb, isb, xb, g, be, B, C, HW, rmb,
+                                         rvb, 0.1f, 1, blk);
+    deft_nn_from_blocked(t, yb, B, C, HW, blk);
+    assert_true(rel_diff(t, y, n) < 1e-5);
+    assert_true(rel_diff(mb, m, C) < 1e-6 && rel_diff(isb, is, C) < 1e-5);
+    assert_true(rel_diff(rmb, rm, C) < 1e-6 && rel_diff(rvb, rv, C) < 1e-6);
+    deft_batchnorm_backward(dx, dg, dbe, r, x, m, is, g, B, C, HW);
+    deft_batchnorm_backward_blocked(dxb, dgb, dbeb, rb, xb, m, is, g, B, C,
+                                    HW, blk);
+    deft_nn_from_blocked(t, dxb, B, C, HW, blk);
+    assert_true(rel_diff(t, dx, n) < 1e-5);
+    assert_true(rel_diff(dgb, dg, C) < 1e-5 && rel_diff(dbeb, dbe, C) < 1e-5);
+    // and with no input gradient asked, the same dgamma and dbeta
+    deft_batchnorm_backward_blocked(NULL, dgb, dbeb, rb, xb, m, is, g, B, C,
+                                    HW, blk);
+    assert_true(rel_diff(dgb, dg, C) < 1e-5 && rel_diff(dbeb, dbe, C) < 1e-5);
+    // BN, evaluation
+    deft_batchnorm_forward_eval(y, x, g, be, rm, rv, B, C, HW, 0);
+    deft_batchnorm_forward_eval_blocked(yb, xb, g, be, rm, rv, B, C, HW, 0,
+                                        blk);
+    deft_nn_from_blocked(t, yb, B, C, HW, blk);
+    assert_true(rel_diff(t, y, n) < 1e-6);
+
+    // GAP: plain (B, C) output either way
+    float *o = falloc((size_t)B * C), *ob = falloc((size_t)B * C);
+    deft_gap_forward(o, x, B, C, HW);
+    deft_gap_forward_blocked(ob, xb, B, C, HW, blk);
+    assert_true(rel_diff(ob, o, (size_t)B * C) < 1e-6);
+    deft_gap_backward(dx, r, B, C, HW);
+    deft_gap_backward_blocked(dxb, r, B, C, HW, blk);
+    deft_nn_from_blocked(t, dxb, B, C, HW, blk);
+    assert_memory_equal(t, dx, n * sizeof(float));
+
+    // 2x2 max-pool: the same maxima and argmax, the same scattered gradient
+    if (OHW > 0) {
+        deft_maxpool2_forward(y, am, x, B, C, H, W);
+        deft_maxpool2_forward_blocked(yb, amb, xb, B, C, H, W, blk);
+        deft_nn_from_blocked(t, yb, B, C, OHW, blk);
+        assert_memory_equal(t, y, no * sizeof(float));
+        // argmax is per value: blocked -> plain order as floats would be
+        for (int i = 0; i < B; i++)
+            for (int c = 0; c < C; c++)
+                for (int p = 0; p < OHW; p++)
+                    amt[((size_t)i * C + c) * OHW + p] =
+                        amb[(((size_t)i * (C / blk) + c / blk) * OHW + p) *
+                                blk + c % blk];
+        assert_memory_equal(amt, am, no * sizeof(int32_t));
+        deft_maxpool2_backward(dx, r, am, B, C, H, W);
+        deft_maxpool2_backward_blocked(dxb, rb, amb, B, C, H, W, blk);
+        deft_nn_from_blocked(t, dxb, B, C, HW, blk);
+        // r (B, C, OH, OW) read as pooled gradients: the same values in the
+        // blocked layout of the pooled shape
+        float *rp = falloc(no);
+        deft_nn_to_blocked(rp, r, B, C, OHW, blk);
+        deft_maxpool2_backward_blocked(dxb, rp, amb, B, C, H, W, blk);
+        deft_nn_from_blocked(t, dxb, B, C, HW, blk);
+        assert_memory_equal(t, dx, n * sizeof(float));
+        deft_free(rp);
+    }
+    deft_free(x), deft_free(xb), deft_free(r), deft_free(rb), deft_free(y);
+    deft_free(yb), deft_free(t), deft_free(dx), deft_free(dxb), deft_free(g);
+    deft_free(be), deft_free(m), deft_free(is), deft_free(mb), deft_free(isb);
+    deft_free(dg), deft_free(dbe), deft_free(dgb), deft_free(dbeb);
+    deft_free(rm), deft_free(rv), deft_free(rmb), deft_free(rvb);
+    deft_free(am), deft_free(amb), deft_free(amt), deft_free(o), deft_free(ob);
+}
+
+static void test_blocked_layers(void **state)
+{
+    (void)state;
+    for (int blk = 8; blk <= 16; blk += 8) {
+        check_blocked_layers(3, blk, 5, 7, blk);       // odd map: pool drops
+        check_blocked_layers(2, 2 * blk, 4, 4, blk);
+        check_blocked_layers(5, blk, 1, 1, blk);       // 1x1: no pool
+        check_blocked_layers(2, blk, 40, 3, blk);      // runs of 32 + 8
+    }
 }
 
 /* The sparse backward equals the dense one on the scattered gradient, with
@@ -732,6 +965,10 @@ static double model_diff(model_ctx_t *c, size_t i, float h, uint64_t base)
  * every step tried crosses a kink. When strict, half of all coordinates
  * and some of every tensor must be checked; otherwise (large inputs, where
  * a conv weight moves thousands of units and kinks are common) a third. */
+/* When set, check_model runs the model on deft's own conv kernels rather
+ * than the engine it picks (oneDNN's, for the BN models). */
+static int g_own_kernels;
+
 static void check_model(deft_model_kind_t kind, int C, int H, int W,
                         int n_classes, int B, int n_per_tensor, float h,
                         int strict)
@@ -741,6 +978,10 @@ static void check_model(deft_model_kind_t kind, int C, int H, int W,
     c.B = B;
     assert_status(deft_model_create(&c.m, kind, C, H, W, n_classes, B + 2),
                   DEFT_OK);
+    if (g_own_kernels)
+        deft_model_set_onednn(c.m, 0);
+    print_message("%s on %s\n", deft_model_name(kind),
+                  deft_model_onednn(c.m) ? "oneDNN's convs" : "deft's kernels");
     const size_t P = deft_model_num_params(c.m), nx = (size_t)B * C * H * W;
     const deft_layout_t *lay = deft_model_layout(c.m);
     c.params = falloc(P), c.x = falloc(nx);
@@ -855,14 +1096,120 @@ static void test_preresnet20_gradient(void **state)
     // its weights moves every ReLU after it and usually flips one (all
     // its picks are skipped). scripts/torch_nn_check.py compares every
     // coordinate of the gradient with PyTorch's instead.
-    check_model(DEFT_MODEL_PRERESNET20, 1, 6, 6, 10, 2, 4, 1e-2f, 0);
-    check_model(DEFT_MODEL_PRERESNET20, 2, 7, 9, 4, 2, 6, 1e-2f, 0);
+    // Both engines: oneDNN's convs (blocked layout) and deft's own.
+    for (g_own_kernels = 0; g_own_kernels < 2; g_own_kernels++) {
+        check_model(DEFT_MODEL_PRERESNET20, 1, 6, 6, 10, 2, 4, 1e-2f, 0);
+        check_model(DEFT_MODEL_PRERESNET20, 2, 7, 9, 4, 2, 6, 1e-2f, 0);
+    }
+    g_own_kernels = 0;
 }
 
 static void test_vgg11bn_gradient(void **state)
 {
     (void)state;
-    check_model(DEFT_MODEL_VGG11BN, 1, 16, 16, 10, 3, 4, 1e-2f, 0);
+    for (g_own_kernels = 0; g_own_kernels < 2; g_own_kernels++)
+        check_model(DEFT_MODEL_VGG11BN, 1, 16, 16, 10, 3, 4, 1e-2f, 0);
+    g_own_kernels = 0;
+}
+
+/* The same model on oneDNN's convs and on deft's kernels: the same
+ * function up to float rounding (loss, every gradient, the BN running
+ * statistics, evaluation logits); each engine bitwise repeatable. */
+static void check_engines(deft_model_kind_t kind, int H, int W, int B)
+{
+    deft_model_t *m;
+    assert_status(deft_model_create(&m, kind, 1, H, W, 10, B), DEFT_OK);
+    if (!onednn_expected()) {
+        assert_int_equal(deft_model_onednn(m), 0);
+        deft_model_destroy(m);
+        return;
+    }
+    assert_int_equal(deft_model_onednn(m), deft_dnnl_block());
+    const size_t P = deft_model_num_params(m), NB = deft_model_num_buffers(m);
+    const size_t nx = (size_t)B * H * W;
+    float *params = falloc(P), *x = falloc(nx), *g[3], *buf[3], *logits[3];
+    int32_t *y = deft_alloc((size_t)B * sizeof(int32_t));
+    assert_non_null(y);
+    deft_model_init_params(m, params, 5, DEFT_INIT_TORCH);
+    deft_test_fill(x, nx, 91);
+    for (int i = 0; i < B; i++)
+        y[i] = i % 10;
+    double loss[3];
+    // runs 0 and 1 on oneDNN, run 2 on deft's kernels
+    for (int run = 0; run < 3; run++) {
+        if (run == 2) {
+            deft_model_set_onednn(m, 0);
+            assert_int_equal(deft_model_onednn(m), 0);
+        }
+        g[run] = falloc(P), buf[run] = falloc(NB), logits[run] = falloc(B * 10);
+        deft_model_reset_buffers(m);
+        assert_status(deft_model_loss_grad(m, params, x, y, B, g[run],
+                                           &loss[run], NULL),
+                      DEFT_OK);
+        memcpy(buf[run], deft_model_buffers(m), NB * sizeof(float));
+        double sum;
+        int hits;
+        assert_status(deft_model_evaluate(m, params, x, y, B, &sum, &hits),
+                      DEFT_OK);
+        memcpy(logits[run], deft_model_logits(m), (size_t)B * 10 * sizeof(float));
+    }
+    assert_memory_equal(g[0], g[1], P * sizeof(float));
+    assert_memory_equal(buf[0], buf[1], NB * sizeof(float));
+    assert_close(loss[0], loss[2], 1e-5, 0);
+    // per tensor, relative to its largest entry; a conv bias before a BN
+    // has gradient 0 exactly, and rounding noise on either side: relative
+    // to the whole gradient's largest entry there
+    const deft_layout_t *lay = deft_model_layout(m);
+    double gmax = 0.0;
+    for (size_t i = 0; i < P; i++)
+        gmax = fmax(gmax, fabs(g[2][i]));
+    size_t off = 0;
+    for (size_t t = 0; t < lay->n_tensors; t++) {
+        double e = 0.0, tmax = 0.0;
+        for (size_t i = off; i < off + lay->sizes[t]; i++) {
+            e = fmax(e, fabs((double)g[0][i] - g[2][i]));
+            tmax = fmax(tmax, fabs(g[2][i]));
+        }
+        if (e > 2e-3 * tmax + 1e-5 * gmax)
+            fail_msg("%s: tensor %zu: oneDNN and deft's gradients differ by "
+                     "%g (largest entry %g of the tensor, %g of all)",
+                     deft_model_name(kind), t, e, tmax, gmax);
+        off += lay->sizes[t];
+    }
+    assert_true(rel_diff(buf[0], buf[2], NB) < 1e-5);
+    assert_true(rel_diff(logits[0], logits[2], (size_t)B * 10) < 1e-4);
+    // back to oneDNN: the first run's numbers again
+    deft_model_set_onednn(m, 1);
+    deft_model_reset_buffers(m);
+    assert_status(deft_model_loss_grad(m, params, x, y, B, g[2], &loss[2],
+                                       NULL),
+                  DEFT_OK);
+    assert_memory_equal(g[2], g[0], P * sizeof(float));
+    for (int run = 0; run < 3; run++)
+        deft_free(g[run]), deft_free(buf[run]), deft_free(logits[run]);
+    deft_free(params), deft_free(x), deft_free(y);
+    deft_model_destroy(m);
+}
+
+static void test_model_engines(void **state)
+{
+    (void)state;
+    check_engines(DEFT_MODEL_PRERESNET20, 12, 12, 6);
+    check_engines(DEFT_MODEL_VGG11BN, 16, 16, 4);
+    // models whose convs oneDNN cannot take blocked keep deft's kernels
+    const deft_model_kind_t own[] = {DEFT_MODEL_LENET, DEFT_MODEL_VGG,
+                                     DEFT_MODEL_MLP};
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
+        deft_model_t *m;
+        assert_status(deft_model_create(&m, own[i], 1, 28, 28, 10, 2),
+                      DEFT_OK);
+        assert_int_equal(deft_model_onednn(m), 0);
+        deft_model_set_onednn(m, 1);
+        assert_int_equal(deft_model_onednn(m), 0);
+        deft_model_destroy(m);
+    }
+    deft_model_set_onednn(NULL, 1);
+    assert_int_equal(deft_model_onednn(NULL), 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1410,6 +1757,8 @@ int main(void)
         cmocka_unit_test(test_conv2d_winograd),
         cmocka_unit_test(test_conv2d_small_output),
         cmocka_unit_test(test_conv2d_sparse_backward),
+        cmocka_unit_test(test_onednn_conv),
+        cmocka_unit_test(test_blocked_layers),
         cmocka_unit_test(test_dense_gradients),
         cmocka_unit_test(test_maxpool_gradients),
         cmocka_unit_test(test_relu_gradients),
@@ -1420,6 +1769,7 @@ int main(void)
         cmocka_unit_test(test_vgg_gradient),
         cmocka_unit_test(test_preresnet20_gradient),
         cmocka_unit_test(test_vgg11bn_gradient),
+        cmocka_unit_test(test_model_engines),
         cmocka_unit_test(test_batchnorm_gradients),
         cmocka_unit_test(test_gap_and_add),
         cmocka_unit_test(test_bn_buffers),

@@ -204,6 +204,79 @@ void deft_softmax_xent(float *dlogits, double *loss_sum, int *correct,
                        const float *logits, const int32_t *labels, int B,
                        int N, float scale);
 
+/* ---- oneDNN convs and the channel-blocked layout ------------------------- */
+
+/* The block size blk of oneDNN's channel-blocked layout on this machine
+ * (conv2d_dnnl.c): 16 with AVX-512 JIT kernels, 8 with AVX2 ones, or 0
+ * when oneDNN has no JIT conv here (the models then keep their own
+ * kernels). A blocked tensor (B, C, H, W), C a multiple of blk, is held as
+ * (B, C/blk, H*W, blk). */
+int deft_dnnl_block(void);
+
+/* One conv layer run by oneDNN: input (B, C, H, W) blocked if src_blocked
+ * (else plain), output (B, OC, OH, OW) blocked; weights w (OC, C, k, k)
+ * and bias b (OC) plain, as the parameter buffer holds them. */
+typedef struct deft_dnnl_conv deft_dnnl_conv_t;
+
+/* Makes the conv and its primitives for batch `batch` (other batches make
+ * theirs on first use). NULL when oneDNN cannot run s with JIT kernels
+ * here (deft_dnnl_block() is 0, OC or a blocked C is not a multiple of
+ * blk, no JIT kernel for the shape) or out of memory. bias: the forward
+ * takes b and the backward gives db; dinp: the backward gives dinp. */
+deft_dnnl_conv_t *deft_dnnl_conv_create(const deft_conv2d_shape_t *s,
+                                        int src_blocked, int bias, int dinp,
+                                        int batch);
+/* NULL-safe. */
+void deft_dnnl_conv_destroy(deft_dnnl_conv_t *c);
+
+/* out = conv(inp, w) + b, as deft_conv2d_forward (no ReLU). b is NULL
+ * exactly when the conv was made without bias. 0, or -1 if oneDNN failed
+ * (out of memory for a new batch size's primitives). */
+int deft_dnnl_conv_forward(deft_dnnl_conv_t *c, float *out, const float *inp,
+                           const float *w, const float *b, int B);
+
+/* The dense backward, as deft_conv2d_backward: writes dw, db (NULL exactly
+ * when made without bias) and, unless NULL, dinp. 0, or -1. */
+int deft_dnnl_conv_backward(deft_dnnl_conv_t *c, float *dinp, float *dw,
+                            float *db, const float *dout, const float *inp,
+                            const float *w, int B);
+
+/* dst blocked = src (B, C, HW) plain, and back; C a multiple of blk. */
+void deft_nn_to_blocked(float *dst, const float *src, int B, int C, int HW,
+                        int blk);
+void deft_nn_from_blocked(float *dst, const float *src, int B, int C, int HW,
+                          int blk);
+
+/* The per-channel layers on blocked tensors (blocked.c): the same
+ * arguments and definitions as their plain twins above, with the block
+ * size last; C a multiple of blk. The GAP's output (B, C) and the pool's
+ * argmax (an index y*W + x in the (H, W) plane, per value) are as in the
+ * plain layout, the pool's output (B, C, H/2, W/2) blocked. */
+void deft_batchnorm_forward_train_blocked(
+    float *out, float *mean, float *invstd, const float *x, const float *gamma,
+    const float *beta, int B, int C, int HW, float *run_mean, float *run_var,
+    float momentum, int relu, int blk);
+void deft_batchnorm_forward_eval_blocked(float *out, const float *x,
+                                         const float *gamma, const float *beta,
+                                         const float *run_mean,
+                                         const float *run_var, int B, int C,
+                                         int HW, int relu, int blk);
+void deft_batchnorm_backward_blocked(float *dinp, float *dgamma, float *dbeta,
+                                     const float *dout, const float *x,
+                                     const float *mean, const float *invstd,
+                                     const float *gamma, int B, int C, int HW,
+                                     int blk);
+void deft_gap_forward_blocked(float *out, const float *inp, int B, int C,
+                              int HW, int blk);
+void deft_gap_backward_blocked(float *dinp, const float *dout, int B, int C,
+                               int HW, int blk);
+void deft_maxpool2_forward_blocked(float *out, int32_t *argmax,
+                                   const float *inp, int B, int C, int H,
+                                   int W, int blk);
+void deft_maxpool2_backward_blocked(float *dinp, const float *dout,
+                                    const int32_t *argmax, int B, int C, int H,
+                                    int W, int blk);
+
 /* ---- for tests ------------------------------------------------------------ */
 
 struct deft_model;

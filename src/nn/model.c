@@ -42,6 +42,10 @@ typedef struct {
     int c, h, w;               /* input (C, H, W); dense: (in, 1, 1)      */
     int oc, oh, ow;            /* output (OC, OH, OW); dense: (out, 1, 1) */
     deft_conv2d_shape_t conv;  /* conv only                               */
+    deft_dnnl_conv_t *dnnl;    /* conv run by oneDNN, or NULL             */
+    int blk;                   /* layout of out (and grad): 1 plain (B,
+                                  OC, OH, OW), else oneDNN's blocked one
+                                  with this block (layers.h)              */
     int tensor;                /* layout index of the weight (bias, BN's
                                   beta: +1), or -1                        */
     size_t w_off, b_off;       /* weight (BN: gamma) and bias (BN: beta)
@@ -63,6 +67,8 @@ struct deft_model {
                                   for it (evaluation takes max_batch)     */
     int min_bn_hw;             /* fewest values per channel and example
                                   any BN layer sees (0: no BN)            */
+    int blk;                   /* oneDNN's block if its convs run this
+                                  model (see plan_blocked), else 0        */
     int n_layers;
     layer_t layers[MAX_LAYERS];
     size_t n_params, n_buffers;
@@ -393,6 +399,7 @@ void deft_model_destroy(deft_model_t *m)
     if (!m)
         return;
     for (int i = 0; i < m->n_layers; i++) {
+        deft_dnnl_conv_destroy(m->layers[i].dnnl);
         deft_free(m->layers[i].out);
         deft_free(m->layers[i].grad);
         deft_free(m->layers[i].argmax);
@@ -503,6 +510,103 @@ static int alloc_buffers(deft_model_t *m, size_t max_act, size_t scratch)
     return fail || !m->buffers || !m->tmp || !m->scratch ? -1 : 0;
 }
 
+/* ---- the oneDNN engine -------------------------------------------------- */
+
+/* Which layers' outputs take oneDNN's blocked layout (block blk) when its
+ * convs run the model: a conv's output, and after it those of the
+ * per-channel layers (BN, pool, residual add) of a blocked input; GAP and
+ * dense outputs are plain. Sets each layer's blk and returns 1 if the
+ * model can run so: it has convs, each with OC a multiple of blk (a
+ * blocked input has C one too), both inputs of a residual add in one
+ * layout, and no dense layer on a blocked map of more than one pixel
+ * (whose flattening would differ from the plain order). Else 0. */
+static int plan_blocked(deft_model_t *m, int blk)
+{
+    int convs = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        layer_t *l = &m->layers[i];
+        const int in_blk = l->src < 0 ? 1 : m->layers[l->src].blk;
+        l->blk = in_blk;
+        switch (l->kind) {
+        case LAYER_CONV:
+            if (l->oc % blk)
+                return 0;
+            l->blk = blk, convs++;
+            break;
+        case LAYER_ADD:
+            if (l->src2 < 0 || m->layers[l->src2].blk != in_blk)
+                return 0;
+            break;
+        case LAYER_DENSE:
+            if (in_blk > 1 && l->src >= 0 &&
+                m->layers[l->src].oh * m->layers[l->src].ow > 1)
+                return 0;
+            l->blk = 1;
+            break;
+        case LAYER_GAP:
+            l->blk = 1;
+            break;
+        case LAYER_POOL:
+        case LAYER_BN:
+            break;
+        }
+    }
+    return convs > 0;
+}
+
+/* Drops the oneDNN convs: every layer back to the plain layout and
+ * deft's own kernels. */
+static void engine_own(deft_model_t *m)
+{
+    for (int i = 0; i < m->n_layers; i++) {
+        deft_dnnl_conv_destroy(m->layers[i].dnnl);
+        m->layers[i].dnnl = NULL;
+        m->layers[i].blk = 1;
+    }
+    m->blk = 0;
+}
+
+/* Puts the model's convs on oneDNN where plan_blocked allows it and every
+ * conv gets JIT kernels; otherwise leaves it on its own kernels. */
+static void engine_auto(deft_model_t *m)
+{
+    engine_own(m);
+    const int blk = deft_dnnl_block();
+    if (!blk || !plan_blocked(m, blk)) {
+        engine_own(m);
+        return;
+    }
+    for (int i = 0; i < m->n_layers; i++) {
+        layer_t *l = &m->layers[i];
+        if (l->kind != LAYER_CONV)
+            continue;
+        const int in_blk = l->src < 0 ? 1 : m->layers[l->src].blk;
+        l->dnnl = deft_dnnl_conv_create(&l->conv, in_blk > 1,
+                                        l->b_off != NO_BIAS, l->src >= 0,
+                                        m->max_train_batch);
+        if (!l->dnnl) {
+            engine_own(m);
+            return;
+        }
+    }
+    m->blk = blk;
+}
+
+int deft_model_onednn(const deft_model_t *m)
+{
+    return m ? m->blk : 0;
+}
+
+void deft_model_set_onednn(deft_model_t *m, int on)
+{
+    if (!m)
+        return;
+    if (on)
+        engine_auto(m);
+    else
+        engine_own(m);
+}
+
 deft_status_t deft_model_create_sized(deft_model_t **out,
                                       deft_model_kind_t kind, int c, int h,
                                       int w, int n_classes, int max_batch,
@@ -547,6 +651,7 @@ deft_status_t deft_model_create_sized(deft_model_t **out,
                          "%s: out of memory for %s with max_batch = %d", fn,
                          deft_model_name(kind), max_batch);
     }
+    engine_auto(m);
     deft_model_reset_buffers(m);
     *out = m;
     return DEFT_OK;
@@ -742,7 +847,16 @@ static void forward_bn(deft_model_t *m, layer_t *l, const float *params,
 {
     const int HW = l->h * l->w;
     float *rm = m->buffers + l->buf_off, *rv = rm + l->c;
-    if (mode.train)
+    if (l->blk > 1 && mode.train)
+        deft_batchnorm_forward_train_blocked(
+            l->out, l->mean, l->invstd, in, params + l->w_off,
+            params + l->b_off, B, l->c, HW, rm, rv, mode.momentum, l->relu,
+            l->blk);
+    else if (l->blk > 1)
+        deft_batchnorm_forward_eval_blocked(l->out, in, params + l->w_off,
+                                            params + l->b_off, rm, rv, B,
+                                            l->c, HW, l->relu, l->blk);
+    else if (mode.train)
         deft_batchnorm_forward_train(l->out, l->mean, l->invstd, in,
                                      params + l->w_off, params + l->b_off, B,
                                      l->c, HW, rm, rv, mode.momentum, l->relu);
@@ -752,8 +866,27 @@ static void forward_bn(deft_model_t *m, layer_t *l, const float *params,
                                     l->relu);
 }
 
-static void forward(deft_model_t *m, const float *params, const float *x,
-                    int B, bn_mode_t mode)
+/* A conv layer's forward, by oneDNN or deft's kernels. 0, or -1 if
+ * oneDNN failed. */
+static int forward_conv(deft_model_t *m, layer_t *l, const float *params,
+                        const float *in, const float *bias, int B)
+{
+    if (!l->dnnl) {
+        deft_conv2d_forward(l->out, in, params + l->w_off, bias, B, &l->conv,
+                            m->scratch, l->relu);
+        return 0;
+    }
+    if (deft_dnnl_conv_forward(l->dnnl, l->out, in, params + l->w_off, bias,
+                               B) != 0)
+        return -1;
+    if (l->relu)
+        deft_relu_forward(l->out, (size_t)B * l->out_size);
+    return 0;
+}
+
+/* 0, or -1 if oneDNN failed (out of memory for a new batch size). */
+static int forward(deft_model_t *m, const float *params, const float *x,
+                   int B, bn_mode_t mode)
 {
     for (int i = 0; i < m->n_layers; i++) {
         layer_t *l = &m->layers[i];
@@ -767,11 +900,16 @@ static void forward(deft_model_t *m, const float *params, const float *x,
                 deft_relu_forward(l->out, (size_t)B * l->out_size);
             break;
         case LAYER_CONV:
-            deft_conv2d_forward(l->out, in, params + l->w_off, bias, B,
-                                &l->conv, m->scratch, l->relu);
+            if (forward_conv(m, l, params, in, bias, B) != 0)
+                return -1;
             break;
         case LAYER_POOL:
-            deft_maxpool2_forward(l->out, l->argmax, in, B, l->c, l->h, l->w);
+            if (l->blk > 1)
+                deft_maxpool2_forward_blocked(l->out, l->argmax, in, B, l->c,
+                                              l->h, l->w, l->blk);
+            else
+                deft_maxpool2_forward(l->out, l->argmax, in, B, l->c, l->h,
+                                      l->w);
             break;
         case LAYER_BN:
             forward_bn(m, l, params, in, B, mode);
@@ -781,10 +919,15 @@ static void forward(deft_model_t *m, const float *params, const float *x,
                              (size_t)B * l->out_size);
             break;
         case LAYER_GAP:
-            deft_gap_forward(l->out, in, B, l->c, l->h * l->w);
+            if (in != x && m->layers[l->src].blk > 1)
+                deft_gap_forward_blocked(l->out, in, B, l->c, l->h * l->w,
+                                         m->layers[l->src].blk);
+            else
+                deft_gap_forward(l->out, in, B, l->c, l->h * l->w);
             break;
         }
     }
+    return 0;
 }
 
 /* Where a layer writes the gradient for its input layer idx: straight into
@@ -826,11 +969,26 @@ static void backward_pool_conv(deft_model_t *m, const layer_t *l,
     accumulate(m, cv->src, B);
 }
 
-static void backward_layer(deft_model_t *m, layer_t *l, const float *params,
-                           const float *x, int B, float *grad)
+/* A conv layer's backward, by oneDNN or deft's kernels. 0, or -1. */
+static int backward_conv(deft_model_t *m, const layer_t *l,
+                         const float *params, const float *in, float *dinp,
+                         float *dw, float *db, int B)
+{
+    if (l->dnnl)
+        return deft_dnnl_conv_backward(l->dnnl, dinp, dw, db, l->grad, in,
+                                       params + l->w_off, B);
+    deft_conv2d_backward(dinp, dw, db, l->grad, in, params + l->w_off, B,
+                         &l->conv, m->scratch);
+    return 0;
+}
+
+/* 0, or -1 if oneDNN failed. */
+static int backward_layer(deft_model_t *m, layer_t *l, const float *params,
+                          const float *x, int B, float *grad)
 {
     const size_t n_out = (size_t)B * l->out_size;
     const float *in = output_of(m, l->src, x);
+    const int in_blk = l->src < 0 ? 1 : m->layers[l->src].blk;
     float *dout = l->grad;
     float *dinp = grad_target(m, l->src);
     float *db = l->b_off == NO_BIAS ? NULL : grad + l->b_off;
@@ -842,17 +1000,25 @@ static void backward_layer(deft_model_t *m, layer_t *l, const float *params,
                             params + l->w_off, B, l->c, l->oc);
         break;
     case LAYER_CONV:
-        deft_conv2d_backward(dinp, grad + l->w_off, db, dout, in,
-                             params + l->w_off, B, &l->conv, m->scratch);
+        if (backward_conv(m, l, params, in, dinp, grad + l->w_off, db, B))
+            return -1;
         break;
     case LAYER_POOL:
-        if (dinp)
+        if (dinp && in_blk > 1)
+            deft_maxpool2_backward_blocked(dinp, dout, l->argmax, B, l->c,
+                                           l->h, l->w, in_blk);
+        else if (dinp)
             deft_maxpool2_backward(dinp, dout, l->argmax, B, l->c, l->h, l->w);
         break;
     case LAYER_BN:
-        deft_batchnorm_backward(dinp, grad + l->w_off, db, dout, in, l->mean,
-                                l->invstd, params + l->w_off, B, l->c,
-                                l->h * l->w);
+        if (in_blk > 1)
+            deft_batchnorm_backward_blocked(
+                dinp, grad + l->w_off, db, dout, in, l->mean, l->invstd,
+                params + l->w_off, B, l->c, l->h * l->w, in_blk);
+        else
+            deft_batchnorm_backward(dinp, grad + l->w_off, db, dout, in,
+                                    l->mean, l->invstd, params + l->w_off, B,
+                                    l->c, l->h * l->w);
         break;
     case LAYER_ADD:
         if (dinp)
@@ -862,17 +1028,22 @@ static void backward_layer(deft_model_t *m, layer_t *l, const float *params,
         if (dinp)
             memcpy(dinp, dout, n_out * sizeof(float));
         accumulate(m, l->src2, B);
-        return;
+        return 0;
     case LAYER_GAP:
-        if (dinp)
+        if (dinp && in_blk > 1)
+            deft_gap_backward_blocked(dinp, dout, B, l->c, l->h * l->w,
+                                      in_blk);
+        else if (dinp)
             deft_gap_backward(dinp, dout, B, l->c, l->h * l->w);
         break;
     }
     accumulate(m, l->src, B);
+    return 0;
 }
 
-/* dlogits must be in the last layer's grad. Writes every tensor of grad. */
-static void backward(deft_model_t *m, const float *params, const float *x,
+/* dlogits must be in the last layer's grad. Writes every tensor of grad.
+ * 0, or -1 if oneDNN failed. */
+static int backward(deft_model_t *m, const float *params, const float *x,
                      int B, float *grad)
 {
     for (int i = 0; i < m->n_layers - 1; i++)
@@ -882,14 +1053,16 @@ static void backward(deft_model_t *m, const float *params, const float *x,
         layer_t *l = &m->layers[i];
         const layer_t *cv = l->src >= 0 ? &m->layers[l->src] : NULL;
         if (l->kind == LAYER_POOL && l->src == i - 1 && cv &&
-            cv->kind == LAYER_CONV && cv->consumers == 1 &&
+            cv->kind == LAYER_CONV && cv->consumers == 1 && !cv->dnnl &&
             deft_conv2d_sparse_ok(&cv->conv)) {
             backward_pool_conv(m, l, cv, params, x, B, grad);
             i--;  // the conv is done
             continue;
         }
-        backward_layer(m, l, params, x, B, grad);
+        if (backward_layer(m, l, params, x, B, grad) != 0)
+            return -1;
     }
+    return 0;
 }
 
 uint64_t deft_model_pattern_hash(const deft_model_t *m, int batch)
@@ -906,6 +1079,16 @@ uint64_t deft_model_pattern_hash(const deft_model_t *m, int batch)
                 h = (h ^ (uint32_t)(l->out[j] > 0.0f)) * 0x100000001b3ull;
     }
     return h;
+}
+
+/* A oneDNN conv could not make or run its primitives for this batch: its
+ * only failure after create is running out of memory for them. */
+static deft_status_t onednn_failed(const char *fn, int batch)
+{
+    return deft_fail(DEFT_ERR_NOMEM,
+                     "%s: oneDNN could not make its conv primitives for "
+                     "batch = %d (out of memory?); a smaller batch needs "
+                     "less", fn, batch);
 }
 
 /* Training-mode passes: the gradients are sized for max_train_batch, and
@@ -942,13 +1125,15 @@ deft_status_t deft_model_loss_grad(deft_model_t *m, const float *params,
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: loss is NULL", fn);
     if ((st = check_train_batch(m, fn, batch)) != DEFT_OK)
         return st;
-    forward(m, params, x, batch, (bn_mode_t){1, DEFT_BN_MOMENTUM});
+    if (forward(m, params, x, batch, (bn_mode_t){1, DEFT_BN_MOMENTUM}) != 0)
+        return onednn_failed(fn, batch);
     layer_t *last = &m->layers[m->n_layers - 1];
     double sum = 0.0;
     int hits = 0;
     deft_softmax_xent(last->grad, &sum, &hits, last->out, labels, batch,
                       m->n_classes, 1.0f / (float)batch);
-    backward(m, params, x, batch, grad);
+    if (backward(m, params, x, batch, grad) != 0)
+        return onednn_failed(fn, batch);
     *loss = sum / batch;
     if (correct)
         *correct = hits;
@@ -967,7 +1152,8 @@ deft_status_t deft_model_evaluate(deft_model_t *m, const float *params,
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: loss_sum is NULL", fn);
     if (!correct)
         return deft_fail(DEFT_ERR_INVALID_ARG, "%s: correct is NULL", fn);
-    forward(m, params, x, batch, (bn_mode_t){0, 0.0f});
+    if (forward(m, params, x, batch, (bn_mode_t){0, 0.0f}) != 0)
+        return onednn_failed(fn, batch);
     const layer_t *last = &m->layers[m->n_layers - 1];
     double sum = 0.0;
     int hits = 0;
@@ -1000,7 +1186,9 @@ deft_status_t deft_model_recalibrate(deft_model_t *m, const float *params,
         return check_train_batch(m, fn, batch);
     // momentum 1/(index+1): after batch `index` each statistic is the plain
     // mean of the batches 0..index (PyTorch's momentum = None)
-    forward(m, params, x, batch, (bn_mode_t){1, 1.0f / ((float)index + 1.0f)});
+    if (forward(m, params, x, batch,
+                (bn_mode_t){1, 1.0f / ((float)index + 1.0f)}) != 0)
+        return onednn_failed(fn, batch);
     return DEFT_OK;
 }
 

@@ -95,6 +95,16 @@ const deft_layout_t *deft_model_layout(const deft_model_t *m);
 void deft_model_init_params(const deft_model_t *m, float *params,
                             uint64_t seed, deft_init_t init);
 
+/* The conv engine: oneDNN's convs in its channel-blocked layout (the
+ * default where the model's convs allow it and this CPU has oneDNN JIT
+ * kernels: preresnet20 and vgg11bn on AVX2 or AVX-512), or deft's own
+ * kernels. deft_model_onednn gives oneDNN's block size while it runs the
+ * model, else 0. set_onednn(m, 0) moves the model to its own kernels,
+ * set_onednn(m, 1) back to the default choice; both give the same
+ * function up to float rounding (the tests check it). NULL-safe. */
+int deft_model_onednn(const deft_model_t *m);
+void deft_model_set_onednn(deft_model_t *m, int on);
+
 /* Buffers outside the optimizer: the BN running statistics, for each BN
  * layer in build order its running mean (C) then running variance (C);
  * 0 floats (and NULL) for models without BN. deft_model_loss_grad updates
