@@ -6,6 +6,8 @@
  * hope for. The ratio is (forward + backward) / (3 x that sgemm): below 1
  * the conv does fewer multiplies than the direct sum (Winograd), above it
  * the transforms, copies and narrow products cost more than they save.
+ * Where oneDNN has JIT convs (src/nn/conv2d_dnnl.c), the same conv on
+ * oneDNN, in its blocked layout as the BN models run it, is timed too.
  *
  * Usage: bench_convs [--batch B]       (B in 1..512, default 128) */
 #include "bench_common.h"
@@ -46,8 +48,35 @@ static void fill(float *p, size_t n, float scale)
         p[i] = scale * (float)((int)(i % 13) - 6);
 }
 
-/* Best of REPS: forward, backward and the reference sgemm, in seconds. */
-static int time_conv(const conv_t *c, int B, double t[3])
+/* Best of REPS of oneDNN's forward and backward of the conv (t[0], t[1]),
+ * as a model runs it: input blocked (plain for the one-channel stem), a
+ * bias. 0, or -1 if oneDNN cannot make it. */
+static int time_onednn(const deft_conv2d_shape_t *s, int B, float *y,
+                       float *x, float *w, float *b, float *dy, float *dx,
+                       float *dw, float *db, double t[2])
+{
+    const int stem = s->c % deft_dnnl_block() != 0;
+    deft_dnnl_conv_t *c = deft_dnnl_conv_create(s, !stem, 1, !stem, B);
+    if (!c)
+        return -1;
+    int rc = 0;
+    t[0] = t[1] = 1e30;
+    for (int r = 0; r < REPS && rc == 0; r++) {
+        double t0 = bench_now();
+        rc |= deft_dnnl_conv_forward(c, y, x, w, b, B);
+        double t1 = bench_now();
+        rc |= deft_dnnl_conv_backward(c, stem ? NULL : dx, dw, db, dy, x, w, B);
+        double t2 = bench_now();
+        t[0] = t1 - t0 < t[0] ? t1 - t0 : t[0];
+        t[1] = t2 - t1 < t[1] ? t2 - t1 : t[1];
+    }
+    deft_dnnl_conv_destroy(c);
+    return rc;
+}
+
+/* Best of REPS: forward, backward, the reference sgemm, and oneDNN's
+ * forward and backward (0 without oneDNN), in seconds. */
+static int time_conv(const conv_t *c, int B, double t[5])
 {
     deft_conv2d_shape_t s;
     if (!deft_conv2d_shape(&s, c->c, c->h, c->h, c->oc, c->k, c->pad, c->stride))
@@ -84,6 +113,10 @@ static int time_conv(const conv_t *c, int B, double t[3])
             t[2] = t3 - t2 < t[2] ? t3 - t2 : t[2];
             fill(dy, ny, 0.01f);  // the reference wrote over it
         }
+        t[3] = t[4] = 0.0;
+        if (deft_dnnl_block() &&
+            time_onednn(&s, B, y, x, w, b, dy, dx, dw, db, t + 3) != 0)
+            ok = 0;
     }
     deft_free(x), deft_free(dx), deft_free(y), deft_free(dy), deft_free(w);
     deft_free(dw), deft_free(b), deft_free(db), deft_free(sc), deft_free(col);
@@ -102,25 +135,35 @@ int main(int argc, char **argv)
     openblas_set_num_threads(1);
     printf("OpenBLAS core %s; batch %d, one thread, best of %d\n\n",
            openblas_get_corename(), B, REPS);
+    printf("oneDNN: %s\n\n", deft_dnnl_block() ? "JIT convs, blocked layout"
+                                                : "no JIT convs on this CPU");
     printf("| model | conv (C, HxW -> OC, k, stride) x count | forward ms | "
-           "backward ms | sgemm ref ms | ratio |\n|---|---|---:|---:|---:|---:|\n");
-    double total[2] = {0, 0}, ref[2] = {0, 0};
+           "backward ms | sgemm ref ms | ratio | oneDNN fwd ms | oneDNN bwd "
+           "ms | oneDNN ratio |\n"
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    double total[2] = {0, 0}, ref[2] = {0, 0}, dnnl[2] = {0, 0};
     for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++) {
         const conv_t *c = &convs[i];
-        double t[3];
+        double t[5];
         if (time_conv(c, B, t) != 0) {
-            fprintf(stderr, "bench_convs: out of memory\n");
+            fprintf(stderr, "bench_convs: out of memory, or oneDNN failed\n");
             return 1;
         }
         const int m = strcmp(c->model, "vgg11bn") == 0;
         total[m] += c->count * (t[0] + t[1]), ref[m] += c->count * 3 * t[2];
+        dnnl[m] += c->count * (t[3] + t[4]);
         printf("| %s | %d, %dx%d -> %d, %dx%d, %d x %d | %.2f | %.2f | %.2f | "
-               "%.2f |\n", c->model, c->c, c->h, c->h, c->oc, c->k, c->k,
-               c->stride, c->count, 1e3 * t[0], 1e3 * t[1], 1e3 * t[2],
-               (t[0] + t[1]) / (3 * t[2]));
+               "%.2f | %.2f | %.2f | %.2f |\n", c->model, c->c, c->h, c->h,
+               c->oc, c->k, c->k, c->stride, c->count, 1e3 * t[0], 1e3 * t[1],
+               1e3 * t[2], (t[0] + t[1]) / (3 * t[2]), 1e3 * t[3], 1e3 * t[4],
+               (t[3] + t[4]) / (3 * t[2]));
     }
     printf("\nall convs of a step: preresnet20 %.1f ms (%.2fx the sgemm "
            "reference), vgg11bn %.1f ms (%.2fx)\n", 1e3 * total[0],
            total[0] / ref[0], 1e3 * total[1], total[1] / ref[1]);
+    if (deft_dnnl_block())
+        printf("on oneDNN: preresnet20 %.1f ms (%.2fx), vgg11bn %.1f ms "
+               "(%.2fx)\n", 1e3 * dnnl[0], dnnl[0] / ref[0], 1e3 * dnnl[1],
+               dnnl[1] / ref[1]);
     return 0;
 }

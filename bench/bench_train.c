@@ -3,7 +3,10 @@
  * forward + backward + a plain SGD update (p -= lr * g). Next to it,
  * measured in the same run, two workers on two cores (one thread and one
  * model each, batch 64 each: a global batch of 128) and, for lenet and
- * preresnet20, the time of the sgemm calls of one step made alone.
+ * preresnet20, the time of the sgemm calls of one step made alone. For
+ * the models whose convs run on oneDNN (preresnet20, vgg11bn; see
+ * src/nn/conv2d_dnnl.c), the same step on deft's own conv kernels is
+ * measured too, in the same run.
  * PyTorch's figure for the same model is measured by
  * bench/bench_models.sh, which runs this and bench/bench_torch_models.py
  * one after the other and prints the ratio.
@@ -29,6 +32,7 @@
 #define WARMUP 3
 
 static deft_model_kind_t g_kind = DEFT_MODEL_LENET;
+static int g_own; /* trainers on deft's own conv kernels, not oneDNN's */
 
 typedef struct {
     deft_model_t *m;
@@ -44,6 +48,8 @@ static int trainer_init(trainer_t *t, int batch, uint64_t seed)
     t->batch = batch;
     if (deft_model_create(&t->m, g_kind, 1, 28, 28, 10, batch) != DEFT_OK)
         return -1;
+    if (g_own)
+        deft_model_set_convs(t->m, DEFT_CONVS_OWN);
     t->P = deft_model_num_params(t->m);
     t->params = deft_alloc(t->P * sizeof(float));
     t->grad = deft_alloc(t->P * sizeof(float));
@@ -167,6 +173,31 @@ static int compare_double(const void *a, const void *b)
 static void sgemm_table(double best, int reps);
 static void preresnet_sgemm(double best, int batch, int reps);
 
+/* Best and median seconds per step of one thread at batch over reps of
+ * steps; 0, or -1 on a failure (printed). */
+static int time_steps(int batch, int steps, int reps, double *best,
+                      double *median)
+{
+    trainer_t t;
+    if (trainer_init(&t, batch, 1) != 0 || train(&t, WARMUP) != 0) {
+        fprintf(stderr, "bench_train: setup failed: %s\n", deft_last_error());
+        return -1;
+    }
+    double step_s[64];
+    for (int r = 0; r < reps; r++) {
+        double t0 = bench_now();
+        if (train(&t, steps) != 0) {
+            fprintf(stderr, "bench_train: %s\n", deft_last_error());
+            return -1;
+        }
+        step_s[r] = (bench_now() - t0) / steps;
+    }
+    qsort(step_s, (size_t)reps, sizeof step_s[0], compare_double);
+    *best = step_s[0], *median = step_s[reps / 2];
+    trainer_free(&t);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int batch = BATCH, pos = 0, steps = 0, reps = 5;
@@ -200,34 +231,41 @@ int main(int argc, char **argv)
     const char *ct = getenv("OPENBLAS_CORETYPE");
     printf("OpenBLAS: %s, core %s; OPENBLAS_CORETYPE=%s\n", openblas_get_config(),
            openblas_get_corename(), ct ? (*ct ? ct : "(set, empty)") : "(unset)");
-    printf("%s, 28x28x1, batch %d, 1 thread, %d steps per rep, best and "
-           "median of %d reps\n\n",
-           name, batch, steps, reps);
-
-    trainer_t t;
-    if (trainer_init(&t, batch, 1) != 0 || train(&t, WARMUP) != 0) {
-        fprintf(stderr, "bench_train: setup failed: %s\n", deft_last_error());
+    deft_model_t *probe;
+    if (deft_model_create(&probe, g_kind, 1, 28, 28, 10, batch) != DEFT_OK) {
+        fprintf(stderr, "bench_train: %s\n", deft_last_error());
         return 1;
     }
-    double step_s[64];
-    for (int r = 0; r < reps; r++) {
-        double t0 = bench_now();
-        if (train(&t, steps) != 0) {
-            fprintf(stderr, "bench_train: %s\n", deft_last_error());
-            return 1;
-        }
-        step_s[r] = (bench_now() - t0) / steps;
-    }
-    qsort(step_s, (size_t)reps, sizeof step_s[0], compare_double);
-    const double best = step_s[0], median = step_s[reps / 2];
+    const int blk = deft_model_onednn(probe);
+    deft_model_destroy(probe);
+    printf("%s, 28x28x1, batch %d, 1 thread, %d steps per rep, best and "
+           "median of %d reps; convs on %s\n\n",
+           name, batch, steps, reps,
+           blk == 16 ? "oneDNN (nChw16c)"
+           : blk     ? "oneDNN (nChw8c)"
+                     : "deft's own kernels");
+
+    double best, median;
+    if (time_steps(batch, steps, reps, &best, &median) != 0)
+        return 1;
     printf("training throughput:  %8.0f images/s (best), %8.0f (median); "
            "step %.3f ms\n",
            batch / best, batch / median, 1e3 * best);
-    trainer_free(&t);
+    double own_best = best;
+    if (blk) {  // the same step on deft's own conv kernels
+        double own_median;
+        g_own = 1;
+        if (time_steps(batch, steps, reps, &own_best, &own_median) != 0)
+            return 1;
+        g_own = 0;
+        printf("same run, convs on deft's own kernels: %8.0f images/s "
+               "(median); oneDNN's / own = %.2f\n",
+               batch / own_median, own_median / median);
+    }
     if (g_kind == DEFT_MODEL_LENET && batch == BATCH)
         sgemm_table(best, reps);
     if (g_kind == DEFT_MODEL_PRERESNET20)
-        preresnet_sgemm(best, batch, reps);
+        preresnet_sgemm(own_best, batch, reps);
 
     // two workers, each its own model and half the batch, started together
     pthread_barrier_t start;
@@ -355,11 +393,12 @@ static void preresnet_sgemm(double best, int batch, int reps)
         const int r = reps < 3 ? reps : 3;
         const double g = time_gemms(plain, np, a, b, c, r);
         const double w = time_gemms(ours, no, a, b, c, r);
-        printf("same run, one step's conv sgemm calls alone:\n"
+        printf("same run, one step's conv sgemm calls alone (deft's own "
+               "kernels):\n"
                "  as im2col + sgemm:      %6.1f ms; no such step beats %.0f "
                "images/s here\n"
                "  as deft makes them:     %6.1f ms (Winograd for the 3x3 "
-               "stride-1 convs); step / sgemm = %.2f\n",
+               "stride-1 convs); own step / sgemm = %.2f\n",
                1e3 * g, batch / g, 1e3 * w, best / w);
     }
     deft_free(a), deft_free(b), deft_free(c);

@@ -979,7 +979,7 @@ static void check_model(deft_model_kind_t kind, int C, int H, int W,
     assert_status(deft_model_create(&c.m, kind, C, H, W, n_classes, B + 2),
                   DEFT_OK);
     if (g_own_kernels)
-        deft_model_set_onednn(c.m, 0);
+        deft_model_set_convs(c.m, DEFT_CONVS_OWN);
     print_message("%s on %s\n", deft_model_name(kind),
                   deft_model_onednn(c.m) ? "oneDNN's convs" : "deft's kernels");
     const size_t P = deft_model_num_params(c.m), nx = (size_t)B * C * H * W;
@@ -1138,7 +1138,7 @@ static void check_engines(deft_model_kind_t kind, int H, int W, int B)
     // runs 0 and 1 on oneDNN, run 2 on deft's kernels
     for (int run = 0; run < 3; run++) {
         if (run == 2) {
-            deft_model_set_onednn(m, 0);
+            deft_model_set_convs(m, DEFT_CONVS_OWN);
             assert_int_equal(deft_model_onednn(m), 0);
         }
         g[run] = falloc(P), buf[run] = falloc(NB), logits[run] = falloc(B * 10);
@@ -1179,7 +1179,7 @@ static void check_engines(deft_model_kind_t kind, int H, int W, int B)
     assert_true(rel_diff(buf[0], buf[2], NB) < 1e-5);
     assert_true(rel_diff(logits[0], logits[2], (size_t)B * 10) < 1e-4);
     // back to oneDNN: the first run's numbers again
-    deft_model_set_onednn(m, 1);
+    deft_model_set_convs(m, DEFT_CONVS_AUTO);
     deft_model_reset_buffers(m);
     assert_status(deft_model_loss_grad(m, params, x, y, B, g[2], &loss[2],
                                        NULL),
@@ -1204,11 +1204,11 @@ static void test_model_engines(void **state)
         assert_status(deft_model_create(&m, own[i], 1, 28, 28, 10, 2),
                       DEFT_OK);
         assert_int_equal(deft_model_onednn(m), 0);
-        deft_model_set_onednn(m, 1);
+        deft_model_set_convs(m, DEFT_CONVS_AUTO);
         assert_int_equal(deft_model_onednn(m), 0);
         deft_model_destroy(m);
     }
-    deft_model_set_onednn(NULL, 1);
+    deft_model_set_convs(NULL, DEFT_CONVS_AUTO);
     assert_int_equal(deft_model_onednn(NULL), 0);
 }
 

@@ -109,6 +109,13 @@ deft_status_t deft_model_parse(const char *name, deft_model_kind_t *out)
                      name);
 }
 
+static const char *const convs_names[] = {"auto", "own"};
+
+const char *deft_convs_name(deft_convs_t convs)
+{
+    return (int)convs >= 0 && (int)convs < 2 ? convs_names[convs] : "?";
+}
+
 static const char *const init_names[] = {"torch", "he"};
 
 const char *deft_init_name(deft_init_t init)
@@ -597,16 +604,15 @@ int deft_model_onednn(const deft_model_t *m)
     return m ? m->blk : 0;
 }
 
-void deft_model_set_onednn(deft_model_t *m, int on)
+void deft_model_set_convs(deft_model_t *m, deft_convs_t convs)
 {
     if (!m)
         return;
-    if (on)
-        engine_auto(m);
-    else
+    if (convs == DEFT_CONVS_OWN)
         engine_own(m);
+    else
+        engine_auto(m);
 }
-
 deft_status_t deft_model_create_sized(deft_model_t **out,
                                       deft_model_kind_t kind, int c, int h,
                                       int w, int n_classes, int max_batch,

@@ -95,15 +95,26 @@ const deft_layout_t *deft_model_layout(const deft_model_t *m);
 void deft_model_init_params(const deft_model_t *m, float *params,
                             uint64_t seed, deft_init_t init);
 
-/* The conv engine: oneDNN's convs in its channel-blocked layout (the
- * default where the model's convs allow it and this CPU has oneDNN JIT
- * kernels: preresnet20 and vgg11bn on AVX2 or AVX-512), or deft's own
- * kernels. deft_model_onednn gives oneDNN's block size while it runs the
- * model, else 0. set_onednn(m, 0) moves the model to its own kernels,
- * set_onednn(m, 1) back to the default choice; both give the same
- * function up to float rounding (the tests check it). NULL-safe. */
+/* Which kernels run a model's convs. */
+typedef enum {
+    DEFT_CONVS_AUTO = 0, /* oneDNN's JIT convs in its channel-blocked layout
+                            where the model's convs allow it and this CPU
+                            has AVX2 or AVX-512 (preresnet20, vgg11bn);
+                            deft's own kernels elsewhere (the default)   */
+    DEFT_CONVS_OWN       /* deft's own kernels (im2col + OpenBLAS sgemm,
+                            Winograd F(2x2, 3x3), direct), plain layout  */
+} deft_convs_t;
+
+/* "auto", "own"; "?" for anything else. */
+const char *deft_convs_name(deft_convs_t convs);
+
+/* Puts m's convs on `convs` (create's choice is DEFT_CONVS_AUTO). Both
+ * compute the same function up to float rounding (the tests check it);
+ * each is bitwise repeatable. NULL-safe. */
+void deft_model_set_convs(deft_model_t *m, deft_convs_t convs);
+/* oneDNN's block size (16 or 8) while its convs run m, else 0. */
 int deft_model_onednn(const deft_model_t *m);
-void deft_model_set_onednn(deft_model_t *m, int on);
+
 
 /* Buffers outside the optimizer: the BN running statistics, for each BN
  * layer in build order its running mean (C) then running variance (C);

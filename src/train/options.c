@@ -19,6 +19,7 @@
 /* Choices are enums read and written as int. */
 _Static_assert(sizeof(deft_model_kind_t) == sizeof(int), "enum size");
 _Static_assert(sizeof(deft_init_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(deft_convs_t) == sizeof(int), "enum size");
 _Static_assert(sizeof(deft_train_backend_t) == sizeof(int), "enum size");
 _Static_assert(sizeof(deft_reshard_t) == sizeof(int), "enum size");
 
@@ -31,6 +32,12 @@ static const char *model_choice(int v)
 static const char *init_choice(int v)
 {
     const char *name = deft_init_name((deft_init_t)v);
+    return strcmp(name, "?") ? name : NULL;
+}
+
+static const char *convs_choice(int v)
+{
+    const char *name = deft_convs_name((deft_convs_t)v);
     return strcmp(name, "?") ? name : NULL;
 }
 
@@ -98,6 +105,12 @@ static const deft_option_def_t options[] = {
         .choice = init_choice,
         .help = "torch: PyTorch's (nn's default; the DEF paper code's for "
                 "preresnet20 and vgg11bn), or he: He normal, zero biases"),
+    OPT(CFG, convs, CHOICE, 0, 0, 0, .flag = "convs", .metavar = "NAME",
+        .choice = convs_choice,
+        .help = "auto: oneDNN's convs where the CPU has AVX2 or AVX-512 and "
+                "the model's convs fit its blocked layout (preresnet20, "
+                "vgg11bn), deft's own elsewhere; own: deft's own kernels "
+                "(computing the same function up to rounding)"),
     OPT(CFG, bn_recalibrate, INT, 0, 100000, 0, .flag = "bn-recalibrate",
         .metavar = "N", .word = "auto", .word_value = DEFT_TRAIN_BN_AUTO,
         .help = "models with batch norm: evaluate with BN statistics "

@@ -301,7 +301,8 @@ static void log_epoch(FILE *f, const deft_train_config_t *cfg,
             "\"algo\": \"%s\", "
             "\"compressor\": \"%s\", \"ratio\": %g, \"powersgd_rank\": %d, "
             "\"workers\": %d, \"model\": \"%s\", \"init\": \"%s\", "
-            "\"bn_stats\": \"%s\", \"bn_batches\": %d, \"eval_s\": %.3f}\n",
+            "\"bn_stats\": \"%s\", \"bn_batches\": %d, \"eval_s\": %.3f, "
+            "\"convs\": \"%s\"}\n",
             r->epoch, (unsigned long long)r->step, r->train_loss, r->test_loss,
             r->test_acc, (unsigned long long)r->bytes_per_worker,
             (unsigned long long)r->payload_per_worker, r->lr, r->wall_s,
@@ -311,7 +312,7 @@ static void log_epoch(FILE *f, const deft_train_config_t *cfg,
             cfg->optim.compressor == DEFT_COMP_POWERSGD ? cfg->optim.powersgd_rank
                                                         : 0,
             cfg->workers, deft_model_name(cfg->model), deft_init_name(cfg->init),
-            r->bn_stats, r->bn_batches, r->eval_s);
+            r->bn_stats, r->bn_batches, r->eval_s, r->convs);
     fflush(f);
 }
 
@@ -444,6 +445,8 @@ static deft_status_t worker_setup(run_t *run, worker_state_t *w)
                        "per worker (a batch-norm layer sees a 1x1 map)",
                        cfg->batch, run->K, b, deft_model_name(cfg->model),
                        deft_model_min_train_batch(w->model));
+    if (st == DEFT_OK)
+        deft_model_set_convs(w->model, cfg->convs);
     const size_t P = st == DEFT_OK ? deft_model_num_params(w->model) : 1;
     w->xb = malloc(sizeof(float) * per * (size_t)b);
     w->yb = malloc(sizeof(int32_t) * (size_t)b);
@@ -678,7 +681,7 @@ static deft_status_t end_epoch(const run_t *run, worker_state_t *w, int epoch,
         tot->wall_before + deft_wall_s() - run->t_start,
         (double)spe * run->cfg->batch / t_train, tot->compute, tot->comm_wall,
         tot->comm_model, tot->compute + tot->comm_model, bn_stats, n_bn,
-        deft_wall_s() - t_eval,
+        deft_wall_s() - t_eval, deft_model_onednn(w->model) ? "onednn" : "own",
     };
     *rep = r;
     res->epochs_done = epoch + 1;

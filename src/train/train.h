@@ -53,6 +53,9 @@ typedef struct {
     int bn_batches;            /* batches per worker recalibrated over    */
     double eval_s;             /* wall time of this evaluation, with the
                                   recalibration                          */
+    const char *convs;         /* the kernels worker 0's convs ran on:
+                                  "onednn" or "own" (--convs auto takes
+                                  oneDNN's where it can)                  */
 } deft_epoch_report_t;
 
 /* Progress inside an epoch (for a terminal display). */
@@ -68,6 +71,7 @@ typedef struct deft_train_config deft_train_config_t;
 struct deft_train_config {
     deft_model_kind_t model;
     deft_init_t init;          /* default DEFT_INIT_TORCH                 */
+    deft_convs_t convs;        /* the conv kernels; default DEFT_CONVS_AUTO */
     int bn_recalibrate;        /* models with BN: before each evaluation,
                                   recompute the running statistics at the
                                   output model over this many training
