@@ -488,15 +488,32 @@ static void check_blocked_layers(int B, int C, int H, int W, int blk)
     assert_true(rel_diff(mb, m, C) < 1e-6 && rel_diff(isb, is, C) < 1e-5);
     assert_true(rel_diff(rmb, rm, C) < 1e-6 && rel_diff(rvb, rv, C) < 1e-6);
     deft_batchnorm_backward(dx, dg, dbe, r, x, m, is, g, B, C, HW);
-    deft_batchnorm_backward_blocked(dxb, dgb, dbeb, rb, xb, m, is, g, B, C,
-                                    HW, blk);
+    deft_batchnorm_backward_blocked(dxb, dgb, dbeb, rb, NULL, xb, m, is, g, B,
+                                    C, HW, blk);
     deft_nn_from_blocked(t, dxb, B, C, HW, blk);
     assert_true(rel_diff(t, dx, n) < 1e-5);
     assert_true(rel_diff(dgb, dg, C) < 1e-5 && rel_diff(dbeb, dbe, C) < 1e-5);
     // and with no input gradient asked, the same dgamma and dbeta
-    deft_batchnorm_backward_blocked(NULL, dgb, dbeb, rb, xb, m, is, g, B, C,
-                                    HW, blk);
+    deft_batchnorm_backward_blocked(NULL, dgb, dbeb, rb, NULL, xb, m, is, g, B,
+                                    C, HW, blk);
     assert_true(rel_diff(dgb, dg, C) < 1e-5 && rel_diff(dbeb, dbe, C) < 1e-5);
+    // with a ReLU's output: the same as its backward first, bitwise, and
+    // dout masked in place
+    float *yr = falloc(n), *r2 = falloc(n), *dx2 = falloc(n);
+    deft_test_fill(yr, n, 85);
+    memcpy(r2, rb, n * sizeof(float));
+    deft_relu_backward(r2, yr, n);
+    deft_batchnorm_backward_blocked(dx2, dgb, dbeb, r2, NULL, xb, m, is, g, B,
+                                    C, HW, blk);
+    float *dgr = falloc(C), *dber = falloc(C);
+    deft_batchnorm_backward_blocked(dxb, dgr, dber, rb, yr, xb, m, is, g, B, C,
+                                    HW, blk);
+    assert_memory_equal(dxb, dx2, n * sizeof(float));
+    assert_memory_equal(rb, r2, n * sizeof(float));
+    assert_memory_equal(dgr, dgb, C * sizeof(float));
+    assert_memory_equal(dber, dbeb, C * sizeof(float));
+    deft_free(yr), deft_free(r2), deft_free(dx2), deft_free(dgr);
+    deft_free(dber);
     // BN, evaluation
     deft_batchnorm_forward_eval(y, x, g, be, rm, rv, B, C, HW, 0);
     deft_batchnorm_forward_eval_blocked(yb, xb, g, be, rm, rv, B, C, HW, 0,

@@ -185,12 +185,14 @@ void deft_batchnorm_forward_eval_blocked(float *out, const float *x,
 }
 
 /* s[j] = sum dy, q[j] = sum dy * (x - m[j]) * is[j] over block cb of
- * every image, lane j < blk (runs in float, as channel_moments). */
-DEFT_HOT static void block_dsums(double *s, double *q, const float *dy,
-                                 const float *x, int B, int CB, int cb,
-                                 int HW, const float *m, const float *is,
-                                 int blk)
+ * every image, lane j < blk (runs in float, as channel_moments). With y,
+ * a ReLU's output, dy is first masked to y > 0, in place. */
+DEFT_HOT static void block_dsums(double *s, double *q, float *dy,
+                                 const float *y, const float *x, int B,
+                                 int CB, int cb, int HW, const float *m,
+                                 const float *is, int blk)
 {
+    const v8f zero = {0};
     v4d a[2 * NV] = {{0}}, b[2 * NV] = {{0}};
     v8f mv[NV], iv[NV];
     const int nv = blk / 8;
@@ -200,15 +202,24 @@ DEFT_HOT static void block_dsums(double *s, double *q, const float *dy,
     }
     for (int n = 0; n < B; n++) {
         const size_t o = block_off(n, cb, CB, HW, blk);
-        const float *pd = dy + o, *px = x + o;
         for (int t0 = 0; t0 < HW; t0 += RUN) {
             const int tn = HW - t0 < RUN ? HW - t0 : RUN;
+            const size_t p0 = o + (size_t)t0 * blk;
+            float *pd = dy + p0;
+            const float *px = x + p0, *py = y ? y + p0 : NULL;
             v8f fa[NV] = {{0}}, fb[NV] = {{0}};
-            for (int t = 0; t < tn; t++, pd += blk, px += blk)
+            for (int t = 0; t < tn; t++)
                 for (int i = 0; i < nv; i++) {
+                    const size_t e = (size_t)t * blk + 8 * i;
                     v8f d, v;
-                    LOAD8(d, pd + 8 * i);
-                    LOAD8(v, px + 8 * i);
+                    LOAD8(d, pd + e);
+                    LOAD8(v, px + e);
+                    if (py) {  // d * (y > 0), as deft_relu_backward
+                        v8f u;
+                        LOAD8(u, py + e);
+                        d = (v8f)((__typeof__(u > zero))d & (u > zero));
+                        STORE8(pd + e, d);
+                    }
                     fa[i] += d;
                     fb[i] += d * ((v - mv[i]) * iv[i]);
                 }
@@ -252,14 +263,14 @@ DEFT_HOT static void block_dinp(float *dinp, const float *dout,
 }
 
 static void backward_block(float *dinp, float *dgamma, float *dbeta,
-                           const float *dout, const float *x,
+                           float *dout, const float *y, const float *x,
                            const float *mean, const float *invstd,
                            const float *gamma, int B, int CB, int cb, int HW,
                            int blk)
 {
     const int c0 = cb * blk;
     double s[MAXB], q[MAXB];
-    block_dsums(s, q, dout, x, B, CB, cb, HW, mean + c0, invstd + c0, blk);
+    block_dsums(s, q, dout, y, x, B, CB, cb, HW, mean + c0, invstd + c0, blk);
     float k[MAXB], a[MAXB], bq[MAXB];
     const double n = (double)B * HW;
     for (int j = 0; j < blk; j++) {
@@ -275,14 +286,14 @@ static void backward_block(float *dinp, float *dgamma, float *dbeta,
 }
 
 void deft_batchnorm_backward_blocked(float *dinp, float *dgamma, float *dbeta,
-                                     const float *dout, const float *x,
-                                     const float *mean, const float *invstd,
-                                     const float *gamma, int B, int C, int HW,
-                                     int blk)
+                                     float *dout, const float *relu_y,
+                                     const float *x, const float *mean,
+                                     const float *invstd, const float *gamma,
+                                     int B, int C, int HW, int blk)
 {
     for (int cb = 0; cb < C / blk; cb++)
-        backward_block(dinp, dgamma, dbeta, dout, x, mean, invstd, gamma, B,
-                       C / blk, cb, HW, blk);
+        backward_block(dinp, dgamma, dbeta, dout, relu_y, x, mean, invstd,
+                       gamma, B, C / blk, cb, HW, blk);
 }
 
 /* ---- global average pooling -------------------------------------------- */

@@ -261,11 +261,14 @@ void deft_batchnorm_forward_eval_blocked(float *out, const float *x,
                                          const float *run_mean,
                                          const float *run_var, int B, int C,
                                          int HW, int relu, int blk);
+/* The BN's backward; with relu_y (the BN + ReLU's output) the ReLU's
+ * before it in the same pass: dout *= (relu_y > 0), in place, as
+ * deft_relu_backward. relu_y NULL: dout is only read. */
 void deft_batchnorm_backward_blocked(float *dinp, float *dgamma, float *dbeta,
-                                     const float *dout, const float *x,
-                                     const float *mean, const float *invstd,
-                                     const float *gamma, int B, int C, int HW,
-                                     int blk);
+                                     float *dout, const float *relu_y,
+                                     const float *x, const float *mean,
+                                     const float *invstd, const float *gamma,
+                                     int B, int C, int HW, int blk);
 void deft_gap_forward_blocked(float *out, const float *inp, int B, int C,
                               int HW, int blk);
 void deft_gap_backward_blocked(float *dinp, const float *dout, int B, int C,

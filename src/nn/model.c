@@ -58,6 +58,8 @@ typedef struct {
     int32_t *argmax;           /* pool only: (max_batch, out_size)        */
     float *mean, *invstd;      /* BN only: (C) of the last training pass  */
     int has_grad;              /* backward: grad holds a value            */
+    const float *grad_given;   /* add, in backward: where its gradient went
+                                  (pass_grad), else NULL                  */
 } layer_t;
 
 struct deft_model {
@@ -975,6 +977,31 @@ static void backward_pool_conv(deft_model_t *m, const layer_t *l,
     accumulate(m, cv->src, B);
 }
 
+/* The residual add's backward to its input layer idx: dout unchanged.
+ * The first input without a gradient yet takes the add's gradient buffer
+ * itself (the two swap buffers of the same size: no copy); one with a
+ * gradient adds dout in; a second one without copies it from where it now
+ * is. */
+static void pass_grad(deft_model_t *m, layer_t *l, int idx, int B)
+{
+    if (idx < 0)
+        return;
+    layer_t *t = &m->layers[idx];
+    const size_t n = (size_t)B * l->out_size;
+    const float *dout = l->grad_given ? l->grad_given : l->grad;
+    if (t->has_grad) {
+        deft_add_inplace(t->grad, dout, n);
+    } else if (!l->grad_given) {
+        float *mine = l->grad;
+        l->grad = t->grad;
+        t->grad = mine;
+        l->grad_given = mine;
+    } else {
+        memcpy(t->grad, dout, n * sizeof(float));
+    }
+    t->has_grad = 1;
+}
+
 /* A conv layer's backward, by oneDNN or deft's kernels. 0, or -1. */
 static int backward_conv(deft_model_t *m, const layer_t *l,
                          const float *params, const float *in, float *dinp,
@@ -998,7 +1025,9 @@ static int backward_layer(deft_model_t *m, layer_t *l, const float *params,
     float *dout = l->grad;
     float *dinp = grad_target(m, l->src);
     float *db = l->b_off == NO_BIAS ? NULL : grad + l->b_off;
-    if (l->relu)
+    // a blocked BN masks by its ReLU in its own first pass
+    const int fused_relu = l->kind == LAYER_BN && in_blk > 1;
+    if (l->relu && !fused_relu)
         deft_relu_backward(dout, l->out, n_out);
     switch (l->kind) {
     case LAYER_DENSE:
@@ -1019,21 +1048,17 @@ static int backward_layer(deft_model_t *m, layer_t *l, const float *params,
     case LAYER_BN:
         if (in_blk > 1)
             deft_batchnorm_backward_blocked(
-                dinp, grad + l->w_off, db, dout, in, l->mean, l->invstd,
-                params + l->w_off, B, l->c, l->h * l->w, in_blk);
+                dinp, grad + l->w_off, db, dout, l->relu ? l->out : NULL, in,
+                l->mean, l->invstd, params + l->w_off, B, l->c, l->h * l->w,
+                in_blk);
         else
             deft_batchnorm_backward(dinp, grad + l->w_off, db, dout, in,
                                     l->mean, l->invstd, params + l->w_off, B,
                                     l->c, l->h * l->w);
         break;
     case LAYER_ADD:
-        if (dinp)
-            memcpy(dinp, dout, n_out * sizeof(float));
-        accumulate(m, l->src, B);
-        dinp = grad_target(m, l->src2);
-        if (dinp)
-            memcpy(dinp, dout, n_out * sizeof(float));
-        accumulate(m, l->src2, B);
+        pass_grad(m, l, l->src, B);
+        pass_grad(m, l, l->src2, B);
         return 0;
     case LAYER_GAP:
         if (dinp && in_blk > 1)
@@ -1052,6 +1077,8 @@ static int backward_layer(deft_model_t *m, layer_t *l, const float *params,
 static int backward(deft_model_t *m, const float *params, const float *x,
                      int B, float *grad)
 {
+    for (int i = 0; i < m->n_layers; i++)
+        m->layers[i].grad_given = NULL;
     for (int i = 0; i < m->n_layers - 1; i++)
         m->layers[i].has_grad = 0;
     m->layers[m->n_layers - 1].has_grad = 1;
