@@ -41,7 +41,8 @@ install(FILES ${PROJECT_BINARY_DIR}/deftConfig.cmake
         DESTINATION ${DEFT_CMAKE_DIR})
 
 # pkg-config: Requires.private names the .pc files Debian ships for the
-# dependencies, so that `pkg-config --static --libs deft` is complete.
+# dependencies, so that `pkg-config --static --libs deft` is complete;
+# oneDNN has none, and is -ldnnl in deft.pc.in's Libs.private.
 set(DEFT_PC_REQUIRES_PRIVATE "zlib openblas")
 if(DEFT_CONFIG_HAVE_MPI)
   string(APPEND DEFT_PC_REQUIRES_PRIVATE " ompi-c")
