@@ -56,9 +56,13 @@ static int time_onednn(const deft_conv2d_shape_t *s, int B, float *y,
                        float *dw, float *db, double t[2])
 {
     const int stem = s->c % deft_dnnl_block() != 0;
-    deft_dnnl_conv_t *c = deft_dnnl_conv_create(s, !stem, 1, !stem, B);
-    if (!c)
+    deft_dnnl_scratch_t *pad = deft_dnnl_scratch_create();
+    deft_dnnl_conv_t *c =
+        pad ? deft_dnnl_conv_create(s, !stem, 1, !stem, B, pad) : NULL;
+    if (!c) {
+        deft_dnnl_scratch_destroy(pad);
         return -1;
+    }
     int rc = 0;
     t[0] = t[1] = 1e30;
     for (int r = 0; r < REPS && rc == 0; r++) {
@@ -71,6 +75,7 @@ static int time_onednn(const deft_conv2d_shape_t *s, int B, float *y,
         t[1] = t2 - t1 < t[1] ? t2 - t1 : t[1];
     }
     deft_dnnl_conv_destroy(c);
+    deft_dnnl_scratch_destroy(pad);
     return rc;
 }
 

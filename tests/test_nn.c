@@ -350,8 +350,10 @@ static void check_dnnl_conv(int C, int H, int W, int OC, int k, int pad,
     const int blk = deft_dnnl_block();
     deft_conv2d_shape_t s;
     assert_true(deft_conv2d_shape(&s, C, H, W, OC, k, pad, stride));
+    deft_dnnl_scratch_t *scratch = deft_dnnl_scratch_create();
+    assert_non_null(scratch);
     deft_dnnl_conv_t *c =
-        deft_dnnl_conv_create(&s, !plain_src, bias, !plain_src, 3);
+        deft_dnnl_conv_create(&s, !plain_src, bias, !plain_src, 3, scratch);
     if (!c)
         fail_msg("oneDNN conv (%d, %dx%d -> %d, %dx%d, stride %d) not made",
                  C, H, W, OC, k, k, stride);
@@ -409,6 +411,7 @@ static void check_dnnl_conv(int C, int H, int W, int OC, int k, int pad,
     assert_int_equal(deft_dnnl_conv_forward(c, z, z, z, bias ? NULL : z, 3),
                      -1);
     deft_dnnl_conv_destroy(c);
+    deft_dnnl_scratch_destroy(scratch);
 }
 
 static void test_onednn_conv(void **state)
@@ -435,7 +438,12 @@ static void test_onednn_conv(void **state)
     // what oneDNN cannot take blocked: OC not a multiple of the block
     deft_conv2d_shape_t s;
     assert_true(deft_conv2d_shape(&s, blk, 6, 6, blk + 2, 3, 1, 1));
-    assert_null(deft_dnnl_conv_create(&s, 1, 0, 1, 2));
+    deft_dnnl_scratch_t *scratch = deft_dnnl_scratch_create();
+    assert_non_null(scratch);
+    assert_null(deft_dnnl_conv_create(&s, 1, 0, 1, 2, scratch));
+    assert_null(deft_dnnl_conv_create(&s, 1, 0, 1, 2, NULL));
+    deft_dnnl_scratch_destroy(scratch);
+    deft_dnnl_scratch_destroy(NULL);
 }
 
 /* max |a - b| relative to max |b| over n */

@@ -15,7 +15,14 @@
  * Each worker runs single-threaded (the workers are the parallelism), so
  * every oneDNN call here runs with one OpenMP thread: the calling thread's
  * OpenMP thread count is set to 1 around it and restored after. With one
- * thread the results are bitwise repeatable. */
+ * thread the results are bitwise repeatable.
+ *
+ * Scratchpads are ours (oneDNN's user mode): its own library-managed one
+ * is shared by every primitive of the process unless oneDNN was built for
+ * concurrent execution, and workers on threads run primitives at once
+ * (two workers crashed in it). The convs of one model run one after
+ * another on one thread, so they share one buffer (deft_dnnl_scratch_t),
+ * grown to the largest need: the Winograd primitives take 7-11 MB each. */
 #define _GNU_SOURCE /* RTLD_DEFAULT */
 #include "nn/layers.h"
 
@@ -39,10 +46,28 @@ struct deft_dnnl_conv {
      * k), b and db (OC), dsrc, ddst; oneDNN-owned: wf, wb, dwb, the
      * weights in the formats the primitives chose */
     dnnl_memory_t src, dst, w, dw, b, db, dsrc, ddst, wf, wb, dwb;
-    /* each conv primitive's scratchpad, made once (oneDNN's own would
-     * allocate, and fault in fresh pages, on every call) */
+    /* each conv primitive's scratchpad, on the shared buffer */
     dnnl_memory_t pad_fwd, pad_bwd_data, pad_bwd_w;
+    deft_dnnl_scratch_t *scratch;
 };
+
+struct deft_dnnl_scratch {
+    void *p;
+    size_t n; /* bytes */
+};
+
+deft_dnnl_scratch_t *deft_dnnl_scratch_create(void)
+{
+    return deft_alloc(sizeof(deft_dnnl_scratch_t));
+}
+
+void deft_dnnl_scratch_destroy(deft_dnnl_scratch_t *s)
+{
+    if (!s)
+        return;
+    deft_free(s->p);
+    deft_free(s);
+}
 
 /* ---- the engine, the block size, the OpenMP thread count ---------------- */
 
@@ -291,8 +316,8 @@ static int make_prims(deft_dnnl_conv_t *c, dnnl_primitive_desc_t pd[3],
         new_mem(&c->b, &d->bias, 0) || new_mem(&c->db, &d->bias, 0) ||
         new_mem(&c->wf, QMD(pd[0], dnnl_query_weights_md), 1) ||
         new_mem(&c->dwb, QMD(pd[2], dnnl_query_diff_weights_md), 1) ||
-        new_mem(&c->pad_fwd, QMD(pd[0], dnnl_query_scratchpad_md), 1) ||
-        new_mem(&c->pad_bwd_w, QMD(pd[2], dnnl_query_scratchpad_md), 1))
+        new_mem(&c->pad_fwd, QMD(pd[0], dnnl_query_scratchpad_md), 0) ||
+        new_mem(&c->pad_bwd_w, QMD(pd[2], dnnl_query_scratchpad_md), 0))
         return -1;
     if (dnnl_primitive_create(&c->fwd, pd[0]) ||
         dnnl_primitive_create(&c->bwd_w, pd[2]) ||
@@ -303,7 +328,7 @@ static int make_prims(deft_dnnl_conv_t *c, dnnl_primitive_desc_t pd[3],
         return 0;
     return new_mem(&c->wb, QMD(pd[1], dnnl_query_weights_md), 1) ||
                    new_mem(&c->pad_bwd_data,
-                           QMD(pd[1], dnnl_query_scratchpad_md), 1) ||
+                           QMD(pd[1], dnnl_query_scratchpad_md), 0) ||
                    dnnl_primitive_create(&c->bwd_data, pd[1]) ||
                    new_reorder(&c->w_to_bwd, c->w, c->wb)
                ? -1
@@ -336,10 +361,11 @@ static int ensure_batch(deft_dnnl_conv_t *c, int B)
 
 deft_dnnl_conv_t *deft_dnnl_conv_create(const deft_conv2d_shape_t *s,
                                         int src_blocked, int bias, int dinp,
-                                        int batch)
+                                        int batch, deft_dnnl_scratch_t *scratch)
 {
     const int blk = deft_dnnl_block();
-    if (!blk || s->oc % blk || (src_blocked && s->c % blk) || batch < 1)
+    if (!blk || s->oc % blk || (src_blocked && s->c % blk) || batch < 1 ||
+        !scratch)
         return NULL;
     deft_dnnl_conv_t *c = deft_alloc(sizeof *c);
     if (!c)
@@ -348,6 +374,7 @@ deft_dnnl_conv_t *deft_dnnl_conv_create(const deft_conv2d_shape_t *s,
     c->src_blocked = src_blocked;
     c->bias = bias;
     c->dinp = dinp;
+    c->scratch = scratch;
     const int prev = one_thread_begin();
     int ok = dnnl_stream_create(&c->stream, g_engine,
                                 dnnl_stream_default_flags) == dnnl_success;
@@ -377,6 +404,24 @@ static int bind(dnnl_memory_t m, const void *p)
     return dnnl_memory_set_data_handle(m, q) != dnnl_success;
 }
 
+/* Puts pad, a scratchpad memory, on the shared buffer, grown to fit. */
+static int bind_pad(deft_dnnl_conv_t *c, dnnl_memory_t pad)
+{
+    const dnnl_memory_desc_t *md;
+    if (dnnl_memory_get_memory_desc(pad, &md) != dnnl_success)
+        return -1;
+    const size_t need = dnnl_memory_desc_get_size(md);
+    deft_dnnl_scratch_t *s = c->scratch;
+    if (need > s->n) {
+        void *p = deft_alloc(need);
+        if (!p)
+            return -1;
+        deft_free(s->p);
+        s->p = p, s->n = need;
+    }
+    return bind(pad, s->p);
+}
+
 static int run(deft_dnnl_conv_t *c, dnnl_primitive_t p, int n,
                const dnnl_exec_arg_t *args)
 {
@@ -388,7 +433,7 @@ static int forward(deft_dnnl_conv_t *c, float *out, const float *inp,
                    const float *w, const float *b)
 {
     if (bind(c->src, inp) || bind(c->dst, out) || bind(c->w, w) ||
-        (c->bias && bind(c->b, b)))
+        (c->bias && bind(c->b, b)) || bind_pad(c, c->pad_fwd))
         return -1;
     const dnnl_exec_arg_t re[] = {{DNNL_ARG_FROM, c->w}, {DNNL_ARG_TO, c->wf}};
     const dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, c->src},
@@ -424,8 +469,8 @@ static int backward(deft_dnnl_conv_t *c, float *dinp, float *dw, float *db,
             {DNNL_ARG_WEIGHTS, c->wb},
             {DNNL_ARG_DIFF_SRC, c->dsrc},
             {DNNL_ARG_SCRATCHPAD, c->pad_bwd_data}};
-        if (bind(c->dsrc, dinp) || run(c, c->w_to_bwd, 2, re) ||
-            run(c, c->bwd_data, 4, args))
+        if (bind(c->dsrc, dinp) || bind_pad(c, c->pad_bwd_data) ||
+            run(c, c->w_to_bwd, 2, re) || run(c, c->bwd_data, 4, args))
             return -1;
     }
     const dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, c->src},
@@ -435,7 +480,8 @@ static int backward(deft_dnnl_conv_t *c, float *dinp, float *dw, float *db,
                                     {DNNL_ARG_DIFF_BIAS, c->db}};
     const dnnl_exec_arg_t re[] = {{DNNL_ARG_FROM, c->dwb},
                                   {DNNL_ARG_TO, c->dw}};
-    return run(c, c->bwd_w, 4 + c->bias, args) || run(c, c->dw_to_plain, 2, re);
+    return bind_pad(c, c->pad_bwd_w) || run(c, c->bwd_w, 4 + c->bias, args) ||
+           run(c, c->dw_to_plain, 2, re);
 }
 
 int deft_dnnl_conv_backward(deft_dnnl_conv_t *c, float *dinp, float *dw,

@@ -218,14 +218,22 @@ int deft_dnnl_block(void);
  * and bias b (OC) plain, as the parameter buffer holds them. */
 typedef struct deft_dnnl_conv deft_dnnl_conv_t;
 
+/* The scratchpad buffer the oneDNN convs of one model share (they must
+ * run one at a time: one model, one thread); grows to the largest need.
+ * NULL out of memory; destroy is NULL-safe. */
+typedef struct deft_dnnl_scratch deft_dnnl_scratch_t;
+deft_dnnl_scratch_t *deft_dnnl_scratch_create(void);
+void deft_dnnl_scratch_destroy(deft_dnnl_scratch_t *s);
+
 /* Makes the conv and its primitives for batch `batch` (other batches make
- * theirs on first use). NULL when oneDNN cannot run s with JIT kernels
- * here (deft_dnnl_block() is 0, OC or a blocked C is not a multiple of
- * blk, no JIT kernel for the shape) or out of memory. bias: the forward
- * takes b and the backward gives db; dinp: the backward gives dinp. */
+ * theirs on first use), with its scratchpads on `scratch`. NULL when
+ * oneDNN cannot run s with JIT kernels here (deft_dnnl_block() is 0, OC
+ * or a blocked C is not a multiple of blk, no JIT kernel for the shape)
+ * or out of memory. bias: the forward takes b and the backward gives db;
+ * dinp: the backward gives dinp. */
 deft_dnnl_conv_t *deft_dnnl_conv_create(const deft_conv2d_shape_t *s,
                                         int src_blocked, int bias, int dinp,
-                                        int batch);
+                                        int batch, deft_dnnl_scratch_t *scratch);
 /* NULL-safe. */
 void deft_dnnl_conv_destroy(deft_dnnl_conv_t *c);
 

@@ -71,6 +71,7 @@ struct deft_model {
                                   any BN layer sees (0: no BN)            */
     int blk;                   /* oneDNN's block if its convs run this
                                   model (see plan_blocked), else 0        */
+    deft_dnnl_scratch_t *dnnl_scratch; /* their shared scratchpad          */
     int n_layers;
     layer_t layers[MAX_LAYERS];
     size_t n_params, n_buffers;
@@ -403,12 +404,14 @@ static int min_side(deft_model_kind_t kind)
     }
 }
 
+static void engine_own(deft_model_t *m);
+
 void deft_model_destroy(deft_model_t *m)
 {
     if (!m)
         return;
+    engine_own(m);
     for (int i = 0; i < m->n_layers; i++) {
-        deft_dnnl_conv_destroy(m->layers[i].dnnl);
         deft_free(m->layers[i].out);
         deft_free(m->layers[i].grad);
         deft_free(m->layers[i].argmax);
@@ -572,6 +575,8 @@ static void engine_own(deft_model_t *m)
         m->layers[i].dnnl = NULL;
         m->layers[i].blk = 1;
     }
+    deft_dnnl_scratch_destroy(m->dnnl_scratch);
+    m->dnnl_scratch = NULL;
     m->blk = 0;
 }
 
@@ -581,7 +586,8 @@ static void engine_auto(deft_model_t *m)
 {
     engine_own(m);
     const int blk = deft_dnnl_block();
-    if (!blk || !plan_blocked(m, blk)) {
+    if (!blk || !plan_blocked(m, blk) ||
+        !(m->dnnl_scratch = deft_dnnl_scratch_create())) {
         engine_own(m);
         return;
     }
@@ -592,7 +598,7 @@ static void engine_auto(deft_model_t *m)
         const int in_blk = l->src < 0 ? 1 : m->layers[l->src].blk;
         l->dnnl = deft_dnnl_conv_create(&l->conv, in_blk > 1,
                                         l->b_off != NO_BIAS, l->src >= 0,
-                                        m->max_train_batch);
+                                        m->max_train_batch, m->dnnl_scratch);
         if (!l->dnnl) {
             engine_own(m);
             return;
@@ -615,6 +621,7 @@ void deft_model_set_convs(deft_model_t *m, deft_convs_t convs)
     else
         engine_auto(m);
 }
+
 deft_status_t deft_model_create_sized(deft_model_t **out,
                                       deft_model_kind_t kind, int c, int h,
                                       int w, int n_classes, int max_batch,
