@@ -181,6 +181,7 @@ static int time_steps(int batch, int steps, int reps, double *best,
     trainer_t t;
     if (trainer_init(&t, batch, 1) != 0 || train(&t, WARMUP) != 0) {
         fprintf(stderr, "bench_train: setup failed: %s\n", deft_last_error());
+        trainer_free(&t);
         return -1;
     }
     double step_s[64];
@@ -188,6 +189,7 @@ static int time_steps(int batch, int steps, int reps, double *best,
         double t0 = bench_now();
         if (train(&t, steps) != 0) {
             fprintf(stderr, "bench_train: %s\n", deft_last_error());
+            trainer_free(&t);
             return -1;
         }
         step_s[r] = (bench_now() - t0) / steps;

@@ -376,6 +376,15 @@ static void check_dnnl_conv(int C, int H, int W, int OC, int k, int pad,
         assert_non_null(rdb);
         deft_test_fill(x, nx, 71 + t), deft_test_fill(w, nw, 72);
         deft_test_fill(b, OC, 73), deft_test_fill(r, ny, 74 + t);
+        // outputs start as NaN: a value oneDNN does not write shows
+        for (size_t i = 0; i < ny; i++)
+            yb[i] = NAN;
+        for (size_t i = 0; i < nx; i++)
+            dxb[i] = NAN;
+        for (size_t i = 0; i < nw; i++)
+            dw[i] = NAN;
+        for (int i = 0; i < OC; i++)
+            db[i] = NAN;
         if (!bias)
             memset(b, 0, OC * sizeof(float));
         conv_reference(ry, rdx, rdw, rdb, x, w, b, r, B, &s);
@@ -400,6 +409,20 @@ static void check_dnnl_conv(int C, int H, int W, int OC, int k, int pad,
         if (!plain_src) {
             deft_nn_from_blocked(dx, dxb, B, C, HW, blk);
             assert_true(max_rel_err("onednn dx", dx, rdx, nx) < 1e-5);
+            // no input gradient asked of a conv that can give one: the
+            // same dw
+            float *dw2 = falloc(nw);
+            assert_int_equal(deft_dnnl_conv_backward(c, NULL, dw2,
+                                                     bias ? db : NULL, rb, xb,
+                                                     w, B),
+                             0);
+            assert_memory_equal(dw2, dw, nw * sizeof(float));
+            deft_free(dw2);
+        } else {  // and one made without refuses it
+            assert_int_equal(deft_dnnl_conv_backward(c, dxb, dw,
+                                                     bias ? db : NULL, rb, xb,
+                                                     w, B),
+                             -1);
         }
         deft_free(x), deft_free(w), deft_free(b), deft_free(r), deft_free(y);
         deft_free(dx), deft_free(dw), deft_free(db), deft_free(xb);
@@ -435,13 +458,20 @@ static void test_onednn_conv(void **state)
     check_dnnl_conv(32, 3, 3, 32, 3, 1, 1, 0, 1);     // a map below a tile
     check_dnnl_conv(b2, 1, 1, b2, 3, 1, 1, 0, 1);     // 1x1 maps
     check_dnnl_conv(blk, 8, 8, blk, 3, 0, 1, 0, 0);   // 'valid'
-    // what oneDNN cannot take blocked: OC not a multiple of the block
-    deft_conv2d_shape_t s;
+    // what oneDNN cannot take blocked: OC not a multiple of the block;
+    // and no conv without a scratchpad buffer or a batch
+    deft_conv2d_shape_t s, ok;
     assert_true(deft_conv2d_shape(&s, blk, 6, 6, blk + 2, 3, 1, 1));
+    assert_true(deft_conv2d_shape(&ok, blk, 6, 6, blk, 3, 1, 1));
     deft_dnnl_scratch_t *scratch = deft_dnnl_scratch_create();
     assert_non_null(scratch);
     assert_null(deft_dnnl_conv_create(&s, 1, 0, 1, 2, scratch));
-    assert_null(deft_dnnl_conv_create(&s, 1, 0, 1, 2, NULL));
+    assert_null(deft_dnnl_conv_create(&ok, 1, 0, 1, 2, NULL));
+    assert_null(deft_dnnl_conv_create(&ok, 1, 0, 1, 0, scratch));
+    deft_dnnl_conv_t *c = deft_dnnl_conv_create(&ok, 1, 0, 1, 2, scratch);
+    assert_non_null(c);
+    assert_int_equal(deft_dnnl_conv_prepare(c, 7), 0);
+    deft_dnnl_conv_destroy(c);
     deft_dnnl_scratch_destroy(scratch);
     deft_dnnl_scratch_destroy(NULL);
 }
@@ -459,7 +489,8 @@ static double rel_diff(const float *a, const float *b, size_t n)
 
 /* The blocked BN, GAP and pool against their plain twins on the same
  * values (in the other layout). */
-static void check_blocked_layers(int B, int C, int H, int W, int blk)
+static void check_blocked_layers(int B, int C, int H, int W, int blk,
+                                 int far)
 {
     const int HW = H * W, OHW = (H / 2) * (W / 2);
     const size_t n = (size_t)B * C * HW, no = (size_t)B * C * OHW;
@@ -476,8 +507,8 @@ static void check_blocked_layers(int B, int C, int H, int W, int blk)
     assert_non_null(am), assert_non_null(amb), assert_non_null(amt);
     deft_test_fill(x, n, 81), deft_test_fill(r, n, 82);
     deft_test_fill(g, C, 83), deft_test_fill(be, C, 84);
-    for (size_t i = 0; i < n; i++)
-        x[i] = 3.0f + 2.0f * x[i];  // a mean away from 0
+    for (size_t i = 0; i < n; i++)  // a mean away from 0, or far from it
+        x[i] = far ? 1000.0f + 0.01f * x[i] : 3.0f + 2.0f * x[i];
     for (int c = 0; c < C; c++)
         g[c] += 1.5f, rm[c] = rmb[c] = 0.5f, rv[c] = rvb[c] = 2.0f;
     deft_nn_to_blocked(xb, x, B, C, HW, blk);
@@ -577,10 +608,13 @@ static void test_blocked_layers(void **state)
 {
     (void)state;
     for (int blk = 8; blk <= 16; blk += 8) {
-        check_blocked_layers(3, blk, 5, 7, blk);       // odd map: pool drops
-        check_blocked_layers(2, 2 * blk, 4, 4, blk);
-        check_blocked_layers(5, blk, 1, 1, blk);       // 1x1: no pool
-        check_blocked_layers(2, blk, 40, 3, blk);      // runs of 32 + 8
+        check_blocked_layers(3, blk, 5, 7, blk, 0);    // odd map: pool drops
+        check_blocked_layers(2, 2 * blk, 4, 4, blk, 0);
+        check_blocked_layers(5, blk, 1, 1, blk, 0);    // 1x1: no pool
+        check_blocked_layers(2, blk, 40, 3, blk, 0);   // runs 32+32+32+24
+        // values 1000 +- 0.01: the one-pass variance stays exact (it
+        // sums about each channel's first value)
+        check_blocked_layers(3, blk, 6, 5, blk, 1);
     }
 }
 

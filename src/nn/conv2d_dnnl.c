@@ -100,6 +100,8 @@ static dnnl_format_tag_t block_tag(int blk)
     return blk == 16 ? dnnl_nChw16c : dnnl_nChw8c;
 }
 
+/* 1 for oneDNN's JIT kernels ("jit...", or its brgemm ones, "brg..."),
+ * 0 for its reference and gemm fallbacks. */
 static int impl_is_jit(const_dnnl_primitive_desc_t pd)
 {
     const char *impl = NULL;
@@ -107,7 +109,7 @@ static int impl_is_jit(const_dnnl_primitive_desc_t pd)
             dnnl_success ||
         !impl)
         return 0;
-    return strncmp(impl, "jit", 3) == 0;
+    return strncmp(impl, "jit", 3) == 0 || strncmp(impl, "brg", 3) == 0;
 }
 
 /* The block of the activations oneDNN's forward conv picks itself for a
@@ -141,10 +143,16 @@ static int probe_block(void)
     return blk;
 }
 
+/* Without the OpenMP calls (another runtime, or one not visible here)
+ * oneDNN would run each call on every core, several workers at once would
+ * oversubscribe them, and the results would no longer be repeatable: then
+ * the engine is off (block 0) and the models keep deft's kernels. */
 static void init_once(void)
 {
     void *get = dlsym(RTLD_DEFAULT, "omp_get_max_threads");
     void *set = dlsym(RTLD_DEFAULT, "omp_set_num_threads");
+    if (!get || !set)
+        return;
     memcpy(&g_omp_get, &get, sizeof get);
     memcpy(&g_omp_set, &set, sizeof set);
     const int prev = one_thread_begin();
@@ -357,6 +365,20 @@ static int ensure_batch(deft_dnnl_conv_t *c, int B)
     return 0;
 }
 
+static int grow_pad(deft_dnnl_conv_t *c, dnnl_memory_t pad);
+
+int deft_dnnl_conv_prepare(deft_dnnl_conv_t *c, int B)
+{
+    const int prev = one_thread_begin();
+    int rc = ensure_batch(c, B);
+    dnnl_memory_t pads[] = {c->pad_fwd, c->pad_bwd_data, c->pad_bwd_w};
+    for (int i = 0; i < 3 && rc == 0; i++)
+        if (pads[i])
+            rc = grow_pad(c, pads[i]);
+    one_thread_end(prev);
+    return rc;
+}
+
 /* ---- create, destroy, run ---------------------------------------------- */
 
 deft_dnnl_conv_t *deft_dnnl_conv_create(const deft_conv2d_shape_t *s,
@@ -404,8 +426,8 @@ static int bind(dnnl_memory_t m, const void *p)
     return dnnl_memory_set_data_handle(m, q) != dnnl_success;
 }
 
-/* Puts pad, a scratchpad memory, on the shared buffer, grown to fit. */
-static int bind_pad(deft_dnnl_conv_t *c, dnnl_memory_t pad)
+/* Grows the shared buffer to pad's (a scratchpad memory's) size. */
+static int grow_pad(deft_dnnl_conv_t *c, dnnl_memory_t pad)
 {
     const dnnl_memory_desc_t *md;
     if (dnnl_memory_get_memory_desc(pad, &md) != dnnl_success)
@@ -419,7 +441,13 @@ static int bind_pad(deft_dnnl_conv_t *c, dnnl_memory_t pad)
         deft_free(s->p);
         s->p = p, s->n = need;
     }
-    return bind(pad, s->p);
+    return 0;
+}
+
+/* Puts pad on the shared buffer (grown to fit, if prepare did not). */
+static int bind_pad(deft_dnnl_conv_t *c, dnnl_memory_t pad)
+{
+    return grow_pad(c, pad) || bind(pad, c->scratch->p);
 }
 
 static int run(deft_dnnl_conv_t *c, dnnl_primitive_t p, int n,

@@ -1,8 +1,9 @@
 /* Layer kernels of src/nn: plain functions over caller-owned buffers, with
- * every shape spelled out (llm.c style). Nothing here allocates, spawns a
- * thread or checks arguments: the model (model.c) validates and sizes all
- * buffers at create time, and the tests call these directly for gradient
- * checks. Backward functions overwrite their weight/bias gradients.
+ * every shape spelled out (llm.c style). Nothing here but the deft_dnnl_*
+ * objects allocates, spawns a thread or checks arguments: the model
+ * (model.c) validates and sizes all buffers at create time, and the tests
+ * call these directly for gradient checks. Backward functions overwrite
+ * their weight/bias gradients.
  *
  * Internal header: library sources and the project's own tests only. */
 #ifndef DEFT_NN_LAYERS_H
@@ -226,25 +227,33 @@ deft_dnnl_scratch_t *deft_dnnl_scratch_create(void);
 void deft_dnnl_scratch_destroy(deft_dnnl_scratch_t *s);
 
 /* Makes the conv and its primitives for batch `batch` (other batches make
- * theirs on first use), with its scratchpads on `scratch`. NULL when
- * oneDNN cannot run s with JIT kernels here (deft_dnnl_block() is 0, OC
- * or a blocked C is not a multiple of blk, no JIT kernel for the shape)
- * or out of memory. bias: the forward takes b and the backward gives db;
- * dinp: the backward gives dinp. */
+ * theirs in deft_dnnl_conv_prepare or on first use), with its scratchpads
+ * on `scratch`. NULL when oneDNN cannot run s with JIT kernels here
+ * (deft_dnnl_block() is 0, OC or a blocked C is not a multiple of blk, no
+ * JIT kernel for the shape), batch < 1, scratch is NULL, or out of
+ * memory. bias: the forward takes b and the backward gives db; dinp: the
+ * backward can give dinp. */
 deft_dnnl_conv_t *deft_dnnl_conv_create(const deft_conv2d_shape_t *s,
                                         int src_blocked, int bias, int dinp,
                                         int batch, deft_dnnl_scratch_t *scratch);
 /* NULL-safe. */
 void deft_dnnl_conv_destroy(deft_dnnl_conv_t *c);
 
+/* Makes c's primitives for batch B (dropping another batch's) and grows
+ * its scratchpad buffer to their need, so that forward and backward at B
+ * allocate nothing and fail only if oneDNN's execution does. 0, or -1
+ * out of memory (c then has no primitives; the next call retries). */
+int deft_dnnl_conv_prepare(deft_dnnl_conv_t *c, int B);
+
 /* out = conv(inp, w) + b, as deft_conv2d_forward (no ReLU). b is NULL
- * exactly when the conv was made without bias. 0, or -1 if oneDNN failed
- * (out of memory for a new batch size's primitives). */
+ * exactly when the conv was made without bias. 0, or -1 if b does not
+ * match or oneDNN failed (out of memory preparing a new batch size). */
 int deft_dnnl_conv_forward(deft_dnnl_conv_t *c, float *out, const float *inp,
                            const float *w, const float *b, int B);
 
 /* The dense backward, as deft_conv2d_backward: writes dw, db (NULL exactly
- * when made without bias) and, unless NULL, dinp. 0, or -1. */
+ * when made without bias) and, unless NULL, dinp. 0, or -1 if db does not
+ * match, dinp is given to a conv made without it, or oneDNN failed. */
 int deft_dnnl_conv_backward(deft_dnnl_conv_t *c, float *dinp, float *dw,
                             float *db, const float *dout, const float *inp,
                             const float *w, int B);
@@ -257,9 +266,9 @@ void deft_nn_from_blocked(float *dst, const float *src, int B, int C, int HW,
 
 /* The per-channel layers on blocked tensors (blocked.c): the same
  * arguments and definitions as their plain twins above, with the block
- * size last; C a multiple of blk. The GAP's output (B, C) and the pool's
- * argmax (an index y*W + x in the (H, W) plane, per value) are as in the
- * plain layout, the pool's output (B, C, H/2, W/2) blocked. */
+ * size last; C a multiple of blk. The GAP's output (B, C) is plain. The
+ * pool's output and argmax are blocked, (B, C/blk, OH*OW, blk), each
+ * argmax an index y*W + x in its (H, W) plane as in the plain layout. */
 void deft_batchnorm_forward_train_blocked(
     float *out, float *mean, float *invstd, const float *x, const float *gamma,
     const float *beta, int B, int C, int HW, float *run_mean, float *run_var,

@@ -8,8 +8,11 @@
  * second gradient through a spare buffer and an add. ReLU is fused into
  * the conv/dense/BN layer before it (applied in place on that layer's
  * output), and a conv whose only reader is a max-pool is differentiated
- * through the pool's argmax with the sparse conv backward. All buffers are
- * allocated at create; loss_grad and evaluate never allocate. */
+ * through the pool's argmax with the sparse conv backward (deft's own
+ * kernels only). All buffers are allocated at create; loss_grad and
+ * evaluate never allocate, except that a model on oneDNN's convs makes
+ * the conv primitives of each new batch size (prepare_batch) before it
+ * computes anything. */
 #include "nn/nn.h"
 
 #include "core/internal.h"
@@ -584,6 +587,8 @@ static void engine_own(deft_model_t *m)
  * conv gets JIT kernels; otherwise leaves it on its own kernels. */
 static void engine_auto(deft_model_t *m)
 {
+    if (m->blk)
+        return;  // on oneDNN already
     engine_own(m);
     const int blk = deft_dnnl_block();
     if (!blk || !plan_blocked(m, blk) ||
@@ -899,10 +904,24 @@ static int forward_conv(deft_model_t *m, layer_t *l, const float *params,
     return 0;
 }
 
-/* 0, or -1 if oneDNN failed (out of memory for a new batch size). */
+/* Makes every oneDNN conv ready for batch B before a pass starts, so that
+ * a failure (out of memory) comes before any layer has run: BN's running
+ * statistics are then untouched. 0, or -1. */
+static int prepare_batch(deft_model_t *m, int B)
+{
+    for (int i = 0; i < m->n_layers; i++)
+        if (m->layers[i].dnnl &&
+            deft_dnnl_conv_prepare(m->layers[i].dnnl, B) != 0)
+            return -1;
+    return 0;
+}
+
+/* 0, or -1 if oneDNN failed (preparing for B, or in a call). */
 static int forward(deft_model_t *m, const float *params, const float *x,
                    int B, bn_mode_t mode)
 {
+    if (prepare_batch(m, B) != 0)
+        return -1;
     for (int i = 0; i < m->n_layers; i++) {
         layer_t *l = &m->layers[i];
         const float *in = output_of(m, l->src, x);
@@ -1121,14 +1140,16 @@ uint64_t deft_model_pattern_hash(const deft_model_t *m, int batch)
     return h;
 }
 
-/* A oneDNN conv could not make or run its primitives for this batch: its
- * only failure after create is running out of memory for them. */
+/* A oneDNN conv failed on this batch: out of memory preparing the batch
+ * size (before any layer ran: prepare_batch), or an error inside oneDNN's
+ * execution. */
 static deft_status_t onednn_failed(const char *fn, int batch)
 {
     return deft_fail(DEFT_ERR_NOMEM,
-                     "%s: oneDNN could not make its conv primitives for "
-                     "batch = %d (out of memory?); a smaller batch needs "
-                     "less", fn, batch);
+                     "%s: oneDNN's convs failed at batch = %d: out of memory "
+                     "for that batch size's primitives, or an error inside "
+                     "oneDNN; a smaller batch needs less, and --convs own "
+                     "avoids oneDNN", fn, batch);
 }
 
 /* Training-mode passes: the gradients are sized for max_train_batch, and

@@ -5,11 +5,15 @@
  * the model's tensors in the order of deft_model_layout() (for each layer:
  * weight, then bias), which is also the optimizer's layout. A model owns
  * its scratch (activations, im2col buffers) sized for max_batch at create
- * time, so forward/backward never allocate. A model object is used by one
- * thread at a time; each worker makes its own.
+ * time, so forward/backward with deft's own kernels never allocate. On
+ * oneDNN's convs (deft_convs_t), a batch size the model has not run yet
+ * makes that size's conv primitives first (and may fail with
+ * DEFT_ERR_NOMEM, before anything is computed). A model object is used
+ * by one thread at a time; each worker makes its own.
  *
  * Images are NCHW floats: x is (B, C, H, W); labels are (B,) int32 in
- * [0, n_classes). Matrix products go through OpenBLAS's cblas_sgemm.
+ * [0, n_classes). Matrix products go through OpenBLAS's cblas_sgemm; the
+ * BN models' convs through oneDNN where it runs (deft_convs_t).
  */
 #ifndef DEFT_NN_H
 #define DEFT_NN_H
@@ -110,7 +114,9 @@ const char *deft_convs_name(deft_convs_t convs);
 
 /* Puts m's convs on `convs` (create's choice is DEFT_CONVS_AUTO). Both
  * compute the same function up to float rounding (the tests check it);
- * each is bitwise repeatable. NULL-safe. */
+ * each is bitwise repeatable. AUTO falls back to deft's kernels wherever
+ * oneDNN cannot take the model (deft_model_onednn says which it got).
+ * NULL-safe. */
 void deft_model_set_convs(deft_model_t *m, deft_convs_t convs);
 /* oneDNN's block size (16 or 8) while its convs run m, else 0. */
 int deft_model_onednn(const deft_model_t *m);
