@@ -2,9 +2,11 @@
  * conv2d_dnnl.c): a tensor (B, C, H, W) held as (B, C/blk, HW, blk),
  * value (n, c, p) at ((n * C/blk + c/blk) * HW + p) * blk + c % blk, with
  * blk 8 or 16 and C a multiple of blk. The same definitions as their
- * plain-layout twins (batchnorm.c, avgpool.c, maxpool.c); only the order
- * of each channel's sums differs (still in double), so the two agree up
- * to float rounding.
+ * plain-layout twins (batchnorm.c, avgpool.c, maxpool.c). BN sums in
+ * float over runs of 32 pixels and in double across the runs, and takes
+ * its variance in one pass about each channel's first value; the pool and
+ * the GAP compute exactly as their twins. So the two layouts agree up to
+ * float rounding.
  *
  * In this layout the blk channels of one pixel are contiguous, so every
  * loop here runs over them in the innermost position: one vector (or two)
@@ -51,7 +53,6 @@ void deft_nn_from_blocked(float *dst, const float *src, int B, int C, int HW,
  * floats (GCC's generic vectors; AVX in the DEFT_HOT clones), each lane
  * its own channel; sums go through 4-double vectors. */
 typedef float v8f __attribute__((vector_size(32)));
-typedef float v4f __attribute__((vector_size(16)));
 typedef double v4d __attribute__((vector_size(32)));
 #define NV (MAXB / 8)
 #define LOAD8(v, p) memcpy(&(v), (p), sizeof(v8f))
