@@ -61,8 +61,6 @@ typedef struct {
     int32_t *argmax;           /* pool only: (max_batch, out_size)        */
     float *mean, *invstd;      /* BN only: (C) of the last training pass  */
     int has_grad;              /* backward: grad holds a value            */
-    const float *grad_given;   /* add, in backward: where its gradient went
-                                  (pass_grad), else NULL                  */
 } layer_t;
 
 struct deft_model {
@@ -527,6 +525,13 @@ static int alloc_buffers(deft_model_t *m, size_t max_act, size_t scratch)
 
 /* ---- the oneDNN engine -------------------------------------------------- */
 
+/* The layout of l's input: its source layer's, or plain for the model's
+ * input x. */
+static int in_block(const deft_model_t *m, const layer_t *l)
+{
+    return l->src < 0 ? 1 : m->layers[l->src].blk;
+}
+
 /* Which layers' outputs take oneDNN's blocked layout (block blk) when its
  * convs run the model: a conv's output, and after it those of the
  * per-channel layers (BN, pool, residual add) of a blocked input; GAP and
@@ -540,7 +545,7 @@ static int plan_blocked(deft_model_t *m, int blk)
     int convs = 0;
     for (int i = 0; i < m->n_layers; i++) {
         layer_t *l = &m->layers[i];
-        const int in_blk = l->src < 0 ? 1 : m->layers[l->src].blk;
+        const int in_blk = in_block(m, l);
         l->blk = in_blk;
         switch (l->kind) {
         case LAYER_CONV:
@@ -600,8 +605,7 @@ static void engine_auto(deft_model_t *m)
         layer_t *l = &m->layers[i];
         if (l->kind != LAYER_CONV)
             continue;
-        const int in_blk = l->src < 0 ? 1 : m->layers[l->src].blk;
-        l->dnnl = deft_dnnl_conv_create(&l->conv, in_blk > 1,
+        l->dnnl = deft_dnnl_conv_create(&l->conv, in_block(m, l) > 1,
                                         l->b_off != NO_BIAS, l->src >= 0,
                                         m->max_train_batch, m->dnnl_scratch);
         if (!l->dnnl) {
@@ -953,9 +957,9 @@ static int forward(deft_model_t *m, const float *params, const float *x,
                              (size_t)B * l->out_size);
             break;
         case LAYER_GAP:
-            if (in != x && m->layers[l->src].blk > 1)
+            if (in_block(m, l) > 1)
                 deft_gap_forward_blocked(l->out, in, B, l->c, l->h * l->w,
-                                         m->layers[l->src].blk);
+                                         in_block(m, l));
             else
                 deft_gap_forward(l->out, in, B, l->c, l->h * l->w);
             break;
@@ -1003,25 +1007,23 @@ static void backward_pool_conv(deft_model_t *m, const layer_t *l,
     accumulate(m, cv->src, B);
 }
 
-/* The residual add's backward to its input layer idx: dout unchanged.
- * The first input without a gradient yet takes the add's gradient buffer
- * itself (the two swap buffers of the same size: no copy); one with a
- * gradient adds dout in; a second one without copies it from where it now
- * is. */
-static void pass_grad(deft_model_t *m, layer_t *l, int idx, int B)
+/* The residual add's backward to its input layer idx: dout, the add's
+ * gradient (l's grad buffer when the backward began), unchanged. An input
+ * with a gradient adds dout in. One without takes the buffer dout is in,
+ * while l still owns it (the two swap buffers of the same size: no copy);
+ * after that, it gets a copy. */
+static void pass_grad(deft_model_t *m, layer_t *l, int idx, float *dout,
+                      int B)
 {
     if (idx < 0)
         return;
     layer_t *t = &m->layers[idx];
     const size_t n = (size_t)B * l->out_size;
-    const float *dout = l->grad_given ? l->grad_given : l->grad;
     if (t->has_grad) {
         deft_add_inplace(t->grad, dout, n);
-    } else if (!l->grad_given) {
-        float *mine = l->grad;
+    } else if (l->grad == dout) {
         l->grad = t->grad;
-        t->grad = mine;
-        l->grad_given = mine;
+        t->grad = dout;
     } else {
         memcpy(t->grad, dout, n * sizeof(float));
     }
@@ -1047,7 +1049,7 @@ static int backward_layer(deft_model_t *m, layer_t *l, const float *params,
 {
     const size_t n_out = (size_t)B * l->out_size;
     const float *in = output_of(m, l->src, x);
-    const int in_blk = l->src < 0 ? 1 : m->layers[l->src].blk;
+    const int in_blk = in_block(m, l);
     float *dout = l->grad;
     float *dinp = grad_target(m, l->src);
     float *db = l->b_off == NO_BIAS ? NULL : grad + l->b_off;
@@ -1083,8 +1085,8 @@ static int backward_layer(deft_model_t *m, layer_t *l, const float *params,
                                     l->c, l->h * l->w);
         break;
     case LAYER_ADD:
-        pass_grad(m, l, l->src, B);
-        pass_grad(m, l, l->src2, B);
+        pass_grad(m, l, l->src, dout, B);
+        pass_grad(m, l, l->src2, dout, B);
         return 0;
     case LAYER_GAP:
         if (dinp && in_blk > 1)
@@ -1103,8 +1105,6 @@ static int backward_layer(deft_model_t *m, layer_t *l, const float *params,
 static int backward(deft_model_t *m, const float *params, const float *x,
                      int B, float *grad)
 {
-    for (int i = 0; i < m->n_layers; i++)
-        m->layers[i].grad_given = NULL;
     for (int i = 0; i < m->n_layers - 1; i++)
         m->layers[i].has_grad = 0;
     m->layers[m->n_layers - 1].has_grad = 1;
